@@ -1,0 +1,66 @@
+"""Settings from the environment (prefix ``EVENTFOLD_``), shared by every process.
+
+The same variable names are used by ``stack/stack.sh`` and ``docker-compose.yml``;
+a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the servers are, and the names this deployment uses on them."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTFOLD_", frozen=True)
+
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; overrides kafka_host/kafka_port"
+    )
+    mongo_host: str = "127.0.0.1"
+    mongo_port: int = 27017
+    mongo_url: str | None = Field(default=None, description="overrides mongo_host/mongo_port")
+    mongo_db: str = "eventfold"
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_url: str | None = Field(default=None, description="overrides redis_host/redis_port")
+
+    producer_host: str = "127.0.0.1"
+    producer_port: int = 8001
+    query_host: str = "127.0.0.1"
+    query_port: int = 8002
+    processor_web_port: int = 6066
+
+    topic_prefix: str = Field(default="", description="prefix of every topic (tests isolate by it)")
+    redis_prefix: str = Field(default="ef:", description="prefix of every Redis key")
+    consumer_group: str = "eventfold-projections"
+
+    kafka_timeout_s: float = 10.0
+    topic_partitions: int = 6
+
+    @cached_property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @cached_property
+    def mongo_uri(self) -> str:
+        return self.mongo_url or f"mongodb://{self.mongo_host}:{self.mongo_port}"
+
+    @cached_property
+    def redis_uri(self) -> str:
+        return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    def topic(self, name: str) -> str:
+        """The physical topic name of a logical one (``orders`` -> ``<prefix>orders``)."""
+        return f"{self.topic_prefix}{name}"
+
+    def logical_topic(self, physical: str) -> str:
+        """Inverse of :meth:`topic`."""
+        if self.topic_prefix and physical.startswith(self.topic_prefix):
+            return physical[len(self.topic_prefix) :]
+        return physical

@@ -1,0 +1,72 @@
+"""The Kafka topology: which topics exist, with which partitioning and retention.
+
+Created idempotently by every process that needs them (producer API, processors,
+replay), so a fresh broker works without a separate set-up step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from eventfold.settings import Settings
+from schemas.catalog import dlq_topic
+
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Source-of-truth topics keep everything forever; `customers` is compacted."""
+    n = settings.topic_partitions
+    specs = [
+        TopicSpec("orders", n, FOREVER),
+        TopicSpec("payments", n, FOREVER),  # co-partitioned with orders: same count, same key
+        TopicSpec("customers", n, {"cleanup.policy": "compact", "retention.ms": "-1"}),
+    ]
+    specs += [TopicSpec(dlq_topic(s.name), n, FOREVER) for s in list(specs)]
+    return [TopicSpec(settings.topic(s.name), s.partitions, s.config) for s in specs]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; returns the names created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=int(settings.kafka_timeout_s * 1000),
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
+                     topic_configs=s.config)
+            for s in missing
+        ]
+        try:
+            response = await admin.create_topics(
+                new, timeout_ms=int(settings.kafka_timeout_s * 1000)
+            )
+        except TopicAlreadyExistsError:
+            return []  # another process won the race; the topics exist as specified
+        errors = [
+            f"{name}: error {code} {message or ''}".strip()
+            for name, code, *rest in response.topic_errors
+            for message in [rest[0] if rest else None]
+            if code not in (0, TopicAlreadyExistsError.errno)
+        ]
+        if errors:
+            raise RuntimeError("could not create topics: " + "; ".join(errors))
+        return [s.name for s in missing]
+    finally:
+        await admin.close()

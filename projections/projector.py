@@ -1,0 +1,226 @@
+"""Applies one Kafka record to one version of the read models, exactly once in effect.
+
+The same code serves the live Faust processors and the replay engine.
+
+Order documents keep their facts (the order's events, with their offsets) next
+to the view derived from them, and carry a revision ``_rev`` used for optimistic
+concurrency: a write replaces the document only if nobody else did since it was
+read. Because every stream's events are kept sorted by their Kafka offset and
+deduplicated by event_id, applying a record is idempotent and independent of the
+order in which records arrive; the tracking information is written atomically
+with the new state, in the same document (the "tracking record" idea of the
+eventsourcing library, embedded). Redis follows via a revision-guarded script.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from projections.customer_fold import CUSTOMER_EVENT_TYPES, apply_customer, customer_view, enrichment
+from projections.order_fold import (
+    OrderFacts,
+    apply,
+    empty_facts,
+    facts_from_doc,
+    facts_to_doc,
+    order_id_of,
+    order_view,
+    redis_contribution,
+)
+from projections.read_models import Document, ReadModels
+from projections.redis_writer import RedisWriter
+from schemas.events import Event
+
+MAX_CONFLICT_RETRIES = 50
+CUSTOMER_VIEW_INPUTS = ("placed", "customer_id", "currency", "amount_paid", "placed_at")
+
+
+class ConcurrentUpdateError(RuntimeError):
+    """Another writer kept changing the same document; the record will be retried."""
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What the order document holds besides the view."""
+
+    facts: OrderFacts
+    offsets: dict[str, int]  # event_id -> offset in its stream (the lowest one seen)
+    customer: dict[str, Any] | None  # enrichment block
+    customer_offset: int  # offset of the customers-stream record the block came from
+
+    @classmethod
+    def load(cls, order_id: str, doc: Mapping[str, Any] | None) -> OrderState:
+        if doc is None:
+            return cls(empty_facts(order_id), {}, None, -1)
+        return cls(facts_from_doc(doc["_facts"]), dict(doc["_offsets"]), doc.get("customer"),
+                   int(doc.get("_customer_offset", -1)))
+
+    def with_event(self, event: Event, offset: int) -> OrderState | None:
+        """The state with ``event`` added at ``offset``; None when already known there."""
+        known = self.offsets.get(event.event_id)
+        if known is not None and known <= offset:
+            return None
+        offsets = {**self.offsets, event.event_id: offset}
+        facts = apply(self.facts, event) if known is None else self.facts
+        by_offset = lambda e: offsets[e.event_id]  # noqa: E731
+        facts = replace(
+            facts,
+            order_events=tuple(sorted(facts.order_events, key=by_offset)),
+            payment_events=tuple(sorted(facts.payment_events, key=by_offset)),
+        )
+        return replace(self, facts=facts, offsets=offsets)
+
+    def to_doc(self, rev: int) -> tuple[Document, dict[str, Any]]:
+        view = order_view(self.facts, self.customer)
+        doc: Document = {
+            "_id": self.facts.order_id, **view, "_rev": rev, "_facts": facts_to_doc(self.facts),
+            "_offsets": self.offsets, "_customer_offset": self.customer_offset,
+        }
+        return doc, view
+
+
+def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The view part of a stored document (internal fields start with ``_``)."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+class Projector:
+    """Writes records into one read-model version (MongoDB first, then Redis)."""
+
+    def __init__(self, models: ReadModels) -> None:
+        self.models = models
+        self.redis = RedisWriter(models)
+
+    async def apply(self, event: Event, topic: str, partition: int, offset: int) -> bool:
+        """Apply one record of logical topic ``topic``; False when it was already applied."""
+        if isinstance(event, CUSTOMER_EVENT_TYPES):
+            return await self._apply_customer(event, partition, offset)
+        changed, doc = await self._update_order(
+            order_id_of(event), lambda state: state.with_event(event, offset)
+        )
+        await self._sync_redis(doc, checkpoint=(f"{topic}:{partition}", offset))
+        if doc.get("customer_id") and (changed is None or changed):
+            await self._refresh_customer(doc["customer_id"])
+        if doc.get("placed") and doc.get("customer") is None:
+            await self._enrich_from_profile(doc)
+        return changed is not None
+
+    async def _update_order(
+        self, order_id: str, mutate: Callable[[OrderState], OrderState | None]
+    ) -> tuple[bool | None, Document]:
+        """Read-mutate-write with optimistic concurrency on ``_rev``.
+
+        Returns (None, stored doc) when ``mutate`` had nothing to do, else
+        (whether the customer-view inputs changed, new doc)."""
+        orders = self.models.orders
+        for _ in range(MAX_CONFLICT_RETRIES):
+            stored = await orders.find_one({"_id": order_id})
+            state = OrderState.load(order_id, stored)
+            new_state = mutate(state)
+            if new_state is None:
+                if stored is None:
+                    raise LookupError(f"order {order_id}: nothing stored and nothing to apply")
+                return None, stored
+            rev = (stored or {}).get("_rev", 0) + 1
+            doc, _ = new_state.to_doc(rev)
+            if stored is None:
+                try:
+                    await orders.insert_one(doc)
+                except DuplicateKeyError:
+                    continue
+            else:
+                result = await orders.replace_one({"_id": order_id, "_rev": stored["_rev"]}, doc)
+                if result.matched_count == 0:
+                    continue
+            inputs_changed = stored is None or any(
+                stored.get(k) != doc.get(k) for k in CUSTOMER_VIEW_INPUTS
+            )
+            return inputs_changed, doc
+        raise ConcurrentUpdateError(f"order {order_id}: too many concurrent updates")
+
+    async def _sync_redis(self, doc: Document, checkpoint: tuple[str, int] | None) -> None:
+        view = public_view(doc)
+        await self.redis.apply_order(
+            doc["_id"], doc["_rev"], redis_contribution(view),
+            json.dumps(view, separators=(",", ":")), checkpoint,
+        )
+
+    async def _enrich_from_profile(self, doc: Document) -> None:
+        """Embed the customer's profile if it exists (closes the race with a
+        customer event processed concurrently on another partition)."""
+        profile = await self.models.customers.find_one(
+            {"_id": doc["customer_id"], "_offset": {"$exists": True}}
+        )
+        if profile is not None:
+            await self._enrich_order(doc["_id"], profile)
+
+    async def _enrich_order(self, order_id: str, profile: Mapping[str, Any]) -> None:
+        block = {k: profile[k] for k in ("name", "tier", "country")}
+        offset = int(profile["_offset"])
+
+        def set_customer(state: OrderState) -> OrderState | None:
+            if state.customer_offset >= offset:
+                return None
+            return replace(state, customer=block, customer_offset=offset)
+
+        changed, doc = await self._update_order(order_id, set_customer)
+        if changed is not None:
+            await self._sync_redis(doc, checkpoint=None)
+
+    async def _apply_customer(self, event: Event, partition: int, offset: int) -> bool:
+        profile = apply_customer(None, event)
+        fields = {**enrichment(profile), "customer_id": profile.customer_id,
+                  "email": profile.email, "_offset": offset, "_event_id": event.event_id}
+        applied = True
+        try:
+            result = await self.models.customers.update_one(
+                {"_id": profile.customer_id,
+                 "$or": [{"_offset": {"$lt": offset}}, {"_offset": {"$exists": False}}]},
+                {"$set": fields}, upsert=True,
+            )
+            applied = result.modified_count > 0 or result.upserted_id is not None
+        except DuplicateKeyError:
+            applied = False  # a newer (or this) record already set the profile
+        stored = await self.models.customers.find_one({"_id": profile.customer_id})
+        assert stored is not None
+        # Re-enrich every order still showing older data (also on redelivery: the
+        # crash may have come between the profile write and this step).
+        async for order in self.models.orders.find(
+            {"customer_id": profile.customer_id,
+             "$or": [{"_customer_offset": {"$lt": stored["_offset"]}},
+                     {"_customer_offset": {"$exists": False}}]},
+            projection={"_id": 1},
+        ):
+            await self._enrich_order(order["_id"], stored)
+        await self.redis.checkpoint(f"customers:{partition}", offset)
+        return applied
+
+    async def _refresh_customer(self, customer_id: str) -> None:
+        """Recompute the customer's aggregates from its orders.
+
+        Guarded by the sum of the orders' revisions: revisions only grow, so a
+        snapshot taken later never has a smaller sum, and a stale recomputation
+        racing a newer one cannot overwrite it."""
+        orders = await self.models.orders.find(
+            {"customer_id": customer_id},
+            projection={k: 1 for k in (*CUSTOMER_VIEW_INPUTS, "_rev")},
+        ).to_list(None)
+        rev_sum = sum(int(o["_rev"]) for o in orders)
+        view = customer_view(customer_id, None, orders)
+        aggregates = {k: view[k] for k in ("order_count", "lifetime_value", "last_order_at")}
+        try:
+            await self.models.customers.update_one(
+                {"_id": customer_id,
+                 "$or": [{"_orders_rev_sum": {"$lt": rev_sum}},
+                         {"_orders_rev_sum": {"$exists": False}}]},
+                {"$set": {**aggregates, "customer_id": customer_id, "_orders_rev_sum": rev_sum}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # a recomputation at least as recent is already stored
+

@@ -1,0 +1,101 @@
+"""Where one version of the read models lives, and which version is active.
+
+Every version has its own MongoDB collections (``orders_<v>``, ``customers_<v>``)
+and its own Redis key prefix (``<prefix>{<v>}:``; the hash tag keeps one
+version's keys in one Redis Cluster slot so the Lua scripts stay atomic).
+A rebuild writes a new version while the active one keeps serving; switching
+is one update of the ``meta`` document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
+from eventfold.settings import Settings
+
+Document = dict[str, Any]
+META_ID = "read_models"
+FIRST_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class ReadModels:
+    """Handles on one version of the read models."""
+
+    db: AsyncDatabase[Document]
+    redis: Redis
+    version: str
+    redis_prefix: str
+
+    @property
+    def orders(self) -> AsyncCollection[Document]:
+        return self.db[f"orders_{self.version}"]
+
+    @property
+    def customers(self) -> AsyncCollection[Document]:
+        return self.db[f"customers_{self.version}"]
+
+    def key(self, name: str) -> str:
+        return f"{self.redis_prefix}{{{self.version}}}:{name}"
+
+    async def ensure_indexes(self) -> None:
+        """The indexes the query API and the enrichment updates need."""
+        await self.orders.create_index([("customer_id", ASCENDING), ("placed_at", DESCENDING)])
+        await self.orders.create_index([("status", ASCENDING), ("placed_at", DESCENDING)])
+        await self.orders.create_index([("placed_at", DESCENDING), ("_id", DESCENDING)])
+
+    async def drop(self) -> None:
+        """Remove every document and key of this version."""
+        await self.orders.drop()
+        await self.customers.drop()
+        cursor = 0
+        pattern = self.key("*")
+        while True:
+            cursor, keys = await self.redis.scan(cursor, match=pattern, count=1000)
+            if keys:
+                await self.redis.delete(*keys)
+            if cursor == 0:
+                break
+
+
+class Stores:
+    """The connections of one process (one MongoDB client, one Redis pool)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.mongo: AsyncMongoClient[Document] = AsyncMongoClient(
+            settings.mongo_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+            socketTimeoutMS=15000, tz_aware=True,
+        )
+        self.redis: Redis = Redis.from_url(
+            settings.redis_uri, decode_responses=True, socket_timeout=5,
+            socket_connect_timeout=5,
+        )
+        self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_db]
+
+    @property
+    def meta(self) -> AsyncCollection[Document]:
+        return self.db["meta"]
+
+    def version(self, version: str) -> ReadModels:
+        return ReadModels(self.db, self.redis, version, self.settings.redis_prefix)
+
+    async def active_version(self) -> str:
+        doc = await self.meta.find_one({"_id": META_ID})
+        return FIRST_VERSION if doc is None else str(doc["active"])
+
+    async def active(self) -> ReadModels:
+        return self.version(await self.active_version())
+
+    async def set_active(self, version: str) -> None:
+        await self.meta.update_one({"_id": META_ID}, {"$set": {"active": version}}, upsert=True)
+
+    async def close(self) -> None:
+        await self.mongo.close()
+        await self.redis.aclose()

@@ -1,0 +1,91 @@
+"""Redis side of the read models: status hot cache, counts by status, revenue per
+day and currency, top-customers leaderboard, and per-partition checkpoints.
+
+One Lua script applies an order's *absolute* contribution (from
+``order_fold.redis_contribution``) guarded by the order document's revision:
+the old contribution is subtracted and the new one added atomically, and only
+when the revision is newer than the one Redis holds. A redelivery, a crash
+between the MongoDB write and this call, or a replay therefore never counts an
+event twice (the writer re-sends the current revision; an equal one is a no-op).
+Amounts are integer 1e-4 units, so counters stay exact (HINCRBY).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from projections.read_models import ReadModels
+
+_APPLY_ORDER = """
+local order_key, counts_key, revenue_key, top_prefix, checkpoint_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local rev = tonumber(ARGV[1])
+local held = tonumber(redis.call('HGET', order_key, 'rev') or '-1')
+if ARGV[4] ~= '' then
+  local cur = tonumber(redis.call('HGET', checkpoint_key, ARGV[4]) or '-1')
+  if tonumber(ARGV[5]) > cur then redis.call('HSET', checkpoint_key, ARGV[4], ARGV[5]) end
+end
+if rev <= held then return 0 end
+local function neg(v) if string.sub(v, 1, 1) == '-' then return string.sub(v, 2) end return '-' .. v end
+local old_raw = redis.call('HGET', order_key, 'contribution')
+if old_raw then
+  local old = cjson.decode(old_raw)
+  redis.call('HINCRBY', counts_key, old.status, -1)
+  for k, v in pairs(old.revenue) do redis.call('HINCRBY', revenue_key, k, neg(v)) end
+  if old.customer_id ~= cjson.null then
+    for cur, v in pairs(old.ltv) do redis.call('ZINCRBY', top_prefix .. cur, neg(v), old.customer_id) end
+  end
+end
+local new = cjson.decode(ARGV[2])
+redis.call('HINCRBY', counts_key, new.status, 1)
+for k, v in pairs(new.revenue) do redis.call('HINCRBY', revenue_key, k, v) end
+if new.customer_id ~= cjson.null then
+  for cur, v in pairs(new.ltv) do redis.call('ZINCRBY', top_prefix .. cur, v, new.customer_id) end
+end
+redis.call('HSET', order_key, 'rev', ARGV[1], 'contribution', ARGV[2], 'status', new.status, 'view', ARGV[3])
+return 1
+"""
+
+
+def _as_strings(contribution: dict[str, Any]) -> dict[str, Any]:
+    """Units as decimal strings: Lua numbers are doubles, HINCRBY wants exact integers."""
+    return {
+        "status": contribution["status"],
+        "customer_id": contribution["customer_id"],
+        "revenue": {k: str(v) for k, v in contribution["revenue"].items()},
+        "ltv": {k: str(v) for k, v in contribution["ltv"].items()},
+    }
+
+
+class RedisWriter:
+    """Applies order contributions to one read-model version's Redis keys."""
+
+    def __init__(self, models: ReadModels) -> None:
+        self._models = models
+        self._script = models.redis.register_script(_APPLY_ORDER)
+
+    async def apply_order(
+        self, order_id: str, rev: int, contribution: dict[str, Any], view_json: str,
+        checkpoint: tuple[str, int] | None = None,
+    ) -> bool:
+        """True when applied, False when Redis already held this revision or a newer one."""
+        m = self._models
+        keys = [m.key(f"order:{order_id}"), m.key("status_counts"), m.key("revenue"),
+                m.key("top:"), m.key("checkpoints")]
+        cp_field, cp_offset = checkpoint if checkpoint else ("", -1)
+        result = await self._script(
+            keys=keys,
+            args=[rev, json.dumps(_as_strings(contribution), separators=(",", ":")), view_json,
+                  cp_field, cp_offset],
+        )
+        return bool(result)
+
+    async def checkpoint(self, field: str, offset: int) -> None:
+        """Raise the applied-position mark of one partition (never lowers it)."""
+        m = self._models
+        await self._models.redis.eval(
+            "local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1') "
+            "if tonumber(ARGV[2]) > c then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end "
+            "return 1",
+            1, m.key("checkpoints"), field, offset,
+        )
