@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     consumer_group: str = "eventfold-projections"
 
     kafka_timeout_s: float = 10.0
+    consistency_timeout_s: float = Field(
+        default=5.0, description="how long a query carrying a consistency token may wait"
+    )
     topic_partitions: int = 6
 
     @cached_property

@@ -93,8 +93,39 @@ class Stores:
     async def active(self) -> ReadModels:
         return self.version(await self.active_version())
 
-    async def set_active(self, version: str) -> None:
-        await self.meta.update_one({"_id": META_ID}, {"$set": {"active": version}}, upsert=True)
+    async def targets(self) -> list[str]:
+        """Versions live processors write to: the active one and those being rebuilt."""
+        doc = await self.meta.find_one({"_id": META_ID})
+        if doc is None:
+            return [FIRST_VERSION]
+        return [str(doc["active"]), *(v for v in doc.get("building", []) if v != doc["active"])]
+
+    async def begin_build(self) -> str:
+        """Allocate a new version and register it so live processors also write to it."""
+        await self.meta.update_one(
+            {"_id": META_ID},
+            {"$setOnInsert": {"active": FIRST_VERSION, "building": [], "last_version": 1}},
+            upsert=True,
+        )
+        doc = await self.meta.find_one_and_update(
+            {"_id": META_ID}, {"$inc": {"last_version": 1}}, return_document=True
+        )
+        assert doc is not None
+        version = f"v{doc['last_version']}"
+        await self.meta.update_one({"_id": META_ID}, {"$push": {"building": version}})
+        return version
+
+    async def activate(self, version: str) -> str:
+        """Make ``version`` the one queries read; returns the previously active version."""
+        previous = await self.active_version()
+        await self.meta.update_one(
+            {"_id": META_ID}, {"$set": {"active": version}, "$pull": {"building": version}},
+            upsert=True,
+        )
+        return previous
+
+    async def abandon_build(self, version: str) -> None:
+        await self.meta.update_one({"_id": META_ID}, {"$pull": {"building": version}})
 
     async def close(self) -> None:
         await self.mongo.close()

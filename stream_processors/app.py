@@ -64,7 +64,7 @@ class Targets:
 
     async def __call__(self) -> Sequence[Projector]:
         if time.monotonic() - self._read_at > self._ttl_s:
-            versions = (await self._stores.active_version(),)
+            versions = tuple(await self._stores.targets())
             if versions != self._versions:
                 projectors = [Projector(self._stores.version(v)) for v in versions]
                 for p in projectors:
