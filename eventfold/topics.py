@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from eventfold.settings import Settings
-from schemas.catalog import dlq_topic
+from schemas.catalog import TOPICS, dlq_topic
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 
@@ -70,3 +71,18 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def source_partitions(settings: Settings) -> list[TopicPartition]:
+    """Every partition of the source topics (orders, payments, customers), as physical names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([settings.topic(t) for t in TOPICS])
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(d["topic"], p["partition"])
+        for d in described if d["error_code"] == 0
+        for p in sorted(d["partitions"], key=lambda p: p["partition"])
+    ]

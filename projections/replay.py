@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from eventfold.settings import Settings
+from eventfold.topics import source_partitions
 from projections.projector import Projector
 from projections.read_models import Stores
-from schemas.catalog import TOPICS
 from schemas.codec import CodecError, decode
 
 Progress = Callable[[int, int], None]  # (records done, records to do)
@@ -57,12 +57,8 @@ class TopicReader:
         self.partitions: list[TopicPartition] = []
 
     async def start(self) -> None:
+        self.partitions = await source_partitions(self._settings)
         await self.consumer.start()
-        await self.consumer.topics()  # fetches cluster metadata
-        for topic in TOPICS:
-            physical = self._settings.topic(topic)
-            parts = self.consumer.partitions_for_topic(physical) or set()
-            self.partitions += [TopicPartition(physical, p) for p in sorted(parts)]
         self.consumer.assign(self.partitions)
         await self.consumer.seek_to_beginning(*self.partitions)
 

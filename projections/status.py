@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.table import Table
 
 from eventfold.settings import Settings
+from eventfold.topics import source_partitions
 from projections.read_models import META_ID, Stores
-from schemas.catalog import TOPICS
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,7 @@ async def gather_status(settings: Settings, stores: Stores) -> StatusReport:
     await consumer.start()
     await admin.start()
     try:
-        await consumer.topics()  # fetches cluster metadata
-        partitions = [
-            TopicPartition(settings.topic(t), p)
-            for t in TOPICS
-            for p in sorted(consumer.partitions_for_topic(settings.topic(t)) or ())
-        ]
+        partitions = await source_partitions(settings)
         ends = await consumer.end_offsets(partitions) if partitions else {}
         group = f"{settings.topic_prefix}{settings.consumer_group}"
         committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
