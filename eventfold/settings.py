@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     producer_port: int = 8001
     query_host: str = "127.0.0.1"
     query_port: int = 8002
-    processor_web_port: int = 6066
+    processor_data_dir: str = Field(
+        default=".stack/processor-data", description="Faust's local state (tables' stores)"
+    )
 
     topic_prefix: str = Field(default="", description="prefix of every topic (tests isolate by it)")
     redis_prefix: str = Field(default="ef:", description="prefix of every Redis key")

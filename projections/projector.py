@@ -99,11 +99,17 @@ class Projector:
     async def apply(self, event: Event, topic: str, partition: int, offset: int) -> bool:
         """Apply one record of logical topic ``topic``; False when it was already applied."""
         if isinstance(event, CUSTOMER_EVENT_TYPES):
-            return await self._apply_customer(event, partition, offset)
+            applied = await self._apply_customer(event, offset)
+        else:
+            applied = await self._apply_order_event(event, offset)
+        await self.redis.checkpoint(topic, partition, offset)
+        return applied
+
+    async def _apply_order_event(self, event: Event, offset: int) -> bool:
         changed, doc = await self._update_order(
             order_id_of(event), lambda state: state.with_event(event, offset)
         )
-        await self._sync_redis(doc, checkpoint=(f"{topic}:{partition}", offset))
+        await self._sync_redis(doc)
         if doc.get("customer_id") and (changed is None or changed):
             await self._refresh_customer(doc["customer_id"])
         if doc.get("placed") and doc.get("customer") is None:
@@ -143,11 +149,11 @@ class Projector:
             return inputs_changed, doc
         raise ConcurrentUpdateError(f"order {order_id}: too many concurrent updates")
 
-    async def _sync_redis(self, doc: Document, checkpoint: tuple[str, int] | None) -> None:
+    async def _sync_redis(self, doc: Document) -> None:
         view = public_view(doc)
         await self.redis.apply_order(
             doc["_id"], doc["_rev"], redis_contribution(view),
-            json.dumps(view, separators=(",", ":")), checkpoint,
+            json.dumps(view, separators=(",", ":")),
         )
 
     async def _enrich_from_profile(self, doc: Document) -> None:
@@ -170,9 +176,9 @@ class Projector:
 
         changed, doc = await self._update_order(order_id, set_customer)
         if changed is not None:
-            await self._sync_redis(doc, checkpoint=None)
+            await self._sync_redis(doc)
 
-    async def _apply_customer(self, event: Event, partition: int, offset: int) -> bool:
+    async def _apply_customer(self, event: Event, offset: int) -> bool:
         profile = apply_customer(None, event)
         fields = {**enrichment(profile), "customer_id": profile.customer_id,
                   "email": profile.email, "_offset": offset, "_event_id": event.event_id}
@@ -197,7 +203,6 @@ class Projector:
             projection={"_id": 1},
         ):
             await self._enrich_order(order["_id"], stored)
-        await self.redis.checkpoint(f"customers:{partition}", offset)
         return applied
 
     async def _refresh_customer(self, customer_id: str) -> None:

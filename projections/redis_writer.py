@@ -18,13 +18,9 @@ from typing import Any
 from projections.read_models import ReadModels
 
 _APPLY_ORDER = """
-local order_key, counts_key, revenue_key, top_prefix, checkpoint_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local order_key, counts_key, revenue_key, top_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rev = tonumber(ARGV[1])
 local held = tonumber(redis.call('HGET', order_key, 'rev') or '-1')
-if ARGV[4] ~= '' then
-  local cur = tonumber(redis.call('HGET', checkpoint_key, ARGV[4]) or '-1')
-  if tonumber(ARGV[5]) > cur then redis.call('HSET', checkpoint_key, ARGV[4], ARGV[5]) end
-end
 if rev <= held then return 0 end
 local function neg(v) if string.sub(v, 1, 1) == '-' then return string.sub(v, 2) end return '-' .. v end
 local old_raw = redis.call('HGET', order_key, 'contribution')
@@ -46,6 +42,12 @@ redis.call('HSET', order_key, 'rev', ARGV[1], 'contribution', ARGV[2], 'status',
 return 1
 """
 
+_RAISE_CHECKPOINT = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
 
 def _as_strings(contribution: dict[str, Any]) -> dict[str, Any]:
     """Units as decimal strings: Lua numbers are doubles, HINCRBY wants exact integers."""
@@ -63,29 +65,25 @@ class RedisWriter:
     def __init__(self, models: ReadModels) -> None:
         self._models = models
         self._script = models.redis.register_script(_APPLY_ORDER)
+        self._checkpoint = models.redis.register_script(_RAISE_CHECKPOINT)
 
     async def apply_order(
-        self, order_id: str, rev: int, contribution: dict[str, Any], view_json: str,
-        checkpoint: tuple[str, int] | None = None,
+        self, order_id: str, rev: int, contribution: dict[str, Any], view_json: str
     ) -> bool:
         """True when applied, False when Redis already held this revision or a newer one."""
         m = self._models
         keys = [m.key(f"order:{order_id}"), m.key("status_counts"), m.key("revenue"),
-                m.key("top:"), m.key("checkpoints")]
-        cp_field, cp_offset = checkpoint if checkpoint else ("", -1)
+                m.key("top:")]
         result = await self._script(
             keys=keys,
-            args=[rev, json.dumps(_as_strings(contribution), separators=(",", ":")), view_json,
-                  cp_field, cp_offset],
+            args=[rev, json.dumps(_as_strings(contribution), separators=(",", ":")), view_json],
         )
         return bool(result)
 
-    async def checkpoint(self, field: str, offset: int) -> None:
-        """Raise the applied-position mark of one partition (never lowers it)."""
-        m = self._models
-        await self._models.redis.eval(
-            "local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1') "
-            "if tonumber(ARGV[2]) > c then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end "
-            "return 1",
-            1, m.key("checkpoints"), field, offset,
-        )
+    async def checkpoint(self, topic: str, partition: int, offset: int) -> None:
+        """Raise the applied-position mark of one partition (never lowers it).
+
+        Read-your-writes waits on these marks, so it is raised only after every
+        write of the record (order, Redis, customer view) is done."""
+        await self._checkpoint(keys=[self._models.key("checkpoints")],
+                               args=[f"{topic}:{partition}", offset])

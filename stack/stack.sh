@@ -7,11 +7,14 @@
 #   stack/stack.sh up          provision, then start the three servers (detached)
 #   stack/stack.sh down        stop everything this folder started (by pid)
 #   stack/stack.sh status      what is running
+#   stack/stack.sh up-all      servers plus the processors and both APIs (detached)
+#   stack/stack.sh run         the same in the foreground; Ctrl-C stops everything
 #
 # Ports and folders come from the environment (defaults in parentheses):
 #   EVENTFOLD_STACK_DIR (.stack/dev)    EVENTFOLD_KAFKA_PORT (9092)
 #   EVENTFOLD_KAFKA_CONTROLLER_PORT (9093)  EVENTFOLD_MONGO_PORT (27017)
 #   EVENTFOLD_FERRETDB_DEBUG_PORT (8088)    EVENTFOLD_REDIS_PORT (6379)
+#   EVENTFOLD_PRODUCER_PORT (8001)      EVENTFOLD_QUERY_PORT (8002)
 #   EVENTFOLD_CACHE_DIR (~/.cache/eventfold: downloaded/built servers, shared by clones)
 set -euo pipefail
 
@@ -26,7 +29,10 @@ KAFKA_CONTROLLER_PORT="${EVENTFOLD_KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${EVENTFOLD_MONGO_PORT:-27017}"
 FERRETDB_DEBUG_PORT="${EVENTFOLD_FERRETDB_DEBUG_PORT:-8088}"
 REDIS_PORT="${EVENTFOLD_REDIS_PORT:-6379}"
+PRODUCER_PORT="${EVENTFOLD_PRODUCER_PORT:-8001}"
+QUERY_PORT="${EVENTFOLD_QUERY_PORT:-8002}"
 START_TIMEOUT="${EVENTFOLD_START_TIMEOUT:-90}"
+VENV_BIN="$ROOT/.venv/bin"
 
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 FERRETDB_BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION/ferretdb"
@@ -158,7 +164,7 @@ start_ferretdb() {
   mkdir -p "$STACK_DIR/ferretdb"
   spawn ferretdb "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$STACK_DIR/ferretdb/" \
     --listen-addr="127.0.0.1:$MONGO_PORT" --debug-addr="127.0.0.1:$FERRETDB_DEBUG_PORT" \
-    --telemetry=disable --log-level=warn
+    --telemetry=disable --log-level=warn --state-dir="$STACK_DIR/ferretdb"
   wait_until ferretdb port_open "$MONGO_PORT"
   log "ferretdb  mongodb://127.0.0.1:$MONGO_PORT"
 }
@@ -220,9 +226,63 @@ cmd_up() {
   start_kafka
 }
 
+# --- the platform's own processes ---------------------------------------------
+
+# The Python processes get every server address from the same variables.
+export EVENTFOLD_KAFKA_PORT="$KAFKA_PORT" EVENTFOLD_MONGO_PORT="$MONGO_PORT" \
+  EVENTFOLD_REDIS_PORT="$REDIS_PORT" EVENTFOLD_PRODUCER_PORT="$PRODUCER_PORT" \
+  EVENTFOLD_QUERY_PORT="$QUERY_PORT"
+
+http_ok() { python3 -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$1" 2>/dev/null; }
+processor_ready() { grep -q "Worker\]: Ready" "$STACK_DIR/logs/processor.log" 2>/dev/null; }
+
+start_services() {
+  [ -x "$VENV_BIN/faust" ] || die "the virtual environment is missing: run 'make run' (it creates .venv)"
+  "$VENV_BIN/eventfold" topics >&2
+  if ! running processor; then
+    : > "$STACK_DIR/logs/processor.log"
+    spawn processor "$VENV_BIN/faust" -A stream_processors.app worker -l info
+    wait_until processor processor_ready
+  fi
+  log "processor running (faust worker, logs in $STACK_DIR/logs/processor.log)"
+  if ! running producer-api; then
+    require_free_port "$PRODUCER_PORT" EVENTFOLD_PRODUCER_PORT
+    spawn producer-api "$VENV_BIN/uvicorn" --factory producers.api:create_app \
+      --host 127.0.0.1 --port "$PRODUCER_PORT" --no-access-log
+    wait_until producer-api http_ok "http://127.0.0.1:$PRODUCER_PORT/healthz"
+  fi
+  if ! running query-api; then
+    require_free_port "$QUERY_PORT" EVENTFOLD_QUERY_PORT
+    spawn query-api "$VENV_BIN/uvicorn" --factory query_api.api:create_app \
+      --host 127.0.0.1 --port "$QUERY_PORT" --no-access-log
+    wait_until query-api http_ok "http://127.0.0.1:$QUERY_PORT/healthz"
+  fi
+  cat >&2 <<EOF
+[stack] ready:
+  producer API  http://127.0.0.1:$PRODUCER_PORT   (POST /v1/events, docs at /docs)
+  query API     http://127.0.0.1:$QUERY_PORT   (GET /v1/orders/{id}, docs at /docs)
+  kafka         127.0.0.1:$KAFKA_PORT    mongodb  mongodb://127.0.0.1:$MONGO_PORT    redis  redis://127.0.0.1:$REDIS_PORT
+  logs          $STACK_DIR/logs/
+EOF
+}
+
+cmd_run() {
+  trap 'echo >&2; log "stopping"; cmd_down; exit 0' INT TERM
+  cmd_up
+  start_services
+  log "running in the foreground; Ctrl-C stops everything"
+  while :; do
+    for name in kafka ferretdb redis processor producer-api query-api; do
+      running "$name" || { log "$name stopped unexpectedly; see $STACK_DIR/logs/$name.log"; cmd_down; exit 1; }
+    done
+    sleep 1 & wait $!
+  done
+}
+
 cmd_down() {
   # Reverse order: clients of the servers first (when recorded here), then servers.
   for name in query-api producer-api processor-2 processor kafka ferretdb redis; do stop "$name"; done
+  return 0
 }
 
 cmd_status() {
@@ -235,7 +295,9 @@ cmd_status() {
 case "${1:-}" in
   provision) cmd_provision ;;
   up) cmd_up ;;
+  up-all) cmd_up; start_services ;;
+  run) cmd_run ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 provision|up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 provision|up|up-all|run|down|status" >&2; exit 2 ;;
 esac

@@ -32,6 +32,7 @@ app = faust.App(
     f"{settings.topic_prefix}{settings.consumer_group}",
     broker=f"kafka://{settings.bootstrap_servers}",
     store="memory://",
+    datadir=settings.processor_data_dir,
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",

@@ -1,0 +1,125 @@
+"""The customer read model as a pure fold plus a view function.
+
+``CustomerProfile`` is the latest reference data of one customer from the
+(compacted) ``customers`` stream; ``enrichment`` is the block embedded into
+that customer's order views; ``customer_view`` summarises the customer's order
+views. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+from projections.money import exact_arithmetic, format_money
+from schemas.events import CustomerRegistered, CustomerUpdated, Event
+
+CUSTOMER_EVENT_TYPES = (CustomerRegistered, CustomerUpdated)
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    customer_id: str
+    name: str
+    email: str
+    tier: str
+    country: str
+    updated_by: str
+    """event_id of the customers-stream event that set these fields."""
+
+
+def apply_customer(profile: CustomerProfile | None, event: Event) -> CustomerProfile:
+    """The profile after ``event``: the latest event in the customers stream wins,
+    and CustomerRegistered and CustomerUpdated both set every field.
+
+    Returns ``profile`` itself (identity) when ``event`` is the one that set it
+    (a redelivery). Raises ValueError for a non-customer event or one of
+    another customer.
+    """
+    if not isinstance(event, CUSTOMER_EVENT_TYPES):
+        raise ValueError(f"{event.type} {event.event_id} is not a customer event")
+    data = event.data
+    if profile is not None:
+        if data.customer_id != profile.customer_id:
+            raise ValueError(
+                f"{event.type} {event.event_id} belongs to customer {data.customer_id!r}, "
+                f"not {profile.customer_id!r}"
+            )
+        if event.event_id == profile.updated_by:
+            return profile
+    return CustomerProfile(
+        customer_id=data.customer_id,
+        name=data.name,
+        email=data.email,
+        tier=data.tier,
+        country=data.country,
+        updated_by=event.event_id,
+    )
+
+
+def enrichment(profile: CustomerProfile) -> dict[str, Any]:
+    """The ``customer`` block embedded into the customer's order views."""
+    return {"name": profile.name, "tier": profile.tier, "country": profile.country}
+
+
+def profile_to_doc(profile: CustomerProfile) -> dict[str, Any]:
+    """The profile as a JSON- and BSON-safe document (all fields are strings)."""
+    return asdict(profile)
+
+
+def profile_from_doc(doc: Mapping[str, Any]) -> CustomerProfile:
+    """Inverse of ``profile_to_doc``; ignores extra keys such as MongoDB's ``_id``."""
+    return CustomerProfile(
+        customer_id=doc["customer_id"],
+        name=doc["name"],
+        email=doc["email"],
+        tier=doc["tier"],
+        country=doc["country"],
+        updated_by=doc["updated_by"],
+    )
+
+
+def customer_view(
+    customer_id: str, profile: CustomerProfile | None, orders: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The customer read-model document from the profile (None when no customer
+    event is known yet) and the customer's order views (``order_fold.order_view``).
+
+    Only placed orders count: ``order_count``; ``lifetime_value`` per currency
+    (sum of amount_paid as a money string, zero currencies omitted);
+    ``last_order_at`` (latest placed_at, or None). Raises ValueError for a
+    placed order of another customer.
+    """
+    if profile is not None and profile.customer_id != customer_id:
+        raise ValueError(f"profile of {profile.customer_id!r} given for {customer_id!r}")
+    order_count = 0
+    paid: dict[str, Decimal] = {}
+    last_order_at: str | None = None
+    with exact_arithmetic():
+        for order in orders:
+            if not order["placed"]:
+                continue
+            if order["customer_id"] != customer_id:
+                raise ValueError(
+                    f"order {order['order_id']!r} belongs to customer "
+                    f"{order['customer_id']!r}, not {customer_id!r}"
+                )
+            order_count += 1
+            currency = order["currency"]
+            paid[currency] = paid.get(currency, Decimal(0)) + Decimal(order["amount_paid"])
+            # canonical UTC timestamps (order_fold.format_timestamp) sort chronologically
+            if last_order_at is None or order["placed_at"] > last_order_at:
+                last_order_at = order["placed_at"]
+    return {
+        "customer_id": customer_id,
+        "name": None if profile is None else profile.name,
+        "tier": None if profile is None else profile.tier,
+        "country": None if profile is None else profile.country,
+        "order_count": order_count,
+        "lifetime_value": {
+            currency: format_money(amount) for currency, amount in sorted(paid.items()) if amount
+        },
+        "last_order_at": last_order_at,
+    }

@@ -1,0 +1,38 @@
+"""Where each event type lives on Kafka.
+
+One table, shared by the producers (which topic to publish to, which key to
+partition by) and the processors (which topics to subscribe to). Payments are
+keyed by order_id so they are co-partitioned with ``orders``: one worker owns
+every event of an order.
+"""
+
+from __future__ import annotations
+
+TOPICS: tuple[str, ...] = ("orders", "payments", "customers")
+
+TOPIC_OF_TYPE: dict[str, str] = {
+    "OrderPlaced": "orders",
+    "OrderCancelled": "orders",
+    "OrderShipped": "orders",
+    "OrderDelivered": "orders",
+    "PaymentAuthorized": "payments",
+    "PaymentCaptured": "payments",
+    "PaymentFailed": "payments",
+    "PaymentRefunded": "payments",
+    "CustomerRegistered": "customers",
+    "CustomerUpdated": "customers",
+}
+
+# The data field whose value is the Kafka message key of a topic's events.
+KEY_FIELD_OF_TOPIC: dict[str, str] = {
+    "orders": "order_id",
+    "payments": "order_id",
+    "customers": "customer_id",
+}
+
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_topic(topic: str) -> str:
+    """Name of the dead-letter topic of ``topic`` (``orders`` -> ``orders.dlq``)."""
+    return topic + DLQ_SUFFIX

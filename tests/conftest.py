@@ -1,0 +1,86 @@
+"""Shared fixtures: the real servers (started once per session) and per-test isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from eventfold.settings import Settings
+from tests.support.stack import TestStack, is_running, stack
+
+T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        if f"{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[TestStack]:
+    """Kafka, FerretDB and Redis from stack/stack.sh, once per session.
+
+    A stack already running from an earlier session is reused and left running."""
+    started_here = not is_running()
+    if started_here:
+        result = stack("up", check=False)
+        if result.returncode != 0:
+            pytest.fail(f"could not start the test stack:\n{result.stderr}")
+    yield TestStack.from_env()
+    if started_here and not os.environ.get("EVENTFOLD_TEST_KEEP_STACK"):
+        stack("down")
+
+
+def unique_name() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(servers: TestStack) -> Settings:
+    """Settings isolated from every other test: own topics, database and Redis keys."""
+    name = unique_name()
+    return Settings(
+        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
+        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
+        redis_prefix=f"{name}:", kafka_timeout_s=10.0, consistency_timeout_s=5.0,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess the same settings."""
+    fields = ("kafka_port", "mongo_port", "redis_port", "topic_prefix", "mongo_db",
+              "redis_prefix", "kafka_timeout_s", "consistency_timeout_s")
+    return {f"EVENTFOLD_{f.upper()}": str(getattr(settings, f)) for f in fields}
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool] = bool, timeout: float = 30.0,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``probe`` until ``accept`` holds for its result (a wait for a condition)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> AsyncIterator[Settings]:
+    from eventfold.topics import ensure_topics
+
+    await ensure_topics(settings)
+    yield settings

@@ -1,0 +1,59 @@
+"""End-to-end fixtures: one isolated deployment (topics, database, keys, processor) per module."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eventfold.settings import Settings
+from eventfold.topics import ensure_topics
+from producers.api import create_app as create_producer_app
+from query_api.api import create_app as create_query_app
+from tests.conftest import settings_env, unique_name
+from tests.support.processes import ProcessorProcess
+from tests.support.stack import TestStack
+
+
+@pytest.fixture(scope="module")
+def deployment(servers: TestStack) -> Settings:
+    name = unique_name()
+    return Settings(
+        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
+        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
+        redis_prefix=f"{name}:", consistency_timeout_s=20.0,
+    )
+
+
+@pytest.fixture(scope="module")
+async def processor(deployment: Settings, tmp_path_factory: pytest.TempPathFactory,
+                    ) -> AsyncIterator[ProcessorProcess]:
+    await ensure_topics(deployment)
+    log = tmp_path_factory.mktemp("processor") / "processor.log"
+    worker = ProcessorProcess(deployment, settings_env(deployment), log)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+async def producer_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_producer_app(deployment)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://producer") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def query_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_query_app(deployment)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://query", timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path

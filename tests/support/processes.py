@@ -1,0 +1,59 @@
+"""Running the Faust processor as a real worker process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from eventfold.settings import Settings
+from tests.support.stack import ROOT
+
+FAUST = Path(sys.executable).parent / "faust"
+
+
+class ProcessorProcess:
+    """One ``faust worker`` with the given settings; its log goes to a file."""
+
+    def __init__(self, settings: Settings, env: dict[str, str], log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self._env = {**os.environ, **env,
+                     "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent / "faust-data")}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(FAUST), "-A", "stream_processors.app", "worker", "-l", "info"],
+            cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_for_log("Worker]: Ready", timeout)
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text(errors="replace"):
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"processor exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processor not ready in {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
