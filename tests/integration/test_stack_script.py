@@ -1,0 +1,45 @@
+"""The stack script: servers healthy, idempotent start, clear errors."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from tests.support.stack import stack
+
+
+async def test_session_servers_are_real_and_healthy(servers) -> None:  # type: ignore[no-untyped-def]
+    status = stack("status").stdout
+    for name in ("redis", "ferretdb", "kafka"):
+        assert f"{name}: running" in status
+    mongo: AsyncMongoClient = AsyncMongoClient(f"mongodb://127.0.0.1:{servers.mongo_port}")
+    build = await mongo.admin.command("buildInfo")
+    assert build["ferretdbVersion"] == "v1.24.2"  # the real FerretDB server, not a stand-in
+    await mongo.close()
+    redis = Redis(port=servers.redis_port)
+    assert (await redis.info("server"))["redis_version"]
+    await redis.aclose()
+
+
+def test_up_is_idempotent_and_fast_when_running(servers) -> None:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    result = stack("up")
+    assert result.returncode == 0
+    assert time.monotonic() - started < 30
+    assert "running" in stack("status").stdout
+
+
+def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = stack("up", extra_env={"EVENTFOLD_STACK_DIR": str(tmp_path),
+                                        "EVENTFOLD_REDIS_PORT": str(port)}, check=False)
+    assert result.returncode != 0
+    assert f"port {port} is already in use" in result.stderr
+    assert "EVENTFOLD_REDIS_PORT" in result.stderr
