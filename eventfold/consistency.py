@@ -30,7 +30,10 @@ def merge_positions(positions: Iterable[tuple[str, int, int]]) -> Positions:
 
 
 def encode_token(positions: Mapping[str, Mapping[int, int]]) -> str:
-    body = {t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(positions.items())}
+    body = {
+        topic: {str(p): o for p, o in sorted(parts.items())}
+        for topic, parts in sorted(positions.items())
+    }
     raw = json.dumps(body, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

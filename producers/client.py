@@ -84,7 +84,8 @@ class EventPublisher:
                 await asyncio.wait_for(producer.start(), self._settings.kafka_timeout_s)
             except (KafkaError, OSError, TimeoutError) as exc:
                 await producer.stop()
-                raise PublishError(f"Kafka unavailable at {self._settings.bootstrap_servers}: {exc!r}") from exc
+                where = self._settings.bootstrap_servers
+                raise PublishError(f"Kafka unavailable at {where}: {exc!r}") from exc
             self._producer = producer
 
     async def stop(self) -> None:

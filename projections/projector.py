@@ -21,7 +21,12 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from projections.customer_fold import CUSTOMER_EVENT_TYPES, apply_customer, customer_view, enrichment
+from projections.customer_fold import (
+    CUSTOMER_EVENT_TYPES,
+    apply_customer,
+    customer_view,
+    enrichment,
+)
 from projections.order_fold import (
     OrderFacts,
     apply,

@@ -10,7 +10,7 @@ is one update of the ``meta`` document.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -43,6 +43,18 @@ class ReadModels:
 
     def key(self, name: str) -> str:
         return f"{self.redis_prefix}{{{self.version}}}:{name}"
+
+    async def hash(self, name: str) -> dict[str, str]:
+        """A Redis hash of this version (the client decodes responses to str)."""
+        return cast(dict[str, str], await self.redis.hgetall(self.key(name)))
+
+    async def ranking(self, name: str, limit: int) -> list[tuple[str, float]]:
+        """The top of a sorted set of this version, highest score first."""
+        ranked = cast(
+            list[tuple[str, float]],
+            await self.redis.zrevrange(self.key(name), 0, limit - 1, withscores=True),
+        )
+        return [(str(member), float(score)) for member, score in ranked]
 
     async def ensure_indexes(self) -> None:
         """The indexes the query API and the enrichment updates need."""

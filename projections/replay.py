@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
@@ -73,7 +73,8 @@ class TopicReader:
 
 
 async def _apply_partition_batch(
-    settings: Settings, projector: Projector, tp: TopicPartition, records: list, result: RebuildResult,
+    settings: Settings, projector: Projector, tp: TopicPartition, records: list[ConsumerRecord],
+    result: RebuildResult,
 ) -> None:
     topic = settings.logical_topic(tp.topic)
     for record in records:

@@ -154,8 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         currency: Annotated[str, Query(pattern="^[A-Z]{3}$")] = "EUR",
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
     ) -> Any:
-        ranked = await m.redis.zrevrange(m.key(f"top:{currency}"), 0, limit - 1, withscores=True)
-        ranked = [(cid, score) for cid, score in ranked if score > 0]
+        ranked = [(cid, score) for cid, score in await m.ranking(f"top:{currency}", limit)
+                  if score > 0]
         names = {
             d["_id"]: d.get("name")
             async for d in m.customers.find({"_id": {"$in": [c for c, _ in ranked]}},
@@ -176,8 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/stats", response_model=Stats, responses=errors)
     async def stats(m: Models) -> Any:
-        counts = await m.redis.hgetall(m.key("status_counts"))
-        revenue = await m.redis.hgetall(m.key("revenue"))
+        counts = await m.hash("status_counts")
+        revenue = await m.hash("revenue")
         entries = []
         for key, units in sorted(revenue.items()):
             day, currency = key.split("|", 1)

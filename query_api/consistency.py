@@ -21,11 +21,13 @@ def missing_positions(positions: Positions, applied: dict[str, str]) -> list[str
     ]
 
 
-async def wait_for_positions(models: ReadModels, positions: Positions, timeout_s: float) -> list[str]:
+async def wait_for_positions(
+    models: ReadModels, positions: Positions, timeout_s: float
+) -> list[str]:
     """Returns [] once applied, or the partitions still behind when the time is up."""
     deadline = time.monotonic() + timeout_s
     while True:
-        applied = await models.redis.hgetall(models.key("checkpoints"))
+        applied = await models.hash("checkpoints")
         missing = missing_positions(positions, applied)
         if not missing or time.monotonic() >= deadline:
             return missing

@@ -64,17 +64,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool] = bool, timeout: float = 30.0,
-    interval: float = 0.05,
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool] = bool,
+    within_s: float = 30.0, interval: float = 0.05,
 ) -> T:
     """Poll ``probe`` until ``accept`` holds for its result (a wait for a condition)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while True:
         value = await probe()
         if accept(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s; last value: {value!r}")
+            raise AssertionError(f"condition not reached within {within_s}s; last: {value!r}")
         await asyncio.sleep(interval)
 
 

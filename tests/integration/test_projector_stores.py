@@ -58,9 +58,9 @@ async def order_doc(models: ReadModels, order_id: str) -> dict[str, Any]:
 
 
 async def redis_state(models: ReadModels) -> dict[str, Any]:
+    counts = await models.redis.hgetall(models.key("status_counts"))
     return {
-        "counts": {k: v for k, v in (await models.redis.hgetall(models.key("status_counts"))).items()
-                   if v != "0"},
+        "counts": {k: v for k, v in counts.items() if v != "0"},
         "revenue": await models.redis.hgetall(models.key("revenue")),
         "top": await models.redis.zrange(models.key("top:EUR"), 0, -1, withscores=True),
     }
