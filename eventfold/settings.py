@@ -42,7 +42,14 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="ef:", description="prefix of every Redis key")
     consumer_group: str = "eventfold-projections"
 
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict, description='JSON {"<key>": ["write", "read"]}'
+    )
+    auth_disabled: bool = Field(default=False, description="only for local use")
+
     kafka_timeout_s: float = 10.0
+    publish_attempts: int = Field(default=3, ge=1, description="tries per publish (backoff)")
+    max_body_bytes: int = Field(default=1_048_576, description="producer API request limit")
     consistency_timeout_s: float = Field(
         default=5.0, description="how long a query carrying a consistency token may wait"
     )

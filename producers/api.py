@@ -1,26 +1,32 @@
 """Producer HTTP API: ``POST /v1/events`` validates, publishes, answers 202 with positions.
 
 A batch is validated whole before anything is published; 202 means Kafka
-(acks=all) acknowledged every event; Kafka unavailable means 503, never a false 202.
+(acks=all) acknowledged every event; Kafka unavailable means 503 with
+Retry-After, never a false 202.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from eventfold.auth import require_scope
+from eventfold.resilience import CircuitOpenError
 from eventfold.settings import Settings
 from producers.client import EventPublisher, PublishError
-from schemas.events import parse_events
+from schemas.events import EVENT_TYPES
+from schemas.examples import EXAMPLES
 
-MAX_BODY_BYTES = 1_048_576
+CORRELATION_HEADER = "X-Correlation-ID"
 
 
 class EventReceipt(BaseModel):
@@ -34,6 +40,33 @@ class EventReceipt(BaseModel):
 class PublishResponse(BaseModel):
     events: list[EventReceipt]
     consistency_token: str
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it exceeds ``limit`` (never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def problem(status: int, detail: Any, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,56 +84,96 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publisher.stop()
 
     app = FastAPI(title="Eventfold producer API", version="1", lifespan=lifespan)
+    writer = Depends(require_scope(settings, "write"))
 
-    @app.post("/v1/events", status_code=202, response_model=PublishResponse,
-              responses={413: {}, 422: {}, 503: {}})
+    @app.post(
+        "/v1/events", status_code=202, response_model=PublishResponse,
+        responses={401: {"model": Problem}, 403: {"model": Problem}, 413: {"model": Problem},
+                   422: {"model": Problem}, 503: {"model": Problem}},
+        dependencies=[writer],
+        # The body is read by hand (size limit, all-or-nothing validation); documented here.
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"oneOf": [{"$ref": "#/components/schemas/EventEnvelope"},
+                                 {"type": "array", "minItems": 1,
+                                  "items": {"$ref": "#/components/schemas/EventEnvelope"}}]},
+            "examples": {t: {"value": e} for t, e in EXAMPLES.items()},
+        }}}},
+    )
     async def publish_events(request: Request) -> Any:
-        """Publish one envelope or a JSON array of envelopes."""
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        """Publish one envelope or a JSON array of envelopes (all or nothing at validation)."""
+        try:
+            body = await read_limited(request, settings.max_body_bytes)
+        except BodyTooLarge:
             rejected.labels("too_large").inc()
-            return JSONResponse({"detail": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            return problem(413, f"request body over {settings.max_body_bytes} bytes")
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             rejected.labels("invalid_json").inc()
-            return JSONResponse({"detail": [{"loc": ["body"], "msg": f"invalid JSON: {exc}",
-                                             "type": "json_invalid"}]}, status_code=422)
+            return problem(422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}",
+                                  "type": "json_invalid"}])
+        correlation_id = request.headers.get(CORRELATION_HEADER)
         try:
-            events = parse_events(payload)
+            result = await publisher.publish_many(
+                payload if isinstance(payload, list) else [payload],
+                correlation_id=correlation_id,
+                traceparent=request.headers.get("traceparent"),
+            ) if payload != [] else None
         except ValidationError as exc:
             rejected.labels("invalid_event").inc()
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            return JSONResponse({"detail": json.loads(json.dumps(errors, default=str))},
-                                status_code=422)
-        if not events:
-            return JSONResponse({"detail": [{"loc": ["body"], "msg": "empty batch",
-                                             "type": "too_short"}]}, status_code=422)
-        try:
-            result = await publisher.publish_many(
-                events,
-                correlation_id=request.headers.get("x-correlation-id"),
-                traceparent=request.headers.get("traceparent"),
-            )
+            if not isinstance(payload, list):  # a single envelope: no item index
+                errors = [{**e, "loc": e["loc"][1:]} for e in errors]
+            return problem(422, json.loads(json.dumps(errors, default=str)))
+        except CircuitOpenError as exc:
+            rejected.labels("kafka_unavailable").inc()
+            return problem(503, f"Kafka unavailable: {exc}",
+                           **{"Retry-After": str(max(1, math.ceil(exc.retry_in_s)))})
         except PublishError as exc:
             rejected.labels("kafka_unavailable").inc()
-            return JSONResponse({"detail": str(exc)}, status_code=503,
-                                headers={"Retry-After": "5"})
+            return problem(503, str(exc), **{"Retry-After": "5"})
+        if result is None:
+            rejected.labels("empty_batch").inc()
+            return problem(422, [{"loc": ["body"], "msg": "empty batch", "type": "too_short"}])
         for r in result.receipts:
             accepted.labels(r.type).inc()
-        return PublishResponse(
+        response = PublishResponse(
             events=[EventReceipt(**r.__dict__) for r in result.receipts],
             consistency_token=result.consistency_token,
         )
+        echo = {CORRELATION_HEADER: correlation_id} if correlation_id else None
+        return JSONResponse(response.model_dump(), status_code=202, headers=echo)
+
+    def openapi() -> dict[str, Any]:
+        """The generated document plus the event envelope schemas (one per type)."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            refs = []
+            for name, model in EVENT_TYPES.items():
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
+                                                 mode="validation")
+                components.update(schema.pop("$defs", {}))
+                if "type" not in schema.get("required", []):
+                    schema["required"] = ["type", *schema.get("required", [])]
+                components[name] = schema
+                refs.append({"$ref": f"#/components/schemas/{name}"})
+            components["EventEnvelope"] = {
+                "oneOf": refs,
+                "discriminator": {"propertyName": "type", "mapping": {
+                    n: f"#/components/schemas/{n}" for n in EVENT_TYPES}},
+            }
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "kafka_circuit": publisher.breaker.state.value}
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-

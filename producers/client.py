@@ -1,25 +1,39 @@
 """Python producer client: validated events, Avro-encoded, published with acks=all.
 
-Used by the producer HTTP API and directly by Python services (no HTTP hop).
+Used by the producer HTTP API and directly by Python services (no HTTP hop)::
+
+    async with EventPublisher(Settings()) as client:
+        result = await client.publish({"type": "OrderPlaced", "data": {...}})
+
 Each event goes to its type's topic, keyed by its partition key, with the
 headers consumers rely on: event-type, event-id, correlation-id, traceparent.
+A publish is retried with exponential backoff (each try bounded by
+``kafka_timeout_s``) behind a circuit breaker. A retry after a partial failure
+may write an event twice to Kafka; consumers apply each event_id once, which
+is what makes the retry safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_exponential_jitter as backoff
 
 from eventfold.consistency import encode_token, merge_positions
+from eventfold.resilience import CircuitBreaker
 from eventfold.settings import Settings
 from schemas.codec import encode
-from schemas.events import Event
+from schemas.events import EventBase, parse_event
+
+EventLike = EventBase | Mapping[str, Any]
 
 
 class PublishError(RuntimeError):
@@ -51,10 +65,13 @@ def new_traceparent() -> str:
 class EventPublisher:
     """Publishes events to Kafka; idempotent producer, acks=all."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, breaker: CircuitBreaker | None = None,
+                 initial_backoff_s: float = 0.2) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self.breaker = breaker or CircuitBreaker("kafka", failure_threshold=3, reset_after_s=5.0)
+        self._initial_backoff_s = initial_backoff_s
 
     async def __aenter__(self) -> EventPublisher:
         await self.start()
@@ -94,19 +111,39 @@ class EventPublisher:
                 producer, self._producer = self._producer, None
                 await producer.stop()
 
-    async def publish(self, event: Event, **headers: str | None) -> PublishResult:
+    async def publish(self, event: EventLike, **headers: str | None) -> PublishResult:
         return await self.publish_many([event], **headers)
 
     async def publish_many(
-        self, events: Sequence[Event], *, correlation_id: str | None = None,
+        self, events: Sequence[EventLike], *, correlation_id: str | None = None,
         traceparent: str | None = None,
     ) -> PublishResult:
-        """Publish every event; returns only once Kafka acknowledged all of them."""
+        """Validate all, then publish all; returns once Kafka acknowledged every event.
+
+        Raises pydantic's ValidationError (nothing published) for an invalid
+        event, PublishError when Kafka did not acknowledge them in the tries
+        allowed, CircuitOpenError while the breaker is open."""
+        validated = [e if isinstance(e, EventBase) else parse_event(e) for e in events]
+        correlation_id = correlation_id or str(uuid.uuid4())
+        traceparent = traceparent or new_traceparent()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.publish_attempts),
+            wait=backoff(multiplier=self._initial_backoff_s, max=5.0),
+            retry=retry_if_exception_type(PublishError), reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.breaker.call(
+                    lambda: self._send(validated, correlation_id, traceparent),
+                    counts_as_failure=(PublishError,),
+                )
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _send(self, events: Sequence[EventBase], correlation_id: str,
+                    traceparent: str) -> PublishResult:
         await self.start()
         producer = self._producer
         assert producer is not None
-        correlation_id = correlation_id or str(uuid.uuid4())
-        traceparent = traceparent or new_traceparent()
         try:
             futures = [
                 await producer.send(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from projections.customer_fold import (
@@ -89,6 +90,28 @@ class OrderState:
         return doc, view
 
 
+async def set_if_newer(
+    collection: AsyncCollection[Document], doc_id: str, guard: str, value: int,
+    fields: Mapping[str, Any],
+) -> bool:
+    """Set ``fields`` and ``guard=value`` unless the stored ``guard`` is already >= value.
+
+    The document is created first, unguarded, so that a failed guard is never
+    confused with two writers racing to insert the same ``_id``."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        try:
+            await collection.update_one({"_id": doc_id}, {"$setOnInsert": {"customer_id": doc_id}},
+                                        upsert=True)
+            break
+        except DuplicateKeyError:
+            continue  # the other writer inserted it: it exists now
+    result = await collection.update_one(
+        {"_id": doc_id, "$or": [{guard: {"$lt": value}}, {guard: {"$exists": False}}]},
+        {"$set": {**fields, guard: value}},
+    )
+    return result.matched_count > 0
+
+
 def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The view part of a stored document (internal fields start with ``_``)."""
     return {k: v for k, v in doc.items() if not k.startswith("_")}
@@ -128,6 +151,12 @@ class Projector:
 
         Returns (None, stored doc) when ``mutate`` had nothing to do, else
         (whether the customer-view inputs changed, new doc)."""
+        async with self.models.document_lock("order", order_id):
+            return await self._update_order_locked(order_id, mutate)
+
+    async def _update_order_locked(
+        self, order_id: str, mutate: Callable[[OrderState], OrderState | None]
+    ) -> tuple[bool | None, Document]:
         orders = self.models.orders
         for _ in range(MAX_CONFLICT_RETRIES):
             stored = await orders.find_one({"_id": order_id})
@@ -187,16 +216,9 @@ class Projector:
         profile = apply_customer(None, event)
         fields = {**enrichment(profile), "customer_id": profile.customer_id,
                   "email": profile.email, "_offset": offset, "_event_id": event.event_id}
-        applied = True
-        try:
-            result = await self.models.customers.update_one(
-                {"_id": profile.customer_id,
-                 "$or": [{"_offset": {"$lt": offset}}, {"_offset": {"$exists": False}}]},
-                {"$set": fields}, upsert=True,
-            )
-            applied = result.modified_count > 0 or result.upserted_id is not None
-        except DuplicateKeyError:
-            applied = False  # a newer (or this) record already set the profile
+        async with self.models.document_lock("customer", profile.customer_id):
+            applied = await set_if_newer(self.models.customers, profile.customer_id, "_offset",
+                                         offset, fields)
         stored = await self.models.customers.find_one({"_id": profile.customer_id})
         assert stored is not None
         # Re-enrich every order still showing older data (also on redelivery: the
@@ -223,14 +245,7 @@ class Projector:
         rev_sum = sum(int(o["_rev"]) for o in orders)
         view = customer_view(customer_id, None, orders)
         aggregates = {k: view[k] for k in ("order_count", "lifetime_value", "last_order_at")}
-        try:
-            await self.models.customers.update_one(
-                {"_id": customer_id,
-                 "$or": [{"_orders_rev_sum": {"$lt": rev_sum}},
-                         {"_orders_rev_sum": {"$exists": False}}]},
-                {"$set": {**aggregates, "customer_id": customer_id, "_orders_rev_sum": rev_sum}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            pass  # a recomputation at least as recent is already stored
+        async with self.models.document_lock("customer", customer_id):
+            await set_if_newer(self.models.customers, customer_id, "_orders_rev_sum", rev_sum,
+                               aggregates)
 

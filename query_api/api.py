@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from eventfold.auth import require_scope
 from eventfold.consistency import InvalidConsistencyToken, decode_token
 from eventfold.settings import Settings
 from projections.money import format_money, from_units
@@ -104,9 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=409, headers={"Retry-After": "1"},
         )
 
-    errors: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 409: {"model": Problem}}
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
+        409: {"model": Problem},
+    }
+    v1 = APIRouter(prefix="/v1", responses=errors,
+                   dependencies=[Depends(require_scope(settings, "read"))])
 
-    @app.get("/v1/orders/{order_id}", response_model=OrderView, responses=errors)
+    @v1.get("/orders/{order_id}", response_model=OrderView)
     async def get_order(order_id: Id, m: Models) -> Any:
         cached = await m.redis.hget(m.key(f"order:{order_id}"), "view")
         if cached is not None:
@@ -119,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"order {order_id!r} not found")
         return view
 
-    @app.get("/v1/orders", response_model=OrderPage, responses=errors)
+    @v1.get("/orders", response_model=OrderPage)
     async def list_orders(
         m: Models,
         customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
@@ -148,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             next_cursor = _encode_cursor(last["placed_at"], last["order_id"])
         return {"items": docs[:limit], "next_cursor": next_cursor}
 
-    @app.get("/v1/customers/top", response_model=TopCustomers, responses=errors)
+    @v1.get("/customers/top", response_model=TopCustomers)
     async def top_customers(
         m: Models,
         currency: Annotated[str, Query(pattern="^[A-Z]{3}$")] = "EUR",
@@ -167,14 +173,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for cid, score in ranked
         ], "next_cursor": None}
 
-    @app.get("/v1/customers/{customer_id}", response_model=CustomerView, responses=errors)
+    @v1.get("/customers/{customer_id}", response_model=CustomerView)
     async def get_customer(customer_id: Id, m: Models) -> Any:
         doc = await m.customers.find_one({"_id": customer_id})
         if doc is None:
             raise HTTPException(404, f"customer {customer_id!r} not found")
         return doc
 
-    @app.get("/v1/stats", response_model=Stats, responses=errors)
+    @v1.get("/stats", response_model=Stats)
     async def stats(m: Models) -> Any:
         counts = await m.hash("status_counts")
         revenue = await m.hash("revenue")
@@ -189,6 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               if int(n) and s != "pending"},
             revenue=entries,
         )
+
+    app.include_router(v1)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

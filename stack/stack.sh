@@ -228,6 +228,9 @@ cmd_up() {
 
 # --- the platform's own processes ---------------------------------------------
 
+# Local use: API keys are off unless the caller configured them.
+if [ -z "${EVENTFOLD_API_KEYS:-}" ]; then export EVENTFOLD_AUTH_DISABLED="${EVENTFOLD_AUTH_DISABLED:-true}"; fi
+
 # The Python processes get every server address from the same variables.
 export EVENTFOLD_KAFKA_PORT="$KAFKA_PORT" EVENTFOLD_MONGO_PORT="$MONGO_PORT" \
   EVENTFOLD_REDIS_PORT="$REDIS_PORT" EVENTFOLD_PRODUCER_PORT="$PRODUCER_PORT" \
@@ -257,6 +260,8 @@ start_services() {
       --host 127.0.0.1 --port "$QUERY_PORT" --no-access-log
     wait_until query-api http_ok "http://127.0.0.1:$QUERY_PORT/healthz"
   fi
+  [ "${EVENTFOLD_AUTH_DISABLED:-false}" = true ] && \
+    log "API keys are disabled for local use (set EVENTFOLD_API_KEYS to require them)"
   cat >&2 <<EOF
 [stack] ready:
   producer API  http://127.0.0.1:$PRODUCER_PORT   (POST /v1/events, docs at /docs)

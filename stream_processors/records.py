@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.projector import ConcurrentUpdateError, Projector
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError, RedisConnectionError,
-    RedisTimeoutError, ConcurrentUpdateError, ConnectionError, TimeoutError,
+    RedisTimeoutError, ConcurrentUpdateError, LockError, ConnectionError, TimeoutError,
 )
 
 

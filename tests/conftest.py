@@ -53,13 +53,14 @@ def settings(servers: TestStack) -> Settings:
         kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
         redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
         redis_prefix=f"{name}:", kafka_timeout_s=10.0, consistency_timeout_s=5.0,
+        auth_disabled=True,
     )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess the same settings."""
     fields = ("kafka_port", "mongo_port", "redis_port", "topic_prefix", "mongo_db",
-              "redis_prefix", "kafka_timeout_s", "consistency_timeout_s")
+              "redis_prefix", "kafka_timeout_s", "consistency_timeout_s", "auth_disabled")
     return {f"EVENTFOLD_{f.upper()}": str(getattr(settings, f)) for f in fields}
 
 

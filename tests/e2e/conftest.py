@@ -23,7 +23,7 @@ def deployment(servers: TestStack) -> Settings:
     return Settings(
         kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
         redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
-        redis_prefix=f"{name}:", consistency_timeout_s=20.0,
+        redis_prefix=f"{name}:", consistency_timeout_s=20.0, auth_disabled=True,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -159,3 +160,32 @@ async def test_customer_view_sums_amount_paid_per_currency(stores: Stores) -> No
     assert view["lifetime_value"] == {"EUR": "40.00"}
     top = await models.redis.zrevrange(models.key("top:EUR"), 0, 0, withscores=True)
     assert top == [("c-8", 400000.0)]
+
+
+async def test_concurrent_writers_of_one_order_lose_no_fact(stores: Stores) -> None:
+    """Two processes writing the same order at once (a rebuild catching up while the
+    live processor runs, or enrichment racing a payment) must both land; FerretDB's
+    non-atomic updates make the per-document lock necessary."""
+    models = await fresh_models(stores)
+    a, b = Projector(models), Projector(stores.version(models.version))
+    orders = [f"o-race-{i}" for i in range(15)]
+    for order_id in orders:
+        await a.apply(placed(order_id, "c-race"), "orders", 0, 0)
+    await asyncio.gather(*(
+        p.apply(e, topic, 0, 1)
+        for order_id in orders
+        for p, e, topic in (
+            (a, captured(order_id, at="2026-02-01T09:01:00Z"), "payments"),
+            (b, ev("OrderShipped", {"order_id": order_id, "carrier": "UPS",
+                                    "tracking_number": "1Z"}, "2026-02-01T09:02:00Z"), "orders"),
+        )
+    ))
+    for order_id in orders:
+        doc = await order_doc(models, order_id)
+        assert [t["type"] for t in doc["timeline"]] == ["OrderPlaced", "PaymentCaptured",
+                                                         "OrderShipped"], order_id
+        assert doc["status"] == "shipped"
+    assert (await redis_state(models))["counts"] == {"shipped": str(len(orders))}
+    view = await models.customers.find_one({"_id": "c-race"})
+    assert view is not None
+    assert view["lifetime_value"] == {"EUR": f"{20 * len(orders)}.00"}
