@@ -75,6 +75,65 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit code 0 all lines published, 1 some lines rejected, 2 publishing failed."""
+    from producers.jsonl import count_lines, publish_jsonl
+
+    if args.batch_size < 1:
+        console.print(f"[red]--batch-size must be at least 1, got {args.batch_size}")
+        return 2
+    try:
+        total = count_lines(args.file)
+    except OSError as exc:
+        console.print(f"[red]cannot read {args.file}: {exc.strerror or exc}")
+        return 2
+    try:
+        await ensure_topics(settings)
+    except (OSError, RuntimeError, TimeoutError) as exc:  # KafkaError is a RuntimeError
+        console.print(f"[red]Kafka unavailable at {settings.bootstrap_servers}: {exc}")
+        return 2
+    columns = (TextColumn("[bold]publish"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("lines"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=args.quiet) as bar:
+        task = bar.add_task("publish", total=total)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = await publish_jsonl(args.file, settings, batch_size=args.batch_size,
+                                      progress=progress, total=total)
+    console.print(summary.render())
+    return summary.exit_code
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit code 0 all demo events published, 2 publishing failed."""
+    import random
+
+    from producers.demo import run_demo
+
+    if not args.rate >= 0 or args.orders < 0:  # `not >=` also refuses nan
+        console.print("[red]--rate and --orders must not be negative")
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    try:
+        await ensure_topics(settings)
+    except (OSError, RuntimeError, TimeoutError) as exc:  # KafkaError is a RuntimeError
+        console.print(f"[red]Kafka unavailable at {settings.bootstrap_servers}: {exc}")
+        return 2
+    columns = (TextColumn(f"[bold]demo (seed {seed})"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("events"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=args.quiet) as bar:
+        task = bar.add_task("demo", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = await run_demo(settings, args.rate or None, args.orders, seed, progress)
+    console.print(summary.render())
+    return 2 if summary.error is not None else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventfold", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the previously active version instead of dropping it")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("status", help="active read-model version, lag per partition")
+    publish = sub.add_parser(
+        "publish", help="publish a JSON-lines file of event envelopes (one per line)",
+        description="Validate every line on its own and publish the valid events in batches; "
+        "invalid lines are reported, never published. Exit code 0 when every line was "
+        "published, 1 when some lines were rejected, 2 when publishing failed.")
+    publish.add_argument("file", metavar="FILE.jsonl", help="one JSON envelope per line")
+    publish.add_argument("--batch-size", type=int, default=500, metavar="N",
+                         help="events per publish call (default: %(default)s)")
+    publish.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo = sub.add_parser(
+        "demo", help="publish realistic demo traffic at a chosen rate",
+        description="Generate a coherent, seeded stream of customers, orders, payments, "
+        "shipments, cancellations and refunds, and publish it at the given rate.")
+    demo.add_argument("--rate", type=float, default=200.0,
+                      metavar="EVENTS_PER_S",
+                      help="events per second; 0 for as fast as Kafka takes them "
+                      "(default: %(default)s)")
+    demo.add_argument("--orders", type=int, default=500, metavar="N",
+                      help="orders to simulate, about 5 events each (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=None, metavar="S",
+                      help="random seed: the same seed gives the same events "
+                      "(default: a new one, printed)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -92,6 +174,8 @@ COMMANDS: dict[str, Command] = {
     "topics": cmd_topics,
     "replay": cmd_replay,
     "status": cmd_status,
+    "publish": cmd_publish,
+    "demo": cmd_demo,
 }
 
 

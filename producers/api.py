@@ -121,7 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ) if payload != [] else None
         except ValidationError as exc:
             rejected.labels("invalid_event").inc()
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            errors = [
+                {**e, "loc": (*e["loc"], "type")} if e["type"].startswith("union_tag") else e
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)
+            ]
             if not isinstance(payload, list):  # a single envelope: no item index
                 errors = [{**e, "loc": e["loc"][1:]} for e in errors]
             return problem(422, json.loads(json.dumps(errors, default=str)))

@@ -31,7 +31,7 @@ from eventfold.consistency import encode_token, merge_positions
 from eventfold.resilience import CircuitBreaker
 from eventfold.settings import Settings
 from schemas.codec import encode
-from schemas.events import EventBase, parse_event
+from schemas.events import EventBase, parse_events
 
 EventLike = EventBase | Mapping[str, Any]
 
@@ -123,7 +123,10 @@ class EventPublisher:
         Raises pydantic's ValidationError (nothing published) for an invalid
         event, PublishError when Kafka did not acknowledge them in the tries
         allowed, CircuitOpenError while the breaker is open."""
-        validated = [e if isinstance(e, EventBase) else parse_event(e) for e in events]
+        validated: Sequence[EventBase] = (
+            events if all(isinstance(e, EventBase) for e in events)  # type: ignore[assignment]
+            else parse_events(list(events))  # errors are located by item index
+        )
         correlation_id = correlation_id or str(uuid.uuid4())
         traceparent = traceparent or new_traceparent()
         retrying = AsyncRetrying(

@@ -12,7 +12,7 @@ from typing import TypeVar
 import pytest
 
 from eventfold.settings import Settings
-from tests.support.stack import TestStack, is_running, stack
+from tests.support.stack import StackPorts, is_running, stack
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[TestStack]:
+def servers() -> Iterator[StackPorts]:
     """Kafka, FerretDB and Redis from stack/stack.sh, once per session.
 
     A stack already running from an earlier session is reused and left running."""
@@ -36,7 +36,7 @@ def servers() -> Iterator[TestStack]:
         result = stack("up", check=False)
         if result.returncode != 0:
             pytest.fail(f"could not start the test stack:\n{result.stderr}")
-    yield TestStack.from_env()
+    yield StackPorts.from_env()
     if started_here and not os.environ.get("EVENTFOLD_TEST_KEEP_STACK"):
         stack("down")
 
@@ -46,7 +46,7 @@ def unique_name() -> str:
 
 
 @pytest.fixture
-def settings(servers: TestStack) -> Settings:
+def settings(servers: StackPorts) -> Settings:
     """Settings isolated from every other test: own topics, database and Redis keys."""
     name = unique_name()
     return Settings(

@@ -14,11 +14,11 @@ from producers.api import create_app as create_producer_app
 from query_api.api import create_app as create_query_app
 from tests.conftest import settings_env, unique_name
 from tests.support.processes import ProcessorProcess
-from tests.support.stack import TestStack
+from tests.support.stack import StackPorts
 
 
 @pytest.fixture(scope="module")
-def deployment(servers: TestStack) -> Settings:
+def deployment(servers: StackPorts) -> Settings:
     name = unique_name()
     return Settings(
         kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,

@@ -23,13 +23,13 @@ TEST_STACK_ENV = {
 
 
 @dataclass(frozen=True)
-class TestStack:
+class StackPorts:
     kafka_port: int
     mongo_port: int
     redis_port: int
 
     @classmethod
-    def from_env(cls) -> TestStack:
+    def from_env(cls) -> StackPorts:
         return cls(int(TEST_STACK_ENV["EVENTFOLD_KAFKA_PORT"]),
                    int(TEST_STACK_ENV["EVENTFOLD_MONGO_PORT"]),
                    int(TEST_STACK_ENV["EVENTFOLD_REDIS_PORT"]))
