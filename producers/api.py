@@ -65,6 +65,18 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def field_errors(exc: ValidationError, batch: bool) -> list[dict[str, Any]]:
+    """pydantic's errors, JSON-safe; an unknown ``type`` is located at ``type``, and a
+    single envelope's errors are not prefixed with an item index."""
+    errors: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = list(error["loc"])
+        if error["type"].startswith("union_tag"):
+            loc.append("type")
+        errors.append({**error, "loc": loc if batch else loc[1:]})
+    return list(json.loads(json.dumps(errors, default=str)))
+
+
 def problem(status: int, detail: Any, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
@@ -121,13 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ) if payload != [] else None
         except ValidationError as exc:
             rejected.labels("invalid_event").inc()
-            errors = [
-                {**e, "loc": (*e["loc"], "type")} if e["type"].startswith("union_tag") else e
-                for e in exc.errors(include_url=False, include_context=False, include_input=False)
-            ]
-            if not isinstance(payload, list):  # a single envelope: no item index
-                errors = [{**e, "loc": e["loc"][1:]} for e in errors]
-            return problem(422, json.loads(json.dumps(errors, default=str)))
+            return problem(422, field_errors(exc, batch=isinstance(payload, list)))
         except CircuitOpenError as exc:
             rejected.labels("kafka_unavailable").inc()
             return problem(503, f"Kafka unavailable: {exc}",
