@@ -131,7 +131,8 @@ class EventPublisher:
         traceparent = traceparent or new_traceparent()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._settings.publish_attempts),
-            wait=backoff(multiplier=self._initial_backoff_s, max=5.0),
+            wait=backoff(multiplier=self._initial_backoff_s, max=5.0,
+                         jitter=self._initial_backoff_s),
             retry=retry_if_exception_type(PublishError), reraise=True,
         )
         async for attempt in retrying:
