@@ -134,6 +134,38 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 2 if summary.error is not None else 0
 
 
+async def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    """Every version of every schema must be readable by each later one (backward
+    compatible), and the pydantic models must match the latest schemas."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from schemas.catalog import TOPIC_OF_TYPE
+    from schemas.codec import REGISTRY, SchemaLoadError, SchemaRegistry
+    from schemas.compatibility import check_all, check_models_match_schemas
+
+    try:
+        registry = SchemaRegistry(Path(args.dir)) if args.dir else REGISTRY
+    except SchemaLoadError as exc:
+        console.print(f"[red]invalid schema folder:[/red] {exc}")
+        return 1
+    table = Table(title="event schemas (Avro single-object encoding)")
+    for column in ("type", "version", "fingerprint (header bytes)", "topic"):
+        table.add_column(column)
+    for type_name in registry.type_names():
+        for version in registry.versions(type_name):
+            table.add_row(type_name, f"v{version.version}", version.fingerprint.hex(),
+                          TOPIC_OF_TYPE[type_name])
+    if not args.quiet:
+        Console().print(table)
+    problems = [str(p) for p in check_all(registry)] + check_models_match_schemas(registry)
+    for problem in problems:
+        console.print(f"[red]incompatible:[/red] {problem}")
+    console.print("all schemas compatible" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventfold", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the previously active version instead of dropping it")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("status", help="active read-model version, lag per partition")
+    schemas = sub.add_parser("schemas", help="list schema versions, check compatibility")
+    schemas.add_argument("--quiet", action="store_true", help="only the check's result")
+    schemas.add_argument("--dir", help="check this schema folder instead of the installed one "
+                                      "(e.g. a candidate new version)")
     publish = sub.add_parser(
         "publish", help="publish a JSON-lines file of event envelopes (one per line)",
         description="Validate every line on its own and publish the valid events in batches; "
@@ -171,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Command] = {
+    "schemas": cmd_schemas,
     "topics": cmd_topics,
     "replay": cmd_replay,
     "status": cmd_status,
