@@ -62,6 +62,36 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare a read-model version with a fresh reference fold (or with another version)."""
+    from projections.read_models import Stores
+    from projections.verify import (
+        differences,
+        read_source_events,
+        reference_snapshot,
+        stored_snapshot,
+    )
+
+    stores = Stores(settings)
+    try:
+        version = args.version or await stores.active_version()
+        actual = await stored_snapshot(stores.version(version))
+        if args.against:
+            expected, what = await stored_snapshot(stores.version(args.against)), args.against
+        else:
+            source = await read_source_events(settings)
+            expected, what = reference_snapshot(source), "a fresh fold of the topics"
+    finally:
+        await stores.close()
+    found = differences(expected, actual)
+    for line in found:
+        console.print(f"[red]diff[/red] {line}", highlight=False)
+    console.print(f"{version} vs {what}: {len(actual.orders)} orders, "
+                  f"{len(actual.customers)} customers; "
+                  + ("identical" if not found else f"{len(found)} difference(s)"))
+    return 1 if found else 0
+
+
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from projections.read_models import Stores
     from projections.status import gather_status
@@ -166,6 +196,42 @@ async def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if problems else 0
 
 
+async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    """``dlq list``: exit code 0 (2 when Kafka failed). ``dlq redrive``: 0 done, 2 when
+    Kafka failed (what was re-driven before the failure is recorded)."""
+    import json
+
+    from schemas.catalog import TOPICS
+    from stream_processors.dlq_admin import list_dead_letters, redrive, render_table
+
+    if args.dlq_command == "redrive":
+        result = await redrive(settings, topic=args.topic, dry_run=args.dry_run,
+                               decodable_only=args.decodable_only)
+        console.print(result.render())
+        return 0 if result.ok else 2
+    if args.limit is not None and args.limit < 1:
+        console.print(f"[red]--limit must be at least 1, got {args.limit}")
+        return 2
+    try:
+        views = await list_dead_letters(settings, (args.topic,) if args.topic else TOPICS,
+                                        limit=args.limit)
+    except (OSError, RuntimeError, TimeoutError, ValueError) as exc:  # KafkaError: RuntimeError
+        console.print(f"[red]cannot read the dead letters at {settings.bootstrap_servers}: "
+                      f"{type(exc).__name__}: {exc}")
+        return 2
+    if args.json:
+        for view in views:
+            sys.stdout.write(json.dumps(view.to_json()) + "\n")
+        sys.stdout.flush()
+    else:
+        Console().print(render_table(views))
+    pending = sum(not v.redriven for v in views)
+    capped = args.limit is not None and len(views) == args.limit
+    console.print(f"{len(views)} dead letter(s), {pending} not re-driven"
+                  + (" (--limit reached)" if capped else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventfold", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the previously active version instead of dropping it")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("status", help="active read-model version, lag per partition")
+    verify = sub.add_parser("verify", help="compare read models with a fresh fold of the topics")
+    verify.add_argument("--version", help="the version to check (default: the active one)")
+    verify.add_argument("--against", help="compare with this version instead of a fresh fold")
     schemas = sub.add_parser("schemas", help="list schema versions, check compatibility")
     schemas.add_argument("--quiet", action="store_true", help="only the check's result")
     schemas.add_argument("--dir", help="check this schema folder instead of the installed one "
@@ -203,16 +272,45 @@ def build_parser() -> argparse.ArgumentParser:
                       help="random seed: the same seed gives the same events "
                       "(default: a new one, printed)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    from schemas.catalog import TOPICS, dlq_topic
+
+    topic_choices = [*TOPICS, *map(dlq_topic, TOPICS)]
+    dlq = sub.add_parser(
+        "dlq", help="list and re-drive dead letters",
+        description="Dead letters are the records the processor could not take, in "
+        "<topic>.dlq with the reason in headers. Re-driving publishes them back to their "
+        "original topic (once: progress is committed for the consumer group "
+        "<prefix>eventfold-dlq-redrive), for the processor to take again after a fix.")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="the dead letters, with reason, origin, content "
+                                              "and whether they were re-driven (exit code 0; "
+                                              "2 when Kafka failed)")
+    dlq_list.add_argument("--topic", choices=topic_choices, help="one topic (default: all)")
+    dlq_list.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="the first N dead letters only")
+    dlq_list.add_argument("--json", action="store_true",
+                          help="one JSON object per line on stdout instead of a table")
+    dlq_redrive = dlq_sub.add_parser(
+        "redrive", help="publish the dead letters not yet re-driven back to their original "
+        "topic (exit code 0 done, 2 when Kafka failed)")
+    dlq_redrive.add_argument("--topic", choices=topic_choices, help="one topic (default: all)")
+    dlq_redrive.add_argument("--dry-run", action="store_true",
+                             help="show what would be re-driven; publish and record nothing")
+    dlq_redrive.add_argument("--decodable-only", action="store_true",
+                             help="leave the records this command cannot decode in the DLQ "
+                             "(a later run without the option re-drives them)")
     return parser
 
 
 COMMANDS: dict[str, Command] = {
+    "verify": cmd_verify,
     "schemas": cmd_schemas,
     "topics": cmd_topics,
     "replay": cmd_replay,
     "status": cmd_status,
     "publish": cmd_publish,
     "demo": cmd_demo,
+    "dlq": cmd_dlq,
 }
 
 

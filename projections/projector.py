@@ -90,6 +90,11 @@ class OrderState:
         return doc, view
 
 
+def new_customer(customer_id: str) -> Document:
+    """A customer document before anything is known: no profile, no orders."""
+    return {**customer_view(customer_id, None, ()), "email": None}
+
+
 async def set_if_newer(
     collection: AsyncCollection[Document], doc_id: str, guard: str, value: int,
     fields: Mapping[str, Any],
@@ -100,7 +105,7 @@ async def set_if_newer(
     confused with two writers racing to insert the same ``_id``."""
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
-            await collection.update_one({"_id": doc_id}, {"$setOnInsert": {"customer_id": doc_id}},
+            await collection.update_one({"_id": doc_id}, {"$setOnInsert": new_customer(doc_id)},
                                         upsert=True)
             break
         except DuplicateKeyError:

@@ -7,6 +7,7 @@
 #   stack/stack.sh up          provision, then start the three servers (detached)
 #   stack/stack.sh down        stop everything this folder started (by pid)
 #   stack/stack.sh status      what is running
+#   stack/stack.sh stop NAME   stop one process (fault injection; 'up' starts it again)
 #   stack/stack.sh up-all      servers plus the processors and both APIs (detached)
 #   stack/stack.sh run         the same in the foreground; Ctrl-C stops everything
 #
@@ -244,7 +245,7 @@ start_services() {
   "$VENV_BIN/eventfold" topics >&2
   if ! running processor; then
     : > "$STACK_DIR/logs/processor.log"
-    spawn processor "$VENV_BIN/faust" -A stream_processors.app worker -l info
+    spawn processor "$VENV_BIN/faust" -A stream_processors.app worker --without-web -l info
     wait_until processor processor_ready
   fi
   log "processor running (faust worker, logs in $STACK_DIR/logs/processor.log)"
@@ -303,6 +304,8 @@ case "${1:-}" in
   up-all) cmd_up; start_services ;;
   run) cmd_run ;;
   down) cmd_down ;;
+  stop) [ -n "${2:-}" ] || die "usage: $0 stop redis|ferretdb|kafka|processor|producer-api|query-api"
+        stop "$2" ;;
   status) cmd_status ;;
-  *) echo "usage: $0 provision|up|up-all|run|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 provision|up|up-all|run|down|stop NAME|status" >&2; exit 2 ;;
 esac

@@ -28,7 +28,7 @@ class ProcessorProcess:
     def start(self, timeout: float = 60.0) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(FAUST), "-A", "stream_processors.app", "worker", "-l", "info"],
+            [str(FAUST), "-A", "stream_processors.app", "worker", "--without-web", "-l", "info"],
             cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -57,3 +57,24 @@ class ProcessorProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+class Workers:
+    """The processor processes of one deployment; all stopped at the end of the test."""
+
+    def __init__(self, settings: Settings, env: dict[str, str], log_dir: Path) -> None:
+        self._settings = settings
+        self._env = env
+        self._log_dir = log_dir
+        self.started: list[ProcessorProcess] = []
+
+    def start(self) -> ProcessorProcess:
+        worker = ProcessorProcess(self._settings, self._env,
+                                  self._log_dir / f"worker-{len(self.started)}.log")
+        worker.start()
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.stop()

@@ -1,0 +1,168 @@
+"""Read models against a fresh reference fold of the topics, document by document.
+
+The reference is computed with the same pure folds but none of the write path:
+every record of ``orders``, ``payments`` and ``customers`` is read from the
+beginning, each stream in offset order, and folded in memory. Any difference
+between that and a stored version is a lost, doubled or misapplied event.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, cast
+
+from aiokafka import AIOKafkaConsumer
+
+from eventfold.settings import Settings
+from eventfold.topics import source_partitions
+from projections.customer_fold import CustomerProfile, apply_customer, customer_view, enrichment
+from projections.order_fold import order_view, redis_contribution, reference_fold
+from projections.read_models import ReadModels
+from schemas.codec import CodecError, decode
+from schemas.events import Event
+
+CUSTOMER_FIELDS = ("customer_id", "name", "tier", "country", "email", "order_count",
+                   "lifetime_value", "last_order_at")
+
+
+@dataclass
+class Snapshot:
+    """Read models in comparable form (internal bookkeeping fields left out)."""
+
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status_counts: dict[str, int] = field(default_factory=dict)
+    revenue: dict[str, int] = field(default_factory=dict)
+    top: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class SourceEvents:
+    streams: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
+    undecodable: int = 0
+
+
+async def read_source_events(settings: Settings) -> SourceEvents:
+    """Every source record up to the current end, each partition in offset order."""
+    partitions = await source_partitions(settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, fetch_max_bytes=32 * 1024 * 1024)
+    result = SourceEvents()
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:  # one partition at a time keeps each stream's order per key
+            if ends[tp] == 0:
+                continue
+            consumer.seek(tp, 0)
+            done = False
+            while not done:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+                for record in batch.get(tp, []):
+                    if record.offset >= ends[tp]:
+                        done = True
+                        break
+                    try:
+                        event = decode(record.value)
+                    except CodecError:
+                        result.undecodable += 1
+                        continue
+                    result.streams[settings.logical_topic(tp.topic)].append(event)
+                done = done or await consumer.position(tp) >= ends[tp]
+    finally:
+        await consumer.stop()
+    return result
+
+
+def reference_snapshot(source: SourceEvents) -> Snapshot:
+    """The read models the events call for."""
+    profiles: dict[str, CustomerProfile] = {}
+    for event in source.streams.get("customers", []):
+        profiles[event.key] = apply_customer(profiles.get(event.key), event)
+    facts = reference_fold([*source.streams.get("orders", []),
+                            *source.streams.get("payments", [])])
+    snap = Snapshot()
+    for order_id, order_facts in facts.items():
+        bare = order_view(order_facts, None)
+        profile = profiles.get(bare["customer_id"]) if bare["customer_id"] else None
+        snap.orders[order_id] = order_view(order_facts, enrichment(profile)) if profile else bare
+    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for view in snap.orders.values():
+        if view["placed"]:
+            by_customer[view["customer_id"]].append(view)
+    for cid in set(profiles) | set(by_customer):
+        profile = profiles.get(cid)
+        snap.customers[cid] = {**customer_view(cid, profile, by_customer.get(cid, ())),
+                               "email": profile.email if profile else None}
+    for view in snap.orders.values():
+        _add_contribution(snap, redis_contribution(view))
+    _drop_zeros(snap)
+    return snap
+
+
+def _add_contribution(snap: Snapshot, contribution: Mapping[str, Any]) -> None:
+    snap.status_counts[contribution["status"]] = snap.status_counts.get(
+        contribution["status"], 0) + 1
+    for key, units in contribution["revenue"].items():
+        snap.revenue[key] = snap.revenue.get(key, 0) + units
+    if contribution["customer_id"] is not None:
+        for currency, units in contribution["ltv"].items():
+            board = snap.top.setdefault(currency, {})
+            board[contribution["customer_id"]] = board.get(contribution["customer_id"], 0) + units
+
+
+def _drop_zeros(snap: Snapshot) -> None:
+    snap.status_counts = {k: v for k, v in snap.status_counts.items() if v}
+    snap.revenue = {k: v for k, v in snap.revenue.items() if v}
+    snap.top = {c: {m: s for m, s in b.items() if s} for c, b in snap.top.items()}
+    snap.top = {c: b for c, b in snap.top.items() if b}
+
+
+async def stored_snapshot(models: ReadModels) -> Snapshot:
+    snap = Snapshot()
+    async for doc in models.orders.find({}):
+        snap.orders[doc["_id"]] = {k: v for k, v in doc.items() if not k.startswith("_")}
+    async for doc in models.customers.find({}):
+        snap.customers[doc["_id"]] = {k: doc.get(k) for k in CUSTOMER_FIELDS}
+    snap.status_counts = {k: int(v) for k, v in (await models.hash("status_counts")).items()}
+    snap.revenue = {k: int(v) for k, v in (await models.hash("revenue")).items()}
+    cursor = 0
+    while True:
+        cursor, keys = await models.redis.scan(cursor, match=models.key("top:*"), count=500)
+        for key in keys:
+            currency = str(key).rsplit(":", 1)[1]
+            members = cast(list[tuple[str, float]],
+                           await models.redis.zrange(key, 0, -1, withscores=True))
+            snap.top[currency] = {str(m): int(Decimal(str(s))) for m, s in members}
+        if cursor == 0:
+            break
+    _drop_zeros(snap)
+    return snap
+
+
+def differences(expected: Snapshot, actual: Snapshot, limit: int = 50) -> list[str]:
+    """Human-readable differences, document by document and field by field."""
+    found: list[str] = []
+    for name in ("orders", "customers"):
+        want: dict[str, dict[str, Any]] = getattr(expected, name)
+        have: dict[str, dict[str, Any]] = getattr(actual, name)
+        for doc_id in sorted(set(want) | set(have)):
+            if doc_id not in have:
+                found.append(f"{name}/{doc_id}: missing")
+            elif doc_id not in want:
+                found.append(f"{name}/{doc_id}: not called for by any event")
+            else:
+                for key in sorted(set(want[doc_id]) | set(have[doc_id])):
+                    if want[doc_id].get(key) != have[doc_id].get(key):
+                        found.append(f"{name}/{doc_id}.{key}: expected "
+                                     f"{want[doc_id].get(key)!r}, stored {have[doc_id].get(key)!r}")
+    for name in ("status_counts", "revenue", "top"):
+        if getattr(expected, name) != getattr(actual, name):
+            found.append(f"redis {name}: expected {getattr(expected, name)!r}, "
+                         f"stored {getattr(actual, name)!r}")
+    return found[:limit] + ([f"... and {len(found) - limit} more"] if len(found) > limit else [])

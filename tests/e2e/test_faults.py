@@ -1,0 +1,142 @@
+"""Fault injection: every scenario ends by comparing the read models with a reference
+fold of all published events: zero lost, zero applied twice.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from eventfold.settings import Settings
+from eventfold.topics import ensure_topics
+from producers.demo import generate
+from tests.conftest import eventually, settings_env, unique_name
+from tests.integration.test_producer_kafka import read_all
+from tests.support.processes import Workers
+from tests.support.scenario import (
+    publish,
+    read_model_differences,
+    wait_caught_up,
+    wait_progress,
+)
+from tests.support.stack import StackPorts, stack
+
+ORDERS = 60  # about 5 events each
+
+
+@pytest.fixture
+async def deployment(servers: StackPorts) -> AsyncIterator[Settings]:
+    name = unique_name()
+    settings = Settings(
+        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
+        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
+        redis_prefix=f"{name}:", auth_disabled=True,
+    )
+    await ensure_topics(settings)
+    yield settings
+
+
+@pytest.fixture
+def workers(deployment: Settings, tmp_path: Path) -> Iterator[Workers]:
+    """Processor processes of the deployment (started by the test), stopped at the end."""
+    started = Workers(deployment, settings_env(deployment), tmp_path)
+    yield started
+    started.stop_all()
+
+
+async def group_members(settings: Settings) -> int:
+    """Members of the processors' consumer group, as the broker sees them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        group = f"{settings.topic_prefix}{settings.consumer_group}"
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _error, _group, _state, _ptype, _protocol, members, *_ = response.groups[0]
+    return len(members)
+
+
+def events(seed: int) -> list[dict[str, Any]]:
+    return generate(seed, ORDERS)
+
+
+async def test_worker_killed_mid_stream_applies_nothing_twice(
+    deployment: Settings, workers: Workers,
+) -> None:
+    stream = events(1)
+    first = workers.start()
+    await publish(deployment, stream)
+    await wait_progress(deployment, at_least=len(stream) // 4)
+    first.stop(signal.SIGKILL)  # no chance to commit what it wrote last
+    workers.start()
+    await wait_caught_up(deployment)
+    assert await read_model_differences(deployment) == []
+
+
+async def test_poison_messages_go_to_the_dlq_and_the_stream_keeps_flowing(
+    deployment: Settings, workers: Workers,
+) -> None:
+    stream = events(2)
+    workers.start()
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        poison = await producer.send_and_wait(deployment.topic("orders"), b"\x00not avro",
+                                              key=b"o-poison")
+    finally:
+        await producer.stop()
+    await publish(deployment, stream)
+    await wait_caught_up(deployment)
+    assert await read_model_differences(deployment) == []
+    letters = await read_all(deployment, "orders.dlq")
+    assert len(letters) == 1
+    headers = dict(letters[0].headers)
+    assert letters[0].value == b"\x00not avro"
+    assert headers["dlq-reason"] == b"undecodable"
+    assert headers["dlq-original-topic"] == b"orders"
+    assert headers["dlq-original-partition"] == str(poison.partition).encode()
+    assert headers["dlq-original-offset"] == str(poison.offset).encode()
+    assert headers["dlq-error-type"]
+
+
+@pytest.mark.parametrize("server", ["ferretdb", "redis"])
+async def test_a_store_outage_is_waited_out_and_nothing_is_lost(
+    server: str, deployment: Settings, workers: Workers,
+) -> None:
+    stream = events(3)
+    workers.start()
+    half = len(stream) // 2
+    await publish(deployment, stream[:half])
+    await wait_progress(deployment, at_least=half // 3)
+    stack("stop", None, True, server)
+    try:
+        await publish(deployment, stream[half:])  # Kafka still takes writes
+    finally:
+        restarted = stack("up", check=False)
+    assert restarted.returncode == 0, restarted.stderr
+    await wait_caught_up(deployment)
+    assert await read_model_differences(deployment) == []
+
+
+async def test_two_workers_split_partitions_and_survive_losing_one(
+    deployment: Settings, workers: Workers,
+) -> None:
+    stream = events(4)
+    first = workers.start()
+    workers.start()
+    assert await eventually(lambda: group_members(deployment), lambda n: n == 2) == 2
+    half = len(stream) // 2
+    await publish(deployment, stream[:half])
+    await wait_progress(deployment, at_least=half // 3)
+    first.stop(signal.SIGTERM)  # its partitions move to the second worker
+    assert await eventually(lambda: group_members(deployment), lambda n: n == 1) == 1
+    await publish(deployment, stream[half:])
+    await wait_caught_up(deployment)
+    assert await read_model_differences(deployment) == []

@@ -1,0 +1,78 @@
+"""Helpers of the fault-injection scenarios: publish, wait for catch-up, compare."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from eventfold.settings import Settings
+from eventfold.topics import source_partitions
+from producers.client import EventPublisher
+from projections.read_models import Stores
+from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
+
+
+async def publish(settings: Settings, events: Sequence[dict[str, Any]], batch: int = 200) -> None:
+    async with EventPublisher(settings) as client:
+        for start in range(0, len(events), batch):
+            await client.publish_many(events[start:start + batch])
+
+
+async def end_offsets(settings: Settings) -> dict[str, int]:
+    """``topic:partition`` -> offset of the last record, for non-empty partitions."""
+    partitions = await source_partitions(settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {f"{settings.logical_topic(tp.topic)}:{tp.partition}": end - 1
+            for tp, end in ends.items() if end > 0}
+
+
+async def applied_marks(settings: Settings) -> dict[str, int]:
+    stores = Stores(settings)
+    try:
+        models = await stores.active()
+        return {k: int(v) for k, v in (await models.hash("checkpoints")).items()}
+    finally:
+        await stores.close()
+
+
+async def wait_caught_up(settings: Settings, within_s: float = 180.0) -> None:
+    """Until the active read models applied every record published so far."""
+    ends = await end_offsets(settings)
+    deadline = time.monotonic() + within_s
+    while True:
+        marks = await applied_marks(settings)
+        behind = {p: (marks.get(p, -1), end) for p, end in ends.items() if marks.get(p, -1) < end}
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not caught up after {within_s}s: {behind}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_progress(settings: Settings, at_least: int, within_s: float = 60.0) -> None:
+    """Until at least ``at_least`` records have been applied (summed over partitions)."""
+    deadline = time.monotonic() + within_s
+    while sum(v + 1 for v in (await applied_marks(settings)).values()) < at_least:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {at_least} records applied after {within_s}s")
+        await asyncio.sleep(0.1)
+
+
+async def read_model_differences(settings: Settings) -> list[str]:
+    """The active read models against a reference fold of everything published."""
+    source = await read_source_events(settings)
+    stores = Stores(settings)
+    try:
+        actual = await stored_snapshot(await stores.active())
+    finally:
+        await stores.close()
+    return differences(reference_snapshot(source), actual)
