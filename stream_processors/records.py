@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from eventfold.resilience import CircuitBreaker, CircuitOpenError
 from projections.projector import ConcurrentUpdateError, Projector
 from schemas.codec import CodecError, decode
 
@@ -68,10 +69,15 @@ class RecordHandler:
     """Decodes a record and applies it to every target read-model version."""
 
     def __init__(self, targets: TargetsProvider, dead_letter: DeadLetterSink,
-                 policy: RetryPolicy | None = None) -> None:
+                 policy: RetryPolicy | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
         self._targets = targets
         self._dead_letter = dead_letter
         self._policy = policy or RetryPolicy()
+        # Opens after repeated dependency failures: records then wait for the
+        # breaker instead of each hammering a store that is down.
+        self.breaker = breaker or CircuitBreaker("read-model stores", failure_threshold=5,
+                                                 reset_after_s=2.0)
 
     async def handle(self, record: Record) -> bool:
         """True when applied (or already applied), False when dead-lettered."""
@@ -82,11 +88,16 @@ class RecordHandler:
             return False
         failures = 0
         transient = 0
+        async def apply_everywhere() -> None:
+            for projector in await self._targets():
+                await projector.apply(event, record.topic, record.partition, record.offset)
+
         while True:
             try:
-                for projector in await self._targets():
-                    await projector.apply(event, record.topic, record.partition, record.offset)
+                await self.breaker.call(apply_everywhere, counts_as_failure=TRANSIENT_ERRORS)
                 return True
+            except CircuitOpenError as exc:
+                await asyncio.sleep(max(exc.retry_in_s, self._policy.initial_backoff_s))
             except TRANSIENT_ERRORS as exc:
                 delay = self._policy.backoff(transient)
                 transient += 1

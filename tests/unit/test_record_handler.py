@@ -1,0 +1,91 @@
+"""The record handler's policy: dead-letter what retrying won't fix, wait out outages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo.errors import AutoReconnect
+
+from eventfold.resilience import BreakerState, CircuitBreaker
+from schemas.codec import encode
+from schemas.events import parse_event
+from schemas.examples import EXAMPLES
+from stream_processors.records import DeadLetter, Record, RecordHandler, RetryPolicy
+
+FAST = RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+
+
+class ScriptedProjector:
+    """Raises the scripted errors in turn, then applies (a stand-in for the store writes)."""
+
+    def __init__(self, errors: Sequence[BaseException]) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.applied: list[tuple[str, int, int]] = []
+
+    async def apply(self, event: Any, topic: str, partition: int, offset: int) -> bool:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        self.applied.append((topic, partition, offset))
+        return True
+
+
+def handler_for(projector: ScriptedProjector, letters: list[DeadLetter],
+                breaker: CircuitBreaker | None = None) -> RecordHandler:
+    async def targets() -> list[Any]:
+        return [projector]
+
+    async def sink(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    return RecordHandler(targets, sink, FAST, breaker)
+
+
+def record(value: bytes) -> Record:
+    return Record("orders", 2, 41, b"o-1", value, [("event-id", b"x")])
+
+
+VALID = encode(parse_event(EXAMPLES["OrderPlaced"]))
+
+
+async def test_undecodable_record_is_dead_lettered_without_touching_the_stores() -> None:
+    projector, letters = ScriptedProjector([]), []
+    assert not await handler_for(projector, letters).handle(record(b"\x00garbage"))
+    assert [letter.reason for letter in letters] == ["undecodable"]
+    assert projector.calls == 0
+
+
+async def test_a_record_that_keeps_failing_is_dead_lettered_after_bounded_attempts() -> None:
+    projector, letters = ScriptedProjector([ValueError("bad")] * 5), []
+    assert not await handler_for(projector, letters).handle(record(VALID))
+    assert projector.calls == FAST.attempts
+    assert letters[0].reason == "processing_failed"
+    assert isinstance(letters[0].error, ValueError)
+
+
+async def test_dependency_outage_is_retried_until_it_passes_and_nothing_is_dead_lettered() -> None:
+    projector, letters = ScriptedProjector([AutoReconnect("down")] * 8), []
+    breaker = CircuitBreaker("stores", failure_threshold=100)
+    assert await handler_for(projector, letters, breaker).handle(record(VALID))
+    assert letters == []
+    assert projector.applied == [("orders", 2, 41)]
+    assert projector.calls == 9
+
+
+async def test_repeated_outage_opens_the_breaker_and_a_success_closes_it() -> None:
+    projector, letters = ScriptedProjector([AutoReconnect("down")] * 3), []
+    breaker = CircuitBreaker("stores", failure_threshold=2, reset_after_s=0.01)
+    opened: list[BreakerState] = []
+    real_failure = breaker.record_failure
+
+    def watch() -> None:
+        real_failure()
+        opened.append(breaker.state)
+
+    breaker.record_failure = watch  # type: ignore[method-assign]
+    assert await handler_for(projector, letters, breaker).handle(record(VALID))
+    assert BreakerState.OPEN in opened
+    assert breaker.state is BreakerState.CLOSED
+    assert letters == []
