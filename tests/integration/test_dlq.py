@@ -222,8 +222,8 @@ async def test_a_topic_and_selected_offsets(topics: Settings, letters: dict[str,
     assert flags == {99: False, 200: True, 201: False}
 
     rest = await redrive(topics, topic="payments")
-    assert sorted(v.original_offset for v in views if v.ref in {r.ref for r in rest.redriven}
-                  ) == [99, 201]
+    origin = {v.ref: v.original_offset for v in views}
+    assert sorted(origin[r.ref] or -1 for r in rest.redriven) == [99, 201]
     assert await read_all(topics, "orders") == []  # orders.dlq was not asked for
     assert len(await read_all(topics, "payments")) == 3
 
