@@ -54,6 +54,7 @@ class Settings(BaseSettings):
         default=5.0, description="how long a query carrying a consistency token may wait"
     )
     topic_partitions: int = 6
+    topic_replication_factor: int = Field(default=1, description="3 on a production cluster")
 
     @cached_property
     def bootstrap_servers(self) -> str:

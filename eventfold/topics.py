@@ -50,8 +50,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if not missing:
             return []
         new = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
-                     topic_configs=s.config)
+            NewTopic(s.name, num_partitions=s.partitions,
+                     replication_factor=settings.topic_replication_factor, topic_configs=s.config)
             for s in missing
         ]
         try:
