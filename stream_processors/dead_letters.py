@@ -10,7 +10,8 @@ from eventfold.settings import Settings
 from schemas.catalog import dlq_topic
 from stream_processors.records import DeadLetter
 
-ORIGINAL_HEADERS_KEPT = ("event-type", "event-id", "correlation-id", "traceparent", "content-type")
+ORIGINAL_HEADERS_KEPT = ("event-type", "event-id", "correlation-id", "traceparent", "content-type",
+                         "dlq-redriven-from")
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
