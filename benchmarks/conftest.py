@@ -55,6 +55,11 @@ def servers() -> Iterator[StackPorts]:
         stack("down", BENCH_STACK_ENV)
 
 
+def scaled(n: int) -> int:
+    """``n`` times ``EVENTFOLD_BENCH_SCALE`` (default 1): larger runs on a quiet machine."""
+    return max(1, round(n * float(os.environ.get("EVENTFOLD_BENCH_SCALE", "1"))))
+
+
 @cache
 def demo_envelopes(orders: int) -> tuple[dict[str, Any], ...]:
     """The demo stream of ``orders`` orders (customers, orders, payments), publish order."""

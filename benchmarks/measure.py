@@ -120,21 +120,49 @@ def percentile(samples: Sequence[float], q: float) -> float:
 # --- round trips ---------------------------------------------------------------------------
 
 
+def command_shape(event: monitoring.CommandStartedEvent) -> str:
+    """``find orders_v2 {_id,_rev}``-style label: the command, its collection and the
+    fields its filter names."""
+    command, name = event.command, event.command_name
+    target = command.get(name)
+    label = f"{name} {target}" if isinstance(target, str) else name
+    query: Any = None
+    if name == "find":
+        query = command.get("filter")
+    elif name in ("update", "delete"):
+        query = (command.get(f"{name}s") or [{}])[0].get("q")
+    elif name in ("findAndModify", "count"):
+        query = command.get("query")
+    if isinstance(query, dict):
+        return f"{label} {{{','.join(sorted(query))}}}"
+    return label
+
+
 class _MongoCommands(monitoring.CommandListener):
-    """Counts the commands MongoDB clients send while a counter is active."""
+    """Counts and times the commands MongoDB clients send while a counter is active."""
 
     def __init__(self) -> None:
         self.active: RoundTrips | None = None
+        self._shapes: dict[int, tuple[RoundTrips, str]] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.active is not None:
             self.active.mongo[event.command_name] += 1
+            self._shapes[event.request_id] = (self.active, command_shape(event))
+
+    def _done(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent,
+              ) -> None:
+        counted = self._shapes.pop(event.request_id, None)
+        if counted is not None:
+            trips, shape = counted
+            trips.mongo_shapes[shape] += 1
+            trips.mongo_us[shape] += event.duration_micros
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        self._done(event)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self._done(event)
 
 
 _MONGO = _MongoCommands()
@@ -145,11 +173,13 @@ monitoring.register(_MONGO)
 
 @dataclass
 class RoundTrips:
-    """Commands sent to MongoDB (from pymongo's command monitoring) and to Redis (from
-    the instrumented client) while ``counting()``."""
+    """Commands sent to MongoDB (from pymongo's command monitoring, with their time by
+    filter shape) and to Redis (from the instrumented client) while ``counting()``."""
 
     mongo: Counter[str] = field(default_factory=Counter)
     redis: Counter[str] = field(default_factory=Counter)
+    mongo_shapes: Counter[str] = field(default_factory=Counter)
+    mongo_us: Counter[str] = field(default_factory=Counter)
 
     @contextmanager
     def counting(self) -> Iterator[None]:
@@ -162,12 +192,19 @@ class RoundTrips:
             _MONGO.active = previous
 
     def per(self, n: int) -> dict[str, Any]:
-        """Per-item averages: totals and the breakdown by command."""
+        """Per-item averages: totals, the breakdown by command, and MongoDB's time (ms per
+        item) by command shape, costliest first."""
         return {
             "mongo": round(sum(self.mongo.values()) / n, 2),
             "redis": round(sum(self.redis.values()) / n, 2),
             "mongo_by_command": {k: round(v / n, 2) for k, v in self.mongo.most_common()},
             "redis_by_command": {k: round(v / n, 2) for k, v in self.redis.most_common()},
+            "mongo_ms_by_shape": {
+                shape: {"calls": round(self.mongo_shapes[shape] / n, 2),
+                        "ms": round(us / n / 1000, 2),
+                        "ms_per_call": round(us / self.mongo_shapes[shape] / 1000, 2)}
+                for shape, us in self.mongo_us.most_common()
+            },
         }
 
 

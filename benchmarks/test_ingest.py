@@ -30,9 +30,9 @@ from producers.client import EventPublisher, new_traceparent
 from schemas.codec import encode
 from schemas.events import Event, parse_event
 
-ORDERS = 600  # about 3,000 events
+ORDERS = 1000  # about 4,900 events
 BATCH = 500
-ROUNDS = 4
+ROUNDS = 5
 
 Message = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 

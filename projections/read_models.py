@@ -59,6 +59,10 @@ class ReadModels:
         return Lock(self.redis, self.key(f"lock:{kind}:{doc_id}"), timeout=LOCK_TTL_S,
                     sleep=0.002, blocking_timeout=LOCK_WAIT_S)
 
+    def changes_channel(self, order_id: str) -> str:
+        """Redis pub/sub channel carrying each new view of one order (for live updates)."""
+        return self.key(f"changes:{order_id}")
+
     async def hash(self, name: str) -> dict[str, str]:
         """A Redis hash of this version (the client decodes responses to str)."""
         return cast(dict[str, str], await self.redis.hgetall(self.key(name)))

@@ -39,6 +39,7 @@ if new.customer_id ~= cjson.null then
   for cur, v in pairs(new.ltv) do redis.call('ZINCRBY', top_prefix .. cur, v, new.customer_id) end
 end
 redis.call('HSET', order_key, 'rev', ARGV[1], 'contribution', ARGV[2], 'status', new.status, 'view', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
 """
 
@@ -76,7 +77,8 @@ class RedisWriter:
                 m.key("top:")]
         result = await self._script(
             keys=keys,
-            args=[rev, json.dumps(_as_strings(contribution), separators=(",", ":")), view_json],
+            args=[rev, json.dumps(_as_strings(contribution), separators=(",", ":")), view_json,
+                  m.changes_channel(order_id)],
         )
         return bool(result)
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from eventfold.auth import require_scope
@@ -19,6 +19,7 @@ from eventfold.settings import Settings
 from projections.money import format_money, from_units
 from projections.read_models import ReadModels, Stores
 from query_api.consistency import wait_for_positions
+from query_api.live import order_changes
 from query_api.models import (
     CustomerView,
     OrderPage,
@@ -45,6 +46,11 @@ def _encode_cursor(placed_at: str, order_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _invalid(where: str, name: str, msg: str) -> HTTPException:
+    """A 422 with the documented body: FastAPI's validation-error list."""
+    return HTTPException(422, [{"loc": [where, name], "msg": msg, "type": "value_error"}])
+
+
 def _decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -53,7 +59,8 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
             raise TypeError
         return placed_at, order_id
     except (binascii.Error, ValueError, TypeError):
-        raise HTTPException(422, "invalid cursor: pass next_cursor from a previous page") from None
+        raise _invalid("query", "cursor",
+                       "invalid cursor: pass next_cursor from a previous page") from None
 
 
 async def active_models(
@@ -69,7 +76,9 @@ async def active_models(
         try:
             positions = decode_token(token)
         except InvalidConsistencyToken as exc:
-            raise HTTPException(422, str(exc)) from None
+            where = (("header", "x-consistency-token") if x_consistency_token
+                     else ("query", "consistency_token"))
+            raise _invalid(*where, str(exc)) from None
         missing = await wait_for_positions(
             active, positions, stores.settings.consistency_timeout_s
         )
@@ -124,6 +133,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if view is None or view.get("status") == "pending":
             raise HTTPException(404, f"order {order_id!r} not found")
         return view
+
+    @v1.get("/orders/{order_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: `event: order`, `data:` the "
+                                            "order view (as GET /v1/orders/{order_id}), "
+                                            "first the current one, then each change"}})
+    async def order_events(order_id: Id, request: Request) -> StreamingResponse:
+        """Live updates of one order as Server-Sent Events."""
+        return StreamingResponse(
+            order_changes(order_id, stores.active, request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @v1.get("/orders", response_model=OrderPage)
     async def list_orders(
@@ -204,7 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await stores.db.command("ping")
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

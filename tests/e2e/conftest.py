@@ -54,6 +54,30 @@ async def query_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+async def query_server(deployment: Settings) -> AsyncIterator[str]:
+    """The query API on a real socket (streaming responses need one: httpx's ASGI
+    transport buffers a whole response)."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_query_app(deployment), host="127.0.0.1",
+                                           port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
