@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from projections.customer_fold import (
@@ -92,29 +91,13 @@ class OrderState:
 
 def new_customer(customer_id: str) -> Document:
     """A customer document before anything is known: no profile, no orders."""
-    return {**customer_view(customer_id, None, ()), "email": None}
+    return {"_id": customer_id, **customer_view(customer_id, None, ()), "email": None,
+            "_offset": -1, "_orders": {}}
 
 
-async def set_if_newer(
-    collection: AsyncCollection[Document], doc_id: str, guard: str, value: int,
-    fields: Mapping[str, Any],
-) -> bool:
-    """Set ``fields`` and ``guard=value`` unless the stored ``guard`` is already >= value.
-
-    The document is created first, unguarded, so that a failed guard is never
-    confused with two writers racing to insert the same ``_id``."""
-    for _ in range(MAX_CONFLICT_RETRIES):
-        try:
-            await collection.update_one({"_id": doc_id}, {"$setOnInsert": new_customer(doc_id)},
-                                        upsert=True)
-            break
-        except DuplicateKeyError:
-            continue  # the other writer inserted it: it exists now
-    result = await collection.update_one(
-        {"_id": doc_id, "$or": [{guard: {"$lt": value}}, {guard: {"$exists": False}}]},
-        {"$set": {**fields, guard: value}},
-    )
-    return result.matched_count > 0
+def order_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What a customer document keeps of one of its orders (to sum without a query)."""
+    return {k: doc.get(k) for k in ("order_id", *CUSTOMER_VIEW_INPUTS, "_rev")}
 
 
 def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,7 +127,7 @@ class Projector:
         )
         await self._sync_redis(doc)
         if doc.get("customer_id") and (changed is None or changed):
-            await self._refresh_customer(doc["customer_id"])
+            await self._refresh_customer(doc)
         if doc.get("placed") and doc.get("customer") is None:
             await self._enrich_from_profile(doc)
         return changed is not None
@@ -179,7 +162,9 @@ class Projector:
                 except DuplicateKeyError:
                     continue
             else:
-                result = await orders.replace_one({"_id": order_id, "_rev": stored["_rev"]}, doc)
+                # By _id alone: the document lock already excludes other writers, and
+                # FerretDB scans the whole collection for any other filter.
+                result = await orders.replace_one({"_id": order_id}, doc)
                 if result.matched_count == 0:
                     continue
             inputs_changed = stored is None or any(
@@ -198,10 +183,8 @@ class Projector:
     async def _enrich_from_profile(self, doc: Document) -> None:
         """Embed the customer's profile if it exists (closes the race with a
         customer event processed concurrently on another partition)."""
-        profile = await self.models.customers.find_one(
-            {"_id": doc["customer_id"], "_offset": {"$exists": True}}
-        )
-        if profile is not None:
+        profile = await self.models.customers.find_one({"_id": doc["customer_id"]})
+        if profile is not None and profile.get("_offset", -1) >= 0:
             await self._enrich_order(doc["_id"], profile)
 
     async def _enrich_order(self, order_id: str, profile: Mapping[str, Any]) -> None:
@@ -219,38 +202,50 @@ class Projector:
 
     async def _apply_customer(self, event: Event, offset: int) -> bool:
         profile = apply_customer(None, event)
-        fields = {**enrichment(profile), "customer_id": profile.customer_id,
-                  "email": profile.email, "_offset": offset, "_event_id": event.event_id}
-        async with self.models.document_lock("customer", profile.customer_id):
-            applied = await set_if_newer(self.models.customers, profile.customer_id, "_offset",
-                                         offset, fields)
-        stored = await self.models.customers.find_one({"_id": profile.customer_id})
-        assert stored is not None
-        # Re-enrich every order still showing older data (also on redelivery: the
-        # crash may have come between the profile write and this step).
-        async for order in self.models.orders.find(
-            {"customer_id": profile.customer_id,
-             "$or": [{"_customer_offset": {"$lt": stored["_offset"]}},
-                     {"_customer_offset": {"$exists": False}}]},
-            projection={"_id": 1},
-        ):
-            await self._enrich_order(order["_id"], stored)
+        fields = {**enrichment(profile), "email": profile.email, "_offset": offset,
+                  "_event_id": event.event_id}
+
+        def set_profile(doc: Document) -> Document | None:
+            return None if doc["_offset"] >= offset else {**doc, **fields}
+
+        applied, stored = await self._update_customer(profile.customer_id, set_profile)
+        # Re-enrich every order of the customer still showing older data (also on a
+        # redelivery: the crash may have come between the profile write and this).
+        for order_id in stored["_orders"]:
+            await self._enrich_order(order_id, stored)
         return applied
 
-    async def _refresh_customer(self, customer_id: str) -> None:
-        """Recompute the customer's aggregates from its orders.
+    async def _refresh_customer(self, order: Document) -> None:
+        """Fold the order's latest summary into its customer's aggregates.
 
-        Guarded by the sum of the orders' revisions: revisions only grow, so a
-        snapshot taken later never has a smaller sum, and a stale recomputation
-        racing a newer one cannot overwrite it."""
-        orders = await self.models.orders.find(
-            {"customer_id": customer_id},
-            projection={k: 1 for k in (*CUSTOMER_VIEW_INPUTS, "_rev")},
-        ).to_list(None)
-        rev_sum = sum(int(o["_rev"]) for o in orders)
-        view = customer_view(customer_id, None, orders)
-        aggregates = {k: view[k] for k in ("order_count", "lifetime_value", "last_order_at")}
+        The customer document keeps one summary per order with the order's
+        revision, so a stale or repeated summary changes nothing and no query
+        over the orders is needed."""
+        summary = order_summary(order)
+
+        def add_order(doc: Document) -> Document | None:
+            known = doc["_orders"].get(order["_id"])
+            if known is not None and known["_rev"] >= summary["_rev"]:
+                return None
+            orders = {**doc["_orders"], order["_id"]: summary}
+            view = customer_view(doc["_id"], None, orders.values())
+            aggregates = {k: view[k] for k in ("order_count", "lifetime_value", "last_order_at")}
+            return {**doc, **aggregates, "_orders": orders}
+
+        await self._update_customer(order["customer_id"], add_order)
+
+    async def _update_customer(
+        self, customer_id: str, mutate: Callable[[Document], Document | None]
+    ) -> tuple[bool, Document]:
+        """Read-mutate-write of one customer document under its lock."""
+        customers = self.models.customers
         async with self.models.document_lock("customer", customer_id):
-            await set_if_newer(self.models.customers, customer_id, "_orders_rev_sum", rev_sum,
-                               aggregates)
-
+            stored = await customers.find_one({"_id": customer_id})
+            new = mutate(stored or new_customer(customer_id))
+            if new is None:
+                return False, stored or new_customer(customer_id)
+            if stored is None:
+                await customers.insert_one(new)
+            else:
+                await customers.replace_one({"_id": customer_id}, new)
+            return True, new

@@ -102,7 +102,7 @@ class Stores:
         self.settings = settings
         self.mongo: AsyncMongoClient[Document] = AsyncMongoClient(
             settings.mongo_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
-            socketTimeoutMS=15000, tz_aware=True,
+            socketTimeoutMS=10000, tz_aware=True,
         )
         self.redis: Redis = Redis.from_url(
             settings.redis_uri, decode_responses=True, socket_timeout=5,
