@@ -48,5 +48,6 @@ def decode_token(token: str) -> Positions:
             str(topic): {int(p): int(o) for p, o in parts.items()}
             for topic, parts in body.items()
         }
-    except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
+    except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError,
+            RecursionError) as exc:
         raise InvalidConsistencyToken(f"invalid consistency token: {exc}") from exc

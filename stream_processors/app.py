@@ -38,6 +38,10 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     broker_commit_every=100,
     broker_commit_interval=0.5,
+    # A worker that dies without leaving the group (SIGKILL, lost host) hands its
+    # partitions over after this long.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
     web_enabled=False,
     producer_acks=-1,
     stream_wait_empty=True,

@@ -146,8 +146,7 @@ def producer_app(topics: Settings) -> FastAPI:
 @query_schema.exclude(path=STREAM).parametrize()
 @FUZZ
 def test_query_api_conforms_to_its_openapi_document(case: Case, query_app: FastAPI) -> None:
-    r = case.call_and_validate(app=query_app, checks=CHECKS)
-    print("STAT", case.operation.label, r.status_code, case.path_parameters, case.query, dict(case.headers or {}), r.text[:60], flush=True)
+    case.call_and_validate(app=query_app, checks=CHECKS)
 
 
 @query_schema.include(path=STREAM).parametrize()
