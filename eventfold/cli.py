@@ -32,11 +32,25 @@ async def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
     from projections.read_models import Stores
-    from projections.replay import rebuild
+    from projections.replay import RebuildInProgress, abort, rebuild
 
     await ensure_topics(settings)
     stores = Stores(settings)
+    if args.abort:
+        try:
+            aborted = await abort(stores)
+        finally:
+            await stores.close()
+        console.print(f"aborted and dropped: {', '.join(aborted)}" if aborted
+                      else "no rebuild in progress")
+        return 0
+    since = datetime.fromisoformat(args.since) if args.since else None
+    if since is not None and since.tzinfo is None:
+        console.print("--since needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        return 2
     columns = (TextColumn("[bold]rebuild"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -49,16 +63,38 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
                 bar.update(task, completed=done, total=total, rate=rate)
 
-            result = await rebuild(settings, stores, progress=progress,
-                                   drop_previous=not args.keep_previous)
+            result = await rebuild(settings, stores, progress=progress, resume=args.resume,
+                                   since=since, grace_s=args.grace_s)
+    except RebuildInProgress as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("interrupted: continue with 'eventfold replay --resume' "
+                      "or discard with 'eventfold replay --abort'")
+        return 130
     finally:
         await stores.close()
     console.print(
         f"rebuilt {result.version} from {result.records} records "
         f"({result.applied} applied, {result.undecodable} undecodable) in {result.seconds:.1f}s; "
-        f"active: {result.version} (was {result.previous}"
-        f"{', dropped' if result.dropped_previous else ''})"
+        f"active: {result.version} (was {result.previous}, dropped after "
+        f"{args.grace_s:.0f}s or by 'eventfold drop {result.previous}')"
     )
+    return 0
+
+
+async def cmd_drop(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.read_models import Stores
+
+    stores = Stores(settings)
+    try:
+        dropped = await stores.drop_retired(version=args.version)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    finally:
+        await stores.close()
+    console.print(f"dropped: {', '.join(dropped)}" if dropped else "nothing to drop")
     return 0
 
 
@@ -238,10 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the Kafka topics that are missing")
     replay = sub.add_parser("replay", help="rebuild the read models from the topics")
     replay.add_argument("--all", action="store_true", help="every projection (the default)")
-    replay.add_argument("--keep-previous", action="store_true",
-                        help="keep the previously active version instead of dropping it")
+    replay.add_argument("--resume", action="store_true",
+                        help="continue an interrupted rebuild from its checkpoints")
+    replay.add_argument("--abort", action="store_true",
+                        help="abandon and drop the rebuild in progress")
+    replay.add_argument("--since", help="start at this time (offsets for times) instead of "
+                                        "the earliest offset, e.g. 2026-01-01T00:00:00Z")
+    replay.add_argument("--grace-s", type=float, default=300.0,
+                        help="keep the previous version this long after the switch (300)")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("status", help="active read-model version, lag per partition")
+    drop = sub.add_parser("drop", help="drop retired read-model versions whose grace "
+                                       "period is over, or the one named")
+    drop.add_argument("version", nargs="?", help="drop this (inactive) version now")
     verify = sub.add_parser("verify", help="compare read models with a fresh fold of the topics")
     verify.add_argument("--version", help="the version to check (default: the active one)")
     verify.add_argument("--against", help="compare with this version instead of a fresh fold")
@@ -303,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Command] = {
+    "drop": cmd_drop,
     "verify": cmd_verify,
     "schemas": cmd_schemas,
     "topics": cmd_topics,

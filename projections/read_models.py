@@ -9,6 +9,7 @@ is one update of the ``meta`` document.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -154,6 +155,28 @@ class Stores:
             upsert=True,
         )
         return previous
+
+    async def retire(self, version: str, drop_after_s: float) -> None:
+        """Mark a no longer active version for dropping after a grace period."""
+        entry = {"version": version, "drop_after": time.time() + drop_after_s}
+        await self.meta.update_one({"_id": META_ID}, {"$push": {"retired": entry}})
+
+    async def drop_retired(self, now: float | None = None,
+                           version: str | None = None) -> list[str]:
+        """Drop retired versions whose grace period is over (or ``version`` now)."""
+        doc = await self.meta.find_one({"_id": META_ID}) or {}
+        now = time.time() if now is None else now
+        due = [r["version"] for r in doc.get("retired", [])
+               if (version is None and r["drop_after"] <= now) or r["version"] == version]
+        if version is not None and version not in due:
+            if version == doc.get("active") or version in doc.get("building", []):
+                raise ValueError(f"{version} is in use (active or being rebuilt)")
+            due.append(version)
+        for name in due:
+            await self.version(name).drop()
+            await self.meta.update_one({"_id": META_ID},
+                                       {"$pull": {"retired": {"version": name}}})
+        return due
 
     async def abandon_build(self, version: str) -> None:
         await self.meta.update_one({"_id": META_ID}, {"$pull": {"building": version}})

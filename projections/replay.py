@@ -20,6 +20,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -40,7 +42,6 @@ class RebuildResult:
     applied: int = 0
     undecodable: int = 0
     seconds: float = 0.0
-    dropped_previous: bool = False
     skipped: list[str] = field(default_factory=list)
 
 
@@ -68,6 +69,14 @@ class TopicReader:
     async def beginning_offsets(self) -> dict[TopicPartition, int]:
         return await self.consumer.beginning_offsets(self.partitions)
 
+    async def offsets_for(
+        self, moment: datetime, default: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """The first offset at or after ``moment`` per partition (``default`` when none)."""
+        found = await self.consumer.offsets_for_times(
+            {tp: int(moment.timestamp() * 1000) for tp in self.partitions})
+        return {tp: found[tp].offset if found.get(tp) else default[tp] for tp in self.partitions}
+
     async def stop(self) -> None:
         await self.consumer.stop()
 
@@ -91,8 +100,13 @@ async def read_until(
     settings: Settings, reader: TopicReader, projector: Projector, ends: dict[TopicPartition, int],
     result: RebuildResult, progress: Progress | None, total: int,
 ) -> None:
-    """Apply every record below ``ends``; partitions are applied concurrently."""
+    """Apply every record below ``ends``; partitions are applied concurrently.
+
+    After each batch the position reached per partition is saved in the new
+    version's ``rebuild_progress`` hash, so a crashed or interrupted rebuild
+    resumes there instead of starting over."""
     consumer = reader.consumer
+    models = projector.models
 
     async def behind() -> list[TopicPartition]:
         return [tp for tp in reader.partitions if await consumer.position(tp) < ends[tp]]
@@ -101,25 +115,63 @@ async def read_until(
     while pending:
         batch = await consumer.getmany(*pending, timeout_ms=500, max_records=2000)
         jobs = []
+        reached: dict[Any, Any] = {}
         for tp, records in batch.items():
             records = [r for r in records if r.offset < ends[tp]]
             result.records += len(records)
             jobs.append(_apply_partition_batch(settings, projector, tp, records, result))
+            if records:
+                reached[_progress_field(settings, tp)] = records[-1].offset + 1
         await asyncio.gather(*jobs)
+        if reached:
+            await models.redis.hset(models.key("rebuild_progress"), mapping=reached)
         if progress:
             progress(result.records, total)
         pending = await behind()
 
 
+def _progress_field(settings: Settings, tp: TopicPartition) -> str:
+    return f"{settings.logical_topic(tp.topic)}:{tp.partition}"
+
+
+class RebuildInProgress(RuntimeError):
+    """Another rebuild holds a version in the making: resume it or abort it first."""
+
+
+async def abort(stores: Stores) -> list[str]:
+    """Abandon and drop every version being rebuilt; returns their names."""
+    versions = (await stores.targets())[1:]
+    for version in versions:
+        await stores.abandon_build(version)
+        await stores.version(version).drop()
+    return versions
+
+
 async def rebuild(
     settings: Settings, stores: Stores, *, targets_ttl_s: float = 1.0,
-    progress: Progress | None = None, drop_previous: bool = True,
+    progress: Progress | None = None, resume: bool = False, since: datetime | None = None,
+    grace_s: float = 300.0,
 ) -> RebuildResult:
-    """Rebuild every projection into a new version and make it active."""
+    """Rebuild every projection into a new version and make it active.
+
+    ``resume`` continues the version an interrupted rebuild left; ``since``
+    starts from the offsets of that time instead of the earliest ones. The
+    previous version is retired and dropped ``grace_s`` later (by the live
+    processors, or ``eventfold drop``), so readers still holding it can finish."""
     started = time.monotonic()
-    version = await stores.begin_build()
-    models = stores.version(version)
-    await models.drop()
+    building = (await stores.targets())[1:]
+    if resume and not building:
+        raise RebuildInProgress("there is no interrupted rebuild to resume")
+    if not resume and building:
+        raise RebuildInProgress(f"{', '.join(building)} is being rebuilt: resume it "
+                                "(--resume) or abort it (--abort) first")
+    if resume:
+        version = building[0]
+        models = stores.version(version)
+    else:
+        version = await stores.begin_build()
+        models = stores.version(version)
+        await models.drop()
     await models.ensure_indexes()
     projector = Projector(models)
     reader = TopicReader(settings)
@@ -128,25 +180,28 @@ async def rebuild(
     try:
         registered_at = time.monotonic()
         begin = await reader.beginning_offsets()
+        if since is not None:
+            begin = await reader.offsets_for(since, default=await reader.end_offsets())
+        if resume:
+            saved = await models.hash("rebuild_progress")
+            begin = {tp: int(saved.get(_progress_field(settings, tp), begin[tp]))
+                     for tp in reader.partitions}
+        for tp in reader.partitions:
+            reader.consumer.seek(tp, begin[tp])
         ends = await reader.end_offsets()
-        total = sum(ends[tp] - begin[tp] for tp in reader.partitions)
+        total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
         await read_until(settings, reader, projector, ends, result, progress, total)
         # Live processors re-read their targets within targets_ttl_s; once that has
         # surely happened, records past the then-current ends reach the new version
         # through them.
         await asyncio.sleep(max(0.0, registered_at + 2 * targets_ttl_s - time.monotonic()))
         ends = await reader.end_offsets()
-        total = sum(ends[tp] - begin[tp] for tp in reader.partitions)
+        total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
         await read_until(settings, reader, projector, ends, result, progress, total)
-    except BaseException:
-        await stores.abandon_build(version)
-        raise
     finally:
-        await reader.stop()
+        await reader.stop()  # on any failure the version stays registered: --resume
     result.previous = await stores.activate(version)
-    if drop_previous and result.previous != version:
-        await asyncio.sleep(2 * targets_ttl_s)  # live processors stop writing to it
-        await stores.version(result.previous).drop()
-        result.dropped_previous = True
+    if result.previous != version:
+        await stores.retire(result.previous, drop_after_s=grace_s)
     result.seconds = time.monotonic() - started
     return result

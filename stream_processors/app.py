@@ -79,13 +79,21 @@ class Targets:
         return self._cached
 
 
+_stores: Stores | None = None
 _handler: RecordHandler | None = None
+
+
+def stores() -> Stores:
+    global _stores
+    if _stores is None:
+        _stores = Stores(settings)
+    return _stores
 
 
 def handler() -> RecordHandler:
     global _handler
     if _handler is None:
-        _handler = RecordHandler(Targets(Stores(settings)), KafkaDeadLetterSink(settings))
+        _handler = RecordHandler(Targets(stores()), KafkaDeadLetterSink(settings))
     return _handler
 
 
@@ -105,6 +113,14 @@ async def create_topics() -> None:
     created = await ensure_topics(settings)
     if created:
         log.info("created topics %s", created)
+
+
+@app.timer(interval=30.0, on_leader=True)
+async def drop_retired_versions() -> None:
+    """Read-model versions replaced by a rebuild are dropped once their grace period ends."""
+    dropped = await stores().drop_retired()
+    if dropped:
+        log.info("dropped retired read-model versions %s", dropped)
 
 
 @app.agent(order_streams)
