@@ -6,6 +6,7 @@ replay), so a fresh broker works without a separate set-up step.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
@@ -68,9 +69,28 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ]
         if errors:
             raise RuntimeError("could not create topics: " + "; ".join(errors))
+        await _until_visible(admin, [s.name for s in missing], settings.kafka_timeout_s * 3)
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, names: list[str], within_s: float) -> None:
+    """Wait until the broker serves metadata (with leaders) for freshly created topics.
+
+    A consumer group that joins before that sees no partitions and, on a new
+    broker, may keep an empty assignment; so topic creation returns only once
+    the topics can be consumed."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(d["error_code"] == 0 and d["partitions"]
+                    and all(p["leader"] >= 0 for p in d["partitions"]) for d in described)
+        if ready:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"topics {names} created but not visible after {within_s}s")
+        await asyncio.sleep(0.1)
 
 
 async def source_partitions(settings: Settings) -> list[TopicPartition]:

@@ -98,7 +98,7 @@ async def _apply_partition_batch(
 
 async def read_until(
     settings: Settings, reader: TopicReader, projector: Projector, ends: dict[TopicPartition, int],
-    result: RebuildResult, progress: Progress | None, total: int,
+    result: RebuildResult, progress: Progress | None, total: int, batch_records: int = 2000,
 ) -> None:
     """Apply every record below ``ends``; partitions are applied concurrently.
 
@@ -113,7 +113,7 @@ async def read_until(
 
     pending = await behind()
     while pending:
-        batch = await consumer.getmany(*pending, timeout_ms=500, max_records=2000)
+        batch = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_records)
         jobs = []
         reached: dict[Any, Any] = {}
         for tp, records in batch.items():
@@ -150,7 +150,7 @@ async def abort(stores: Stores) -> list[str]:
 async def rebuild(
     settings: Settings, stores: Stores, *, targets_ttl_s: float = 1.0,
     progress: Progress | None = None, resume: bool = False, since: datetime | None = None,
-    grace_s: float = 300.0,
+    grace_s: float = 300.0, batch_records: int = 2000,
 ) -> RebuildResult:
     """Rebuild every projection into a new version and make it active.
 
@@ -190,14 +190,16 @@ async def rebuild(
             reader.consumer.seek(tp, begin[tp])
         ends = await reader.end_offsets()
         total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
-        await read_until(settings, reader, projector, ends, result, progress, total)
+        await read_until(settings, reader, projector, ends, result, progress, total,
+                         batch_records)
         # Live processors re-read their targets within targets_ttl_s; once that has
         # surely happened, records past the then-current ends reach the new version
         # through them.
         await asyncio.sleep(max(0.0, registered_at + 2 * targets_ttl_s - time.monotonic()))
         ends = await reader.end_offsets()
         total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
-        await read_until(settings, reader, projector, ends, result, progress, total)
+        await read_until(settings, reader, projector, ends, result, progress, total,
+                         batch_records)
     finally:
         await reader.stop()  # on any failure the version stays registered: --resume
     result.previous = await stores.activate(version)

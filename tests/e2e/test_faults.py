@@ -4,6 +4,7 @@ fold of all published events: zero lost, zero applied twice.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -106,18 +107,21 @@ async def test_poison_messages_go_to_the_dlq_and_the_stream_keeps_flowing(
     assert headers["dlq-error-type"]
 
 
-@pytest.mark.parametrize("server", ["ferretdb", "redis"])
+@pytest.mark.parametrize(("server", "outage_s"), [("ferretdb", 30.0), ("redis", 5.0)])
 async def test_a_store_outage_is_waited_out_and_nothing_is_lost(
-    server: str, deployment: Settings, workers: Workers,
+    server: str, outage_s: float, deployment: Settings, workers: Workers,
 ) -> None:
     stream = events(3)
-    workers.start()
+    worker = workers.start()
     half = len(stream) // 2
     await publish(deployment, stream[:half])
     await wait_progress(deployment, at_least=half // 3)
     stack("stop", None, True, server)
     try:
         await publish(deployment, stream[half:])  # Kafka still takes writes
+        worker.wait_for_log("dependency unavailable", 60)  # the processor noticed ...
+        await asyncio.sleep(outage_s)  # ... and the outage lasts this long
+        assert worker.proc is not None and worker.proc.poll() is None  # it waited, alive
     finally:
         restarted = stack("up", check=False)
     assert restarted.returncode == 0, restarted.stderr
@@ -137,6 +141,22 @@ async def test_two_workers_split_partitions_and_survive_losing_one(
     await wait_progress(deployment, at_least=half // 3)
     first.stop(signal.SIGTERM)  # its partitions move to the second worker
     assert await eventually(lambda: group_members(deployment), lambda n: n == 1) == 1
+    await publish(deployment, stream[half:])
+    await wait_caught_up(deployment)
+    assert await read_model_differences(deployment) == []
+
+
+async def test_processing_resumes_after_a_kafka_broker_restart(
+    deployment: Settings, workers: Workers,
+) -> None:
+    stream = events(5)
+    workers.start()
+    half = len(stream) // 2
+    await publish(deployment, stream[:half])
+    await wait_progress(deployment, at_least=half // 3)
+    stack("stop", None, True, "kafka")
+    restarted = stack("up", check=False)
+    assert restarted.returncode == 0, restarted.stderr
     await publish(deployment, stream[half:])
     await wait_caught_up(deployment)
     assert await read_model_differences(deployment) == []

@@ -27,7 +27,7 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
     processor: ProcessorProcess, deployment: Settings, producer_api: httpx.AsyncClient,
     query_api: httpx.AsyncClient,
 ) -> None:
-    before, during = generate(11, 240), generate(12, 80)
+    before, during = generate(11, 120), generate(12, 40)
     await publish(deployment, before)
     await wait_caught_up(deployment)
     served_before = placed_ids(before)
@@ -85,7 +85,8 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
         if done >= total // 3:
             progressed.set()
 
-    task = asyncio.create_task(rebuild(deployment, stores, progress=progress, grace_s=0))
+    task = asyncio.create_task(rebuild(deployment, stores, progress=progress, grace_s=0,
+                                       batch_records=50))
     await progressed.wait()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
