@@ -23,7 +23,7 @@ from eventfold.topics import ensure_topics
 from projections.projector import Projector
 from projections.read_models import Stores
 from stream_processors.dead_letters import KafkaDeadLetterSink
-from stream_processors.records import Record, RecordHandler
+from stream_processors.records import TRANSIENT_ERRORS, Record, RecordHandler
 
 log = logging.getLogger(__name__)
 settings = Settings()
@@ -118,7 +118,11 @@ async def create_topics() -> None:
 @app.timer(interval=30.0, on_leader=True)
 async def drop_retired_versions() -> None:
     """Read-model versions replaced by a rebuild are dropped once their grace period ends."""
-    dropped = await stores().drop_retired()
+    try:
+        dropped = await stores().drop_retired()
+    except TRANSIENT_ERRORS as exc:  # a store is down: the next tick tries again
+        log.warning("could not drop retired versions now: %r", exc)
+        return
     if dropped:
         log.info("dropped retired read-model versions %s", dropped)
 
