@@ -206,12 +206,12 @@ class Projector:
                   "_event_id": event.event_id}
 
         def set_profile(doc: Document) -> Document | None:
-            return None if doc["_offset"] >= offset else {**doc, **fields}
+            return None if doc.get("_offset", -1) >= offset else {**doc, **fields}
 
         applied, stored = await self._update_customer(profile.customer_id, set_profile)
         # Re-enrich every order of the customer still showing older data (also on a
         # redelivery: the crash may have come between the profile write and this).
-        for order_id in stored["_orders"]:
+        for order_id in stored.get("_orders", {}):
             await self._enrich_order(order_id, stored)
         return applied
 
@@ -224,10 +224,10 @@ class Projector:
         summary = order_summary(order)
 
         def add_order(doc: Document) -> Document | None:
-            known = doc["_orders"].get(order["_id"])
+            known = doc.get("_orders", {}).get(order["_id"])
             if known is not None and known["_rev"] >= summary["_rev"]:
                 return None
-            orders = {**doc["_orders"], order["_id"]: summary}
+            orders = {**doc.get("_orders", {}), order["_id"]: summary}
             view = customer_view(doc["_id"], None, orders.values())
             aggregates = {k: view[k] for k in ("order_count", "lifetime_value", "last_order_at")}
             return {**doc, **aggregates, "_orders": orders}
