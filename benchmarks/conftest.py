@@ -3,7 +3,7 @@
 events and the report.
 
 The servers are the project's stack (``stack/stack.sh``) in a folder and on ports
-of their own (``.stack/bench``, 4xxxx), not the test session's (``.stack/test``):
+of their own (``.stack/bench``, 2xxxx), not the test session's (``.stack/test``):
 a test run going on at the same time (the end-to-end fault tests stop and restart
 their servers) must neither break a benchmark nor load the servers it measures.
 """
@@ -42,17 +42,17 @@ def servers() -> Iterator[StackPorts]:
     """Kafka, FerretDB and Redis for the benchmarks, started once per session unless
     already running (then reused and left running); stopped by their recorded pids
     afterwards unless ``EVENTFOLD_BENCH_KEEP_STACK`` is set."""
-    status = stack("status", BENCH_STACK_ENV).stdout
+    status = stack("status", extra_env=BENCH_STACK_ENV).stdout
     started_here = not all(f"{n}: running" in status for n in ("redis", "ferretdb", "kafka"))
     if started_here:
-        result = stack("up", BENCH_STACK_ENV, check=False)
+        result = stack("up", extra_env=BENCH_STACK_ENV, check=False)
         if result.returncode != 0:
             pytest.fail(f"could not start the benchmark stack:\n{result.stderr}")
     yield StackPorts(int(BENCH_STACK_ENV["EVENTFOLD_KAFKA_PORT"]),
                      int(BENCH_STACK_ENV["EVENTFOLD_MONGO_PORT"]),
                      int(BENCH_STACK_ENV["EVENTFOLD_REDIS_PORT"]))
     if started_here and not os.environ.get("EVENTFOLD_BENCH_KEEP_STACK"):
-        stack("down", BENCH_STACK_ENV)
+        stack("down", extra_env=BENCH_STACK_ENV)
 
 
 def scaled(n: int) -> int:

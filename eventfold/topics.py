@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -91,6 +91,19 @@ async def _until_visible(admin: AIOKafkaAdminClient, names: list[str], within_s:
         if asyncio.get_running_loop().time() > deadline:
             raise RuntimeError(f"topics {names} created but not visible after {within_s}s")
         await asyncio.sleep(0.1)
+
+
+async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The next offset to be written, per partition of the source topics."""
+    partitions = await source_partitions(settings)
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
 
 
 async def source_partitions(settings: Settings) -> list[TopicPartition]:

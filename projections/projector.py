@@ -80,13 +80,13 @@ class OrderState:
         )
         return replace(self, facts=facts, offsets=offsets)
 
-    def to_doc(self, rev: int) -> tuple[Document, dict[str, Any]]:
-        view = order_view(self.facts, self.customer)
-        doc: Document = {
-            "_id": self.facts.order_id, **view, "_rev": rev, "_facts": facts_to_doc(self.facts),
-            "_offsets": self.offsets, "_customer_offset": self.customer_offset,
+    def to_doc(self, rev: int) -> Document:
+        """The stored document: the view plus what it was derived from."""
+        return {
+            "_id": self.facts.order_id, **order_view(self.facts, self.customer), "_rev": rev,
+            "_facts": facts_to_doc(self.facts), "_offsets": self.offsets,
+            "_customer_offset": self.customer_offset,
         }
-        return doc, view
 
 
 def new_customer(customer_id: str) -> Document:
@@ -155,7 +155,7 @@ class Projector:
                     raise LookupError(f"order {order_id}: nothing stored and nothing to apply")
                 return None, stored
             rev = (stored or {}).get("_rev", 0) + 1
-            doc, _ = new_state.to_doc(rev)
+            doc = new_state.to_doc(rev)
             if stored is None:
                 try:
                     await orders.insert_one(doc)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,6 @@ class RebuildResult:
     applied: int = 0
     undecodable: int = 0
     seconds: float = 0.0
-    skipped: list[str] = field(default_factory=list)
 
 
 class TopicReader:

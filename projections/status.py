@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.table import Table
 
 from eventfold.settings import Settings
-from eventfold.topics import source_partitions
+from eventfold.topics import end_offsets
 from projections.read_models import META_ID, Stores
 
 
@@ -48,17 +47,14 @@ async def gather_status(settings: Settings, stores: Stores) -> StatusReport:
     meta = await stores.meta.find_one({"_id": META_ID}) or {}
     active = await stores.active()
     applied = await active.redis.hgetall(active.key("checkpoints"))
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    ends = await end_offsets(settings)
+    partitions = list(ends)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
     await admin.start()
     try:
-        partitions = await source_partitions(settings)
-        ends = await consumer.end_offsets(partitions) if partitions else {}
         group = f"{settings.topic_prefix}{settings.consumer_group}"
         committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
     finally:
-        await consumer.stop()
         await admin.close()
     rows = []
     for tp in partitions:

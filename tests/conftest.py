@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -45,16 +45,23 @@ def unique_name() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+def isolated_settings(servers: StackPorts, **overrides: Any) -> Settings:
+    """A deployment of its own on the session's servers: own topics, database and
+    Redis keys, so tests never see each other's data. API keys are off unless
+    ``overrides`` configure them."""
+    name = unique_name()
+    fields: dict[str, Any] = {
+        "kafka_port": servers.kafka_port, "mongo_port": servers.mongo_port,
+        "redis_port": servers.redis_port, "topic_prefix": f"{name}-", "mongo_db": name,
+        "redis_prefix": f"{name}:", "auth_disabled": "api_keys" not in overrides,
+    }
+    return Settings(**(fields | overrides))
+
+
 @pytest.fixture
 def settings(servers: StackPorts) -> Settings:
-    """Settings isolated from every other test: own topics, database and Redis keys."""
-    name = unique_name()
-    return Settings(
-        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
-        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
-        redis_prefix=f"{name}:", kafka_timeout_s=10.0, consistency_timeout_s=5.0,
-        auth_disabled=True,
-    )
+    """Settings isolated from every other test."""
+    return isolated_settings(servers)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

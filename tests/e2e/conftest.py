@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,19 +11,14 @@ from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
 from producers.api import create_app as create_producer_app
 from query_api.api import create_app as create_query_app
-from tests.conftest import settings_env, unique_name
+from tests.conftest import isolated_settings, settings_env
 from tests.support.processes import ProcessorProcess
 from tests.support.stack import StackPorts
 
 
 @pytest.fixture(scope="module")
 def deployment(servers: StackPorts) -> Settings:
-    name = unique_name()
-    return Settings(
-        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
-        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
-        redis_prefix=f"{name}:", consistency_timeout_s=20.0, auth_disabled=True,
-    )
+    return isolated_settings(servers, consistency_timeout_s=20.0)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +72,3 @@ async def query_server(deployment: Settings) -> AsyncIterator[str]:
     await task
 
 
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path

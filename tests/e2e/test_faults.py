@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
 from producers.demo import generate
-from tests.conftest import eventually, settings_env, unique_name
+from tests.conftest import eventually, isolated_settings, settings_env
 from tests.integration.test_producer_kafka import read_all
 from tests.support.processes import Workers
 from tests.support.scenario import (
@@ -33,12 +33,7 @@ ORDERS = 60  # about 5 events each
 
 @pytest.fixture
 async def deployment(servers: StackPorts) -> AsyncIterator[Settings]:
-    name = unique_name()
-    settings = Settings(
-        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
-        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
-        redis_prefix=f"{name}:", auth_disabled=True,
-    )
+    settings = isolated_settings(servers)
     await ensure_topics(settings)
     yield settings
 
@@ -116,7 +111,7 @@ async def test_a_store_outage_is_waited_out_and_nothing_is_lost(
     half = len(stream) // 2
     await publish(deployment, stream[:half])
     await wait_progress(deployment, at_least=half // 3)
-    stack("stop", None, True, server)
+    stack("stop", server)
     try:
         await publish(deployment, stream[half:])  # Kafka still takes writes
         worker.wait_for_log("dependency unavailable", 60)  # the processor noticed ...
@@ -154,7 +149,7 @@ async def test_processing_resumes_after_a_kafka_broker_restart(
     half = len(stream) // 2
     await publish(deployment, stream[:half])
     await wait_progress(deployment, at_least=half // 3)
-    stack("stop", None, True, "kafka")
+    stack("stop", "kafka")
     restarted = stack("up", check=False)
     assert restarted.returncode == 0, restarted.stderr
     await publish(deployment, stream[half:])

@@ -9,16 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from eventfold.settings import Settings
-from eventfold.topics import ensure_topics
+from eventfold.topics import end_offsets, ensure_topics
 from producers.api import create_app
 from schemas.catalog import TOPICS
 from schemas.codec import decode
 from schemas.events import event_to_json, parse_event
 from schemas.examples import EXAMPLES
-from tests.conftest import unique_name
+from tests.conftest import isolated_settings
 from tests.integration.test_producer_kafka import read_all
 from tests.support.stack import StackPorts
 
@@ -27,12 +26,7 @@ WRITE_KEY, READ_KEY = "test-write-key", "test-read-key"
 
 @pytest.fixture(scope="module")
 async def deployment(servers: StackPorts) -> Settings:
-    name = unique_name()
-    settings = Settings(
-        kafka_port=servers.kafka_port, mongo_port=servers.mongo_port,
-        redis_port=servers.redis_port, topic_prefix=f"{name}-", mongo_db=name,
-        redis_prefix=f"{name}:", api_keys={WRITE_KEY: ["write"], READ_KEY: ["read"]},
-    )
+    settings = isolated_settings(servers, api_keys={WRITE_KEY: ["write"], READ_KEY: ["read"]})
     await ensure_topics(settings)
     return settings
 
@@ -47,14 +41,7 @@ async def api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def total_records(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(settings.topic(t), p) for t in TOPICS
-                 for p in range(settings.topic_partitions)]
-        return sum((await consumer.end_offsets(parts)).values())
-    finally:
-        await consumer.stop()
+    return sum((await end_offsets(settings)).values())
 
 
 async def test_every_event_type_round_trips_http_kafka_decode(

@@ -7,10 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from eventfold.settings import Settings
-from eventfold.topics import source_partitions
+from eventfold.topics import end_offsets
 from producers.client import EventPublisher
 from projections.read_models import Stores
 from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
@@ -22,17 +20,10 @@ async def publish(settings: Settings, events: Sequence[dict[str, Any]], batch: i
             await client.publish_many(events[start:start + batch])
 
 
-async def end_offsets(settings: Settings) -> dict[str, int]:
+async def last_offsets(settings: Settings) -> dict[str, int]:
     """``topic:partition`` -> offset of the last record, for non-empty partitions."""
-    partitions = await source_partitions(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
     return {f"{settings.logical_topic(tp.topic)}:{tp.partition}": end - 1
-            for tp, end in ends.items() if end > 0}
+            for tp, end in (await end_offsets(settings)).items() if end > 0}
 
 
 async def applied_marks(settings: Settings) -> dict[str, int]:
@@ -46,7 +37,7 @@ async def applied_marks(settings: Settings) -> dict[str, int]:
 
 async def wait_caught_up(settings: Settings, within_s: float = 180.0) -> None:
     """Until the active read models applied every record published so far."""
-    ends = await end_offsets(settings)
+    ends = await last_offsets(settings)
     deadline = time.monotonic() + within_s
     while True:
         marks = await applied_marks(settings)

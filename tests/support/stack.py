@@ -35,8 +35,8 @@ class StackPorts:
                    int(TEST_STACK_ENV["EVENTFOLD_REDIS_PORT"]))
 
 
-def stack(command: str, extra_env: dict[str, str] | None = None, check: bool = True,
-          *args: str) -> subprocess.CompletedProcess[str]:
+def stack(command: str, *args: str, extra_env: dict[str, str] | None = None,
+          check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **TEST_STACK_ENV, **(extra_env or {})}
     return subprocess.run([str(STACK_SCRIPT), command, *args], env=env, text=True,
                           capture_output=True, check=check, timeout=600)
