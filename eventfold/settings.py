@@ -40,7 +40,10 @@ class Settings(BaseSettings):
 
     topic_prefix: str = Field(default="", description="prefix of every topic (tests isolate by it)")
     redis_prefix: str = Field(default="ef:", description="prefix of every Redis key")
-    consumer_group: str = "eventfold-projections"
+    consumer_group: str = Field(
+        default="eventfold-processors",
+        description="the processors' consumer group; also names their tables' changelog topics",
+    )
 
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict, description='JSON {"<key>": ["write", "read"]}'
@@ -67,6 +70,11 @@ class Settings(BaseSettings):
     @cached_property
     def redis_uri(self) -> str:
         return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def processor_app_id(self) -> str:
+        """The Faust app id: consumer group and prefix of the changelog topics."""
+        return f"{self.topic_prefix}{self.consumer_group}"
 
     def topic(self, name: str) -> str:
         """The physical topic name of a logical one (``orders`` -> ``<prefix>orders``)."""

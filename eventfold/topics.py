@@ -14,9 +14,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from eventfold.settings import Settings
-from schemas.catalog import TOPICS, dlq_topic
+from schemas.catalog import INTERNAL_TOPICS, TOPICS, dlq_topic
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+A_WEEK = {"retention.ms": str(7 * 24 * 3600 * 1000)}
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,15 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Source-of-truth topics keep everything forever; `customers` is compacted."""
+    """Source-of-truth topics keep everything forever; `customers` is compacted. The
+    internal repartition topics only carry messages between the processors (a rebuild
+    never reads them), so a week is plenty."""
     n = settings.topic_partitions
     specs = [
         TopicSpec("orders", n, FOREVER),
         TopicSpec("payments", n, FOREVER),  # co-partitioned with orders: same count, same key
         TopicSpec("customers", n, {"cleanup.policy": "compact", "retention.ms": "-1"}),
+        *(TopicSpec(name, n, A_WEEK) for name in INTERNAL_TOPICS),
     ]
     specs += [TopicSpec(dlq_topic(s.name), n, FOREVER) for s in list(specs)]
     return [TopicSpec(settings.topic(s.name), s.partitions, s.config) for s in specs]
@@ -104,6 +108,39 @@ async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
+
+
+class LastOffsets:
+    """The offset of the last record per partition of given topics, from one long-lived
+    consumer (opened on first use; the query API asks on every token it is given)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: dict[str, list[TopicPartition]] = {}
+
+    async def __call__(self, topic: str) -> dict[int, int]:
+        """``partition -> last offset`` of logical ``topic`` (empty partitions left out)."""
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.bootstrap_servers, group_id=None,
+                request_timeout_ms=int(self._settings.kafka_timeout_s * 1000))
+            await consumer.start()
+            self._consumer = consumer
+        physical = self._settings.topic(topic)
+        if topic not in self._partitions:
+            found = self._consumer.partitions_for_topic(physical)
+            if found is None:
+                await self._consumer._client.force_metadata_update()
+                found = self._consumer.partitions_for_topic(physical) or set()
+            self._partitions[topic] = [TopicPartition(physical, p) for p in sorted(found)]
+        ends = await self._consumer.end_offsets(self._partitions[topic])
+        return {tp.partition: end - 1 for tp, end in ends.items() if end > 0}
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
 async def source_partitions(settings: Settings) -> list[TopicPartition]:

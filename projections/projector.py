@@ -1,48 +1,47 @@
-"""Applies one Kafka record to one version of the read models, exactly once in effect.
+"""Runs the join steps (``projections.joins``) and writes their results to the read models.
 
-The same code serves the live Faust processors and the replay engine.
+``Pipeline`` is the one code path for live processing and for rebuilds: it
+keeps the keyed state in whatever mapping it is given (a Faust table backed by
+a changelog topic in the processors, a dict in a rebuild), hands messages for
+the other side of the join to the given senders (Kafka topics, or direct
+calls), and writes every changed order and customer to the target read-model
+versions through ``ReadModelWriter``.
 
-Order documents keep their facts (the order's events, with their offsets) next
-to the view derived from them, and carry a revision ``_rev`` used for optimistic
-concurrency: a write replaces the document only if nobody else did since it was
-read. Because every stream's events are kept sorted by their Kafka offset and
-deduplicated by event_id, applying a record is idempotent and independent of the
-order in which records arrive; the tracking information is written atomically
-with the new state, in the same document (the "tracking record" idea of the
-eventsourcing library, embedded). Redis follows via a revision-guarded script.
+Documents carry the state they were derived from (``_state``), so a write is a
+merge: what is stored and what the writer knows are united, and the view is
+derived from the union. Two writers of one document (a rebuild and the live
+processor, both writing the version being built; or a worker that lost its
+partitions mid-write) therefore never undo each other, whatever their order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
-from projections.customer_fold import (
-    CUSTOMER_EVENT_TYPES,
-    apply_customer,
-    customer_view,
-    enrichment,
+from projections.customer_fold import CUSTOMER_EVENT_TYPES
+from projections.joins import (
+    CustomerState,
+    CustomerStep,
+    Enrichment,
+    OrderLink,
+    OrderState,
+    OrderStep,
+    customer_event_step,
+    enrichment_step,
+    order_event_step,
+    order_link_step,
 )
-from projections.order_fold import (
-    OrderFacts,
-    apply,
-    empty_facts,
-    facts_from_doc,
-    facts_to_doc,
-    order_id_of,
-    order_view,
-    redis_contribution,
-)
+from projections.order_fold import order_id_of, redis_contribution
 from projections.read_models import Document, ReadModels
 from projections.redis_writer import RedisWriter
 from schemas.events import Event
 
-MAX_CONFLICT_RETRIES = 50
-CUSTOMER_VIEW_INPUTS = ("placed", "customer_id", "currency", "amount_paid", "placed_at")
+StateStore = MutableMapping[str, Any]  # key -> JSON-safe state document
+Position = tuple[str, int, int]  # logical topic, partition, offset
 
 
 class ConcurrentUpdateError(RuntimeError):
@@ -50,54 +49,26 @@ class ConcurrentUpdateError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class OrderState:
-    """What the order document holds besides the view."""
+class Targets:
+    """The read-model versions each projection is written to (active + being rebuilt)."""
 
-    facts: OrderFacts
-    offsets: dict[str, int]  # event_id -> offset in its stream (the lowest one seen)
-    customer: dict[str, Any] | None  # enrichment block
-    customer_offset: int  # offset of the customers-stream record the block came from
+    orders: Sequence[ReadModels]
+    customers: Sequence[ReadModels]
+    redis: Sequence[ReadModels]
 
     @classmethod
-    def load(cls, order_id: str, doc: Mapping[str, Any] | None) -> OrderState:
-        if doc is None:
-            return cls(empty_facts(order_id), {}, None, -1)
-        return cls(facts_from_doc(doc["_facts"]), dict(doc["_offsets"]), doc.get("customer"),
-                   int(doc.get("_customer_offset", -1)))
+    def of(cls, models: ReadModels) -> Targets:
+        return cls([models], [models], [models])
 
-    def with_event(self, event: Event, offset: int) -> OrderState | None:
-        """The state with ``event`` added at ``offset``; None when already known there."""
-        known = self.offsets.get(event.event_id)
-        if known is not None and known <= offset:
-            return None
-        offsets = {**self.offsets, event.event_id: offset}
-        facts = apply(self.facts, event) if known is None else self.facts
-        by_offset = lambda e: offsets[e.event_id]  # noqa: E731
-        facts = replace(
-            facts,
-            order_events=tuple(sorted(facts.order_events, key=by_offset)),
-            payment_events=tuple(sorted(facts.payment_events, key=by_offset)),
-        )
-        return replace(self, facts=facts, offsets=offsets)
-
-    def to_doc(self, rev: int) -> Document:
-        """The stored document: the view plus what it was derived from."""
-        return {
-            "_id": self.facts.order_id, **order_view(self.facts, self.customer), "_rev": rev,
-            "_facts": facts_to_doc(self.facts), "_offsets": self.offsets,
-            "_customer_offset": self.customer_offset,
-        }
+    def all(self) -> list[ReadModels]:
+        """Each distinct version once (for checkpoints)."""
+        seen: dict[str, ReadModels] = {}
+        for m in (*self.orders, *self.customers, *self.redis):
+            seen.setdefault(m.version, m)
+        return list(seen.values())
 
 
-def new_customer(customer_id: str) -> Document:
-    """A customer document before anything is known: no profile, no orders."""
-    return {"_id": customer_id, **customer_view(customer_id, None, ()), "email": None,
-            "_offset": -1, "_orders": {}}
-
-
-def order_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """What a customer document keeps of one of its orders (to sum without a query)."""
-    return {k: doc.get(k) for k in ("order_id", *CUSTOMER_VIEW_INPUTS, "_rev")}
+TargetsProvider = Callable[[], Awaitable[Targets]]
 
 
 def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,147 +76,164 @@ def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-class Projector:
-    """Writes records into one read-model version (MongoDB first, then Redis)."""
+def stored_order(doc: Mapping[str, Any] | None) -> OrderState | None:
+    """The state a stored order document was derived from (None: none, or an older layout
+    whose content the live state supersedes)."""
+    return None if doc is None or "_state" not in doc else OrderState.from_doc(doc["_state"])
 
-    def __init__(self, models: ReadModels) -> None:
+
+def stored_customer(doc: Mapping[str, Any] | None) -> CustomerState | None:
+    return None if doc is None or "_state" not in doc else CustomerState.from_doc(doc["_state"])
+
+
+class ReadModelWriter:
+    """Turns states into MongoDB documents and Redis updates in every target version."""
+
+    async def write_order(self, targets: Targets, state: OrderState) -> None:
+        if not state.offsets:
+            return  # only an enrichment is known: no order to show yet
+        for models in targets.orders:
+            await self._merge_order(models, state)
+        view = state.view()
+        contribution = redis_contribution(view)
+        view_json = json.dumps(view, separators=(",", ":"))
+        for models in targets.redis:
+            await RedisWriter(models).apply_order(state.order_id, state.revision, contribution,
+                                                  view_json)
+
+    async def _merge_order(self, models: ReadModels, state: OrderState) -> None:
+        """Read-merge-write under the document's lock (see ``ReadModels.document_lock``)."""
+        async with models.document_lock("order", state.order_id):
+            stored = await models.orders.find_one({"_id": state.order_id})
+            known = stored_order(stored)
+            merged = state if known is None else known.merge(state)
+            if stored is not None and merged == known:
+                return
+            doc: Document = {"_id": state.order_id, **merged.view(), "_state": merged.to_doc()}
+            await self._put(models, "orders", stored, doc)
+
+    async def write_customer(self, targets: Targets, state: CustomerState) -> None:
+        for models in targets.customers:
+            async with models.document_lock("customer", state.customer_id):
+                stored = await models.customers.find_one({"_id": state.customer_id})
+                known = stored_customer(stored)
+                merged = state if known is None else known.merge(state)
+                if stored is not None and merged == known:
+                    continue
+                doc = {"_id": state.customer_id, **merged.view(), "_state": merged.to_doc()}
+                await self._put(models, "customers", stored, doc)
+
+    @staticmethod
+    async def _put(models: ReadModels, collection: str, stored: Document | None,
+                   doc: Document) -> None:
+        # By _id alone: the lock already excludes other writers, and FerretDB
+        # scans the whole collection for any other filter.
+        if stored is None:
+            await models.db[models.collection(collection)].insert_one(doc)
+        else:
+            await models.db[models.collection(collection)].replace_one({"_id": doc["_id"]}, doc)
+
+    async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
+        for models in targets.all():
+            await RedisWriter(models).checkpoint(topic, partition, offset)
+
+
+LinkSender = Callable[[OrderLink], Awaitable[None]]
+EnrichmentSender = Callable[[Enrichment], Awaitable[None]]
+"""Senders return once the message is stored (in Kafka), so the record's checkpoint,
+raised after them, implies that everything it caused is on its way."""
+
+
+class Pipeline:
+    """The join logic bound to state stores, senders and target versions."""
+
+    def __init__(self, orders: StateStore, customers: StateStore, targets: TargetsProvider,
+                 send_link: LinkSender, send_enrichment: EnrichmentSender,
+                 writer: ReadModelWriter | None = None) -> None:
+        self.orders = orders
+        self.customers = customers
+        self._targets = targets
+        self._send_link = send_link
+        self._send_enrichment = send_enrichment
+        self._writer = writer or ReadModelWriter()
+
+    async def source_event(self, event: Event, topic: str, partition: int, offset: int) -> bool:
+        """Apply one record of ``orders``, ``payments`` or ``customers``; False when it had
+        been applied before (its effects are re-emitted all the same)."""
+        targets = await self._targets()
+        if isinstance(event, CUSTOMER_EVENT_TYPES):
+            customer_step = customer_event_step(self._customer(event.key), event, offset,
+                                                event.key)
+            await self._customer_effects(targets, customer_step)
+            duplicate = customer_step.duplicate
+        else:
+            order_id = order_id_of(event)
+            order_step = order_event_step(self._order(order_id), event, offset, order_id)
+            await self._order_effects(targets, order_step)
+            duplicate = order_step.duplicate
+        # Read-your-writes waits on this mark: raised only once every write is done.
+        await self._writer.checkpoint(targets, topic, partition, offset)
+        return not duplicate
+
+    async def enrichment(self, message: Enrichment, at: Position | None = None) -> None:
+        """Apply a message of ``order-enrichment`` (``at``: its topic, partition, offset)."""
+        targets = await self._targets()
+        await self._order_effects(targets, enrichment_step(self._order(message.order_id),
+                                                           message))
+        if at is not None:
+            await self._writer.checkpoint(targets, *at)
+
+    async def order_link(self, link: OrderLink, at: Position | None = None) -> None:
+        """Apply a message of ``order-links`` (``at``: its topic, partition, offset)."""
+        targets = await self._targets()
+        await self._customer_effects(targets, order_link_step(self._customer(link.customer_id),
+                                                              link))
+        if at is not None:
+            await self._writer.checkpoint(targets, *at)
+
+    def _order(self, order_id: str) -> OrderState | None:
+        doc = self.orders.get(order_id)
+        return None if doc is None else OrderState.from_doc(doc)
+
+    def _customer(self, customer_id: str) -> CustomerState | None:
+        doc = self.customers.get(customer_id)
+        return None if doc is None else CustomerState.from_doc(doc)
+
+    async def _order_effects(self, targets: Targets, step: OrderStep) -> None:
+        # The state is saved before any await, so no other record of this key can
+        # interleave between reading and saving it.
+        if not step.duplicate:
+            self.orders[step.state.order_id] = step.state.to_doc()
+        await self._writer.write_order(targets, step.state)
+        if step.link is not None:
+            await self._send_link(step.link)
+
+    async def _customer_effects(self, targets: Targets, step: CustomerStep) -> None:
+        if not step.duplicate:
+            self.customers[step.state.customer_id] = step.state.to_doc()
+        if step.view_changed or step.duplicate:
+            await self._writer.write_customer(targets, step.state)
+        await asyncio.gather(*(self._send_enrichment(m) for m in step.enrichments))
+
+
+class Projector:
+    """A pipeline in one process, state in memory, writing one read-model version (or the
+    given targets): the rebuild engine's, and the tests'."""
+
+    def __init__(self, models: ReadModels, targets: Targets | None = None) -> None:
         self.models = models
-        self.redis = RedisWriter(models)
+        fixed = targets or Targets.of(models)
+
+        async def provide() -> Targets:
+            return fixed
+
+        self.pipeline = Pipeline({}, {}, provide, self._link, self._enrich)
+
+    async def _link(self, link: OrderLink) -> None:
+        await self.pipeline.order_link(link)
+
+    async def _enrich(self, message: Enrichment) -> None:
+        await self.pipeline.enrichment(message)
 
     async def apply(self, event: Event, topic: str, partition: int, offset: int) -> bool:
-        """Apply one record of logical topic ``topic``; False when it was already applied."""
-        if isinstance(event, CUSTOMER_EVENT_TYPES):
-            applied = await self._apply_customer(event, offset)
-        else:
-            applied = await self._apply_order_event(event, offset)
-        await self.redis.checkpoint(topic, partition, offset)
-        return applied
-
-    async def _apply_order_event(self, event: Event, offset: int) -> bool:
-        changed, doc = await self._update_order(
-            order_id_of(event), lambda state: state.with_event(event, offset)
-        )
-        await self._sync_redis(doc)
-        if doc.get("customer_id") and (changed is None or changed):
-            await self._refresh_customer(doc)
-        if doc.get("placed") and doc.get("customer") is None:
-            await self._enrich_from_profile(doc)
-        return changed is not None
-
-    async def _update_order(
-        self, order_id: str, mutate: Callable[[OrderState], OrderState | None]
-    ) -> tuple[bool | None, Document]:
-        """Read-mutate-write with optimistic concurrency on ``_rev``.
-
-        Returns (None, stored doc) when ``mutate`` had nothing to do, else
-        (whether the customer-view inputs changed, new doc)."""
-        async with self.models.document_lock("order", order_id):
-            return await self._update_order_locked(order_id, mutate)
-
-    async def _update_order_locked(
-        self, order_id: str, mutate: Callable[[OrderState], OrderState | None]
-    ) -> tuple[bool | None, Document]:
-        orders = self.models.orders
-        for _ in range(MAX_CONFLICT_RETRIES):
-            stored = await orders.find_one({"_id": order_id})
-            state = OrderState.load(order_id, stored)
-            new_state = mutate(state)
-            if new_state is None:
-                if stored is None:
-                    raise LookupError(f"order {order_id}: nothing stored and nothing to apply")
-                return None, stored
-            rev = (stored or {}).get("_rev", 0) + 1
-            doc = new_state.to_doc(rev)
-            if stored is None:
-                try:
-                    await orders.insert_one(doc)
-                except DuplicateKeyError:
-                    continue
-            else:
-                # By _id alone: the document lock already excludes other writers, and
-                # FerretDB scans the whole collection for any other filter.
-                result = await orders.replace_one({"_id": order_id}, doc)
-                if result.matched_count == 0:
-                    continue
-            inputs_changed = stored is None or any(
-                stored.get(k) != doc.get(k) for k in CUSTOMER_VIEW_INPUTS
-            )
-            return inputs_changed, doc
-        raise ConcurrentUpdateError(f"order {order_id}: too many concurrent updates")
-
-    async def _sync_redis(self, doc: Document) -> None:
-        view = public_view(doc)
-        await self.redis.apply_order(
-            doc["_id"], doc["_rev"], redis_contribution(view),
-            json.dumps(view, separators=(",", ":")),
-        )
-
-    async def _enrich_from_profile(self, doc: Document) -> None:
-        """Embed the customer's profile if it exists (closes the race with a
-        customer event processed concurrently on another partition)."""
-        profile = await self.models.customers.find_one({"_id": doc["customer_id"]})
-        if profile is not None and profile.get("_offset", -1) >= 0:
-            await self._enrich_order(doc["_id"], profile)
-
-    async def _enrich_order(self, order_id: str, profile: Mapping[str, Any]) -> None:
-        block = {k: profile[k] for k in ("name", "tier", "country")}
-        offset = int(profile["_offset"])
-
-        def set_customer(state: OrderState) -> OrderState | None:
-            if state.customer_offset >= offset:
-                return None
-            return replace(state, customer=block, customer_offset=offset)
-
-        changed, doc = await self._update_order(order_id, set_customer)
-        if changed is not None:
-            await self._sync_redis(doc)
-
-    async def _apply_customer(self, event: Event, offset: int) -> bool:
-        profile = apply_customer(None, event)
-        fields = {**enrichment(profile), "email": profile.email, "_offset": offset,
-                  "_event_id": event.event_id}
-
-        def set_profile(doc: Document) -> Document | None:
-            return None if doc.get("_offset", -1) >= offset else {**doc, **fields}
-
-        applied, stored = await self._update_customer(profile.customer_id, set_profile)
-        # Re-enrich every order of the customer still showing older data (also on a
-        # redelivery: the crash may have come between the profile write and this).
-        for order_id in stored.get("_orders", {}):
-            await self._enrich_order(order_id, stored)
-        return applied
-
-    async def _refresh_customer(self, order: Document) -> None:
-        """Fold the order's latest summary into its customer's aggregates.
-
-        The customer document keeps one summary per order with the order's
-        revision, so a stale or repeated summary changes nothing and no query
-        over the orders is needed."""
-        summary = order_summary(order)
-
-        def add_order(doc: Document) -> Document | None:
-            known = doc.get("_orders", {}).get(order["_id"])
-            if known is not None and known["_rev"] >= summary["_rev"]:
-                return None
-            orders = {**doc.get("_orders", {}), order["_id"]: summary}
-            view = customer_view(doc["_id"], None, orders.values())
-            aggregates = {k: view[k] for k in ("order_count", "lifetime_value", "last_order_at")}
-            return {**doc, **aggregates, "_orders": orders}
-
-        await self._update_customer(order["customer_id"], add_order)
-
-    async def _update_customer(
-        self, customer_id: str, mutate: Callable[[Document], Document | None]
-    ) -> tuple[bool, Document]:
-        """Read-mutate-write of one customer document under its lock."""
-        customers = self.models.customers
-        async with self.models.document_lock("customer", customer_id):
-            stored = await customers.find_one({"_id": customer_id})
-            new = mutate(stored or new_customer(customer_id))
-            if new is None:
-                return False, stored or new_customer(customer_id)
-            if stored is None:
-                await customers.insert_one(new)
-            else:
-                await customers.replace_one({"_id": customer_id}, new)
-            return True, new
+        return await self.pipeline.source_event(event, topic, partition, offset)

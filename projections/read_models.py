@@ -45,6 +45,10 @@ class ReadModels:
     def customers(self) -> AsyncCollection[Document]:
         return self.db[f"customers_{self.version}"]
 
+    def collection(self, name: str) -> str:
+        """The name of collection ``name`` (``orders`` or ``customers``) in this version."""
+        return f"{name}_{self.version}"
+
     def key(self, name: str) -> str:
         return f"{self.redis_prefix}{{{self.version}}}:{name}"
 

@@ -2,11 +2,12 @@
 day and currency, top-customers leaderboard, and per-partition checkpoints.
 
 One Lua script applies an order's *absolute* contribution (from
-``order_fold.redis_contribution``) guarded by the order document's revision:
-the old contribution is subtracted and the new one added atomically, and only
-when the revision is newer than the one Redis holds. A redelivery, a crash
-between the MongoDB write and this call, or a replay therefore never counts an
-event twice (the writer re-sends the current revision; an equal one is a no-op).
+``order_fold.redis_contribution``) guarded by the order's revision
+(``OrderState.revision``: its fact count, then the customer offset of its
+enrichment): the old contribution is subtracted and the new one added
+atomically, and only when the revision is newer than the one Redis holds. A
+redelivery, a crash between the MongoDB write and this call, or a replay
+therefore never counts an event twice (an equal revision is a no-op).
 Amounts are integer 1e-4 units, so counters stay exact (HINCRBY).
 """
 
@@ -19,9 +20,10 @@ from projections.read_models import ReadModels
 
 _APPLY_ORDER = """
 local order_key, counts_key, revenue_key, top_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local rev = tonumber(ARGV[1])
-local held = tonumber(redis.call('HGET', order_key, 'rev') or '-1')
-if rev <= held then return 0 end
+local facts, customer = tonumber(ARGV[1]), tonumber(ARGV[5])
+local held = redis.call('HMGET', order_key, 'facts', 'customer')
+local held_facts, held_customer = tonumber(held[1] or '-1'), tonumber(held[2] or '-2')
+if facts < held_facts or (facts == held_facts and customer <= held_customer) then return 0 end
 local function neg(v) if string.sub(v, 1, 1) == '-' then return string.sub(v, 2) end return '-' .. v end
 local old_raw = redis.call('HGET', order_key, 'contribution')
 if old_raw then
@@ -38,7 +40,7 @@ for k, v in pairs(new.revenue) do redis.call('HINCRBY', revenue_key, k, v) end
 if new.customer_id ~= cjson.null then
   for cur, v in pairs(new.ltv) do redis.call('ZINCRBY', top_prefix .. cur, v, new.customer_id) end
 end
-redis.call('HSET', order_key, 'rev', ARGV[1], 'contribution', ARGV[2], 'status', new.status, 'view', ARGV[3])
+redis.call('HSET', order_key, 'facts', ARGV[1], 'customer', ARGV[5], 'contribution', ARGV[2], 'status', new.status, 'view', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
 """
@@ -69,7 +71,8 @@ class RedisWriter:
         self._checkpoint = models.redis.register_script(_RAISE_CHECKPOINT)
 
     async def apply_order(
-        self, order_id: str, rev: int, contribution: dict[str, Any], view_json: str
+        self, order_id: str, revision: tuple[int, int], contribution: dict[str, Any],
+        view_json: str,
     ) -> bool:
         """True when applied, False when Redis already held this revision or a newer one."""
         m = self._models
@@ -77,8 +80,8 @@ class RedisWriter:
                 m.key("top:")]
         result = await self._script(
             keys=keys,
-            args=[rev, json.dumps(_as_strings(contribution), separators=(",", ":")), view_json,
-                  m.changes_channel(order_id)],
+            args=[revision[0], json.dumps(_as_strings(contribution), separators=(",", ":")),
+                  view_json, m.changes_channel(order_id), revision[1]],
         )
         return bool(result)
 

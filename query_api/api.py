@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from eventfold.auth import require_scope
 from eventfold.consistency import InvalidConsistencyToken, decode_token
 from eventfold.settings import Settings
+from eventfold.topics import LastOffsets
 from projections.money import format_money, from_units
 from projections.read_models import ReadModels, Stores
 from query_api.consistency import wait_for_positions
@@ -80,7 +81,8 @@ async def active_models(
                      else ("query", "consistency_token"))
             raise _invalid(*where, str(exc)) from None
         missing = await wait_for_positions(
-            active, positions, stores.settings.consistency_timeout_s
+            active, positions, stores.settings.consistency_timeout_s,
+            request.app.state.last_offsets,
         )
         if missing:
             raise NotYetConsistent(missing)
@@ -97,13 +99,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     requests = Counter("eventfold_query_requests", "Query requests", ["endpoint", "source"],
                        registry=registry)
 
+    last_offsets = LastOffsets(settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await last_offsets.close()
         await stores.close()
 
     app = FastAPI(title="Eventfold query API", version="1", lifespan=lifespan)
     app.state.stores = stores
+    app.state.last_offsets = last_offsets
 
     @app.exception_handler(NotYetConsistent)
     async def not_yet(_: Any, exc: NotYetConsistent) -> JSONResponse:

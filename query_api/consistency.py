@@ -1,14 +1,29 @@
-"""Read-your-writes: wait (bounded) until the active read models applied a token's positions."""
+"""Read-your-writes: wait (bounded) until the active read models applied a token's positions.
+
+A token names positions in the source topics. The processors raise a position's
+mark only after everything the record caused is written or stored in Kafka; but
+the join's second half runs later, from the internal topics (an order's link
+to its customer, the customer block sent back to the order). So once the
+token's own positions are applied, the wait goes on until the internal topics
+are applied up to where they ended at that moment: first ``order-links``, then
+``order-enrichment`` (which the links feed). That waits for a little more than
+the token's own effects, never for less.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka.errors import KafkaError
 
 from eventfold.consistency import Positions
 from projections.read_models import ReadModels
+from schemas.catalog import INTERNAL_TOPICS
 
 POLL_INTERVAL_S = 0.02
+LastOffsetsOf = Callable[[str], Awaitable[dict[int, int]]]  # logical topic -> {partition: offset}
 
 
 def missing_positions(positions: Positions, applied: dict[str, str]) -> list[str]:
@@ -21,14 +36,33 @@ def missing_positions(positions: Positions, applied: dict[str, str]) -> list[str
     ]
 
 
-async def wait_for_positions(
-    models: ReadModels, positions: Positions, timeout_s: float
-) -> list[str]:
-    """Returns [] once applied, or the partitions still behind when the time is up."""
-    deadline = time.monotonic() + timeout_s
+async def _wait(models: ReadModels, positions: Positions, deadline: float) -> list[str]:
     while True:
         applied = await models.hash("checkpoints")
         missing = missing_positions(positions, applied)
         if not missing or time.monotonic() >= deadline:
             return missing
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def wait_for_positions(
+    models: ReadModels, positions: Positions, timeout_s: float,
+    last_offsets: LastOffsetsOf | None = None,
+) -> list[str]:
+    """Returns [] once applied, or the partitions still behind when the time is up.
+
+    Without ``last_offsets`` only the token's own positions are waited for."""
+    deadline = time.monotonic() + timeout_s
+    missing = await _wait(models, positions, deadline)
+    if missing or last_offsets is None:
+        return missing
+    for topic in INTERNAL_TOPICS:  # order-links first: it feeds order-enrichment
+        try:
+            ends = await asyncio.wait_for(last_offsets(topic),
+                                          max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, OSError, KafkaError) as exc:
+            return [f"{topic} (its end offsets are unavailable: {type(exc).__name__})"]
+        missing = await _wait(models, {topic: ends}, deadline)
+        if missing:
+            return missing
+    return []

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 TOPICS: tuple[str, ...] = ("orders", "payments", "customers")
 
+# The processors' own repartition topics (JSON, not events): the join's two halves
+# talk through them. ``order-links`` is keyed by customer_id, co-partitioned with
+# ``customers``; ``order-enrichment`` by order_id, co-partitioned with ``orders``.
+ORDER_LINKS = "order-links"
+ORDER_ENRICHMENT = "order-enrichment"
+INTERNAL_TOPICS: tuple[str, ...] = (ORDER_LINKS, ORDER_ENRICHMENT)
+
 TOPIC_OF_TYPE: dict[str, str] = {
     "OrderPlaced": "orders",
     "OrderCancelled": "orders",

@@ -1,40 +1,54 @@
-"""The Faust app: consumes orders, payments and customers, folds them into the read models.
+"""The Faust app: the joins run on changelog-backed tables, the results go to the read models.
 
-``orders`` and ``payments`` are co-partitioned (same key, same partition count)
-and consumed by one agent, so one worker owns every event of an order. The
-``customers`` stream (compacted reference data) has its own agent; its changes
-re-enrich the customer's orders. Offsets are committed by Faust only after the
-agent has finished with a record (written, or dead-lettered).
+Two agents, each owning the keys of its partitions:
+
+* ``project_orders`` consumes the co-partitioned ``orders``, ``payments`` and
+  ``order-enrichment`` topics (key order_id) and keeps each order's facts in the
+  ``order-state`` table;
+* ``project_customers`` consumes the co-partitioned ``customers`` and
+  ``order-links`` topics (key customer_id) and keeps each customer's profile and
+  order summaries in the ``customer-state`` table.
+
+The order side repartitions order summaries by customer_id into ``order-links``;
+the customer side answers with the customer block for each order through
+``order-enrichment``. Both tables are backed by compacted changelog topics
+(``<app id>-<table>-changelog``), so a worker taking over partitions restores
+their state. What is sent and the tables' changelog writes are flushed before
+Faust commits the source offset (at-least-once); the join steps and the
+document merges make a redelivery change nothing (``projections.joins``).
 
 Run: ``faust -A stream_processors.app worker`` (``make run`` does it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import faust
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
-from projections.projector import Projector
+from projections.joins import Enrichment, OrderLink
+from projections.projector import Pipeline, Targets
 from projections.read_models import Stores
+from schemas.catalog import ORDER_ENRICHMENT, ORDER_LINKS
+from schemas.codec import decode
 from stream_processors.dead_letters import KafkaDeadLetterSink
-from stream_processors.records import TRANSIENT_ERRORS, Record, RecordHandler
+from stream_processors.records import TRANSIENT_ERRORS, MalformedMessage, Record, RecordHandler
 
 log = logging.getLogger(__name__)
 settings = Settings()
 
 app = faust.App(
-    f"{settings.topic_prefix}{settings.consumer_group}",
+    settings.processor_app_id,
     broker=f"kafka://{settings.bootstrap_servers}",
     store="memory://",
     datadir=settings.processor_data_dir,
     topic_partitions=settings.topic_partitions,
-    topic_replication_factor=1,
+    topic_replication_factor=settings.topic_replication_factor,
     consumer_auto_offset_reset="earliest",
     broker_commit_every=100,
     broker_commit_interval=0.5,
@@ -47,36 +61,63 @@ app = faust.App(
     stream_wait_empty=True,
 )
 
-order_streams = app.topic(
-    settings.topic("orders"), settings.topic("payments"),
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-)
-customer_stream = app.topic(
-    settings.topic("customers"),
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-)
+
+def _raw_topic(*names: str) -> faust.TopicT:
+    return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")
 
 
-class Targets:
+order_topics = _raw_topic("orders", "payments", ORDER_ENRICHMENT)
+customer_topics = _raw_topic("customers", ORDER_LINKS)
+links_topic = _raw_topic(ORDER_LINKS)
+enrichment_topic = _raw_topic(ORDER_ENRICHMENT)
+
+_JSON: faust.types.SchemaT = faust.Schema(key_serializer="json", value_serializer="json")
+order_state = app.Table("order-state", default=None, partitions=settings.topic_partitions,
+                        schema=_JSON,
+                        help="per order_id: facts with offsets, and the customer block")
+customer_state = app.Table("customer-state", default=None,
+                           partitions=settings.topic_partitions, schema=_JSON,
+                           help="per customer_id: latest profile and order summaries")
+
+
+class LiveTargets:
     """The read-model versions records are written to (re-read every second)."""
 
     def __init__(self, stores: Stores, ttl_s: float = 1.0) -> None:
         self._stores = stores
         self._ttl_s = ttl_s
-        self._cached: list[Projector] = []
+        self._cached: Targets | None = None
         self._versions: tuple[str, ...] = ()
         self._read_at = float("-inf")
 
-    async def __call__(self) -> Sequence[Projector]:
-        if time.monotonic() - self._read_at > self._ttl_s:
+    async def __call__(self) -> Targets:
+        if self._cached is None or time.monotonic() - self._read_at > self._ttl_s:
             versions = tuple(await self._stores.targets())
-            if versions != self._versions:
-                projectors = [Projector(self._stores.version(v)) for v in versions]
-                for p in projectors:
-                    await p.models.ensure_indexes()
-                self._cached, self._versions = projectors, versions
+            if self._cached is None or versions != self._versions:
+                models = [self._stores.version(v) for v in versions]
+                for m in models:
+                    await m.ensure_indexes()
+                self._cached, self._versions = Targets(models, models, models), versions
             self._read_at = time.monotonic()
         return self._cached
+
+
+async def _send(topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
+    # Sent at once and awaited (not attached to the record's commit): the record's
+    # checkpoint, raised after this, then means its effects are all in Kafka, which
+    # read-your-writes relies on (``query_api.consistency``).
+    sent = await topic.send(key=key.encode(),
+                            value=json.dumps(value, separators=(",", ":")).encode(), force=True)
+    await sent
+
+
+async def send_link(link: OrderLink) -> None:
+    await _send(links_topic, link.customer_id, link.to_doc())
+
+
+async def send_enrichment(message: Enrichment) -> None:
+    await _send(enrichment_topic, message.order_id, message.to_doc())
 
 
 _stores: Stores | None = None
@@ -90,10 +131,45 @@ def stores() -> Stores:
     return _stores
 
 
+def internal_message(record: Record) -> dict[str, Any]:
+    try:
+        doc = json.loads(record.value)
+    except ValueError as exc:
+        raise MalformedMessage(f"{record.topic} message is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MalformedMessage(f"{record.topic} message is not a JSON object")
+    return doc
+
+
+def process_with(pipeline: Pipeline) -> Any:
+    """The record handler's ``process``: route a record to its join step."""
+
+    async def process(record: Record) -> None:
+        if record.topic == ORDER_LINKS:
+            try:
+                link = OrderLink.from_doc(internal_message(record))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MalformedMessage(str(exc)) from exc
+            await pipeline.order_link(link, (record.topic, record.partition, record.offset))
+        elif record.topic == ORDER_ENRICHMENT:
+            try:
+                enrichment = Enrichment.from_doc(internal_message(record))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MalformedMessage(str(exc)) from exc
+            await pipeline.enrichment(enrichment, (record.topic, record.partition, record.offset))
+        else:
+            await pipeline.source_event(decode(record.value), record.topic, record.partition,
+                                        record.offset)
+
+    return process
+
+
 def handler() -> RecordHandler:
     global _handler
     if _handler is None:
-        _handler = RecordHandler(Targets(stores()), KafkaDeadLetterSink(settings))
+        pipeline = Pipeline(order_state, customer_state, LiveTargets(stores()), send_link,
+                            send_enrichment)
+        _handler = RecordHandler(process_with(pipeline), KafkaDeadLetterSink(settings))
     return _handler
 
 
@@ -127,13 +203,13 @@ async def drop_retired_versions() -> None:
         log.info("dropped retired read-model versions %s", dropped)
 
 
-@app.agent(order_streams)
+@app.agent(order_topics)
 async def project_orders(stream: faust.StreamT[bytes]) -> None:
     async for event in stream.events():
         await handler().handle(to_record(event))
 
 
-@app.agent(customer_stream)
+@app.agent(customer_topics)
 async def project_customers(stream: faust.StreamT[bytes]) -> None:
     async for event in stream.events():
         await handler().handle(to_record(event))

@@ -1,6 +1,6 @@
 """One Kafka record in, read models updated or a dead letter out.
 
-Framework-free so the Faust agents, the replay engine and tests share it. The
+Framework-free so the Faust agents and tests share it. The
 policy: a record that cannot be decoded, or whose processing fails for a reason
 that retrying will not fix, goes to ``<topic>.dlq`` after bounded retries; an
 unavailable dependency (MongoDB, Redis) is retried with backoff for as long as
@@ -21,8 +21,8 @@ from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventfold.resilience import CircuitBreaker, CircuitOpenError
-from projections.projector import ConcurrentUpdateError, Projector
-from schemas.codec import CodecError, decode
+from projections.projector import ConcurrentUpdateError
+from schemas.codec import CodecError
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,14 @@ class DeadLetter:
     error: BaseException
 
 
+class MalformedMessage(ValueError):
+    """An internal (JSON) message that does not have the expected shape."""
+
+
+UNDECODABLE: tuple[type[BaseException], ...] = (CodecError, MalformedMessage)
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
-TargetsProvider = Callable[[], Awaitable[Sequence[Projector]]]
+Process = Callable[[Record], Awaitable[object]]
+"""Decodes a record (raising one of ``UNDECODABLE``) and applies it."""
 
 
 @dataclass
@@ -66,12 +72,12 @@ class RetryPolicy:
 
 
 class RecordHandler:
-    """Decodes a record and applies it to every target read-model version."""
+    """Runs ``process`` on a record under the retry, breaker and dead-letter policy."""
 
-    def __init__(self, targets: TargetsProvider, dead_letter: DeadLetterSink,
+    def __init__(self, process: Process, dead_letter: DeadLetterSink,
                  policy: RetryPolicy | None = None,
                  breaker: CircuitBreaker | None = None) -> None:
-        self._targets = targets
+        self._process = process
         self._dead_letter = dead_letter
         self._policy = policy or RetryPolicy()
         # Opens after repeated dependency failures: records then wait for the
@@ -81,21 +87,19 @@ class RecordHandler:
 
     async def handle(self, record: Record) -> bool:
         """True when applied (or already applied), False when dead-lettered."""
-        try:
-            event = decode(record.value)
-        except CodecError as exc:
-            await self._dead_letter(DeadLetter(record, "undecodable", exc))
-            return False
         failures = 0
         transient = 0
-        async def apply_everywhere() -> None:
-            for projector in await self._targets():
-                await projector.apply(event, record.topic, record.partition, record.offset)
+
+        async def process() -> None:
+            await self._process(record)
 
         while True:
             try:
-                await self.breaker.call(apply_everywhere, counts_as_failure=TRANSIENT_ERRORS)
+                await self.breaker.call(process, counts_as_failure=TRANSIENT_ERRORS)
                 return True
+            except UNDECODABLE as exc:
+                await self._dead_letter(DeadLetter(record, "undecodable", exc))
+                return False
             except CircuitOpenError as exc:
                 await asyncio.sleep(max(exc.retry_in_s, self._policy.initial_backoff_s))
             except TRANSIENT_ERRORS as exc:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventfold.settings import Settings
-from eventfold.topics import end_offsets
+from eventfold.topics import LastOffsets, end_offsets
 from producers.client import EventPublisher
 from projections.read_models import Stores
 from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
+from schemas.catalog import INTERNAL_TOPICS
 
 
 async def publish(settings: Settings, events: Sequence[dict[str, Any]], batch: int = 200) -> None:
@@ -35,18 +36,29 @@ async def applied_marks(settings: Settings) -> dict[str, int]:
         await stores.close()
 
 
-async def wait_caught_up(settings: Settings, within_s: float = 180.0) -> None:
-    """Until the active read models applied every record published so far."""
-    ends = await last_offsets(settings)
-    deadline = time.monotonic() + within_s
+async def _wait_marks(settings: Settings, ends: dict[str, int], deadline: float) -> None:
     while True:
         marks = await applied_marks(settings)
         behind = {p: (marks.get(p, -1), end) for p, end in ends.items() if marks.get(p, -1) < end}
         if not behind:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"not caught up after {within_s}s: {behind}")
+            raise AssertionError(f"not caught up: {behind}")
         await asyncio.sleep(0.2)
+
+
+async def wait_caught_up(settings: Settings, within_s: float = 180.0) -> None:
+    """Until the active read models applied every record published so far, and what
+    those records caused on the join's internal topics (as read-your-writes does)."""
+    deadline = time.monotonic() + within_s
+    await _wait_marks(settings, await last_offsets(settings), deadline)
+    reader = LastOffsets(settings)
+    try:
+        for topic in INTERNAL_TOPICS:
+            ends = {f"{topic}:{p}": o for p, o in (await reader(topic)).items()}
+            await _wait_marks(settings, ends, deadline)
+    finally:
+        await reader.close()
 
 
 async def wait_progress(settings: Settings, at_least: int, within_s: float = 60.0) -> None:

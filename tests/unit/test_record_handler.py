@@ -8,7 +8,7 @@ from typing import Any
 from pymongo.errors import AutoReconnect
 
 from eventfold.resilience import BreakerState, CircuitBreaker
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.events import parse_event
 from schemas.examples import EXAMPLES
 from stream_processors.records import DeadLetter, Record, RecordHandler, RetryPolicy
@@ -34,13 +34,13 @@ class ScriptedProjector:
 
 def handler_for(projector: ScriptedProjector, letters: list[DeadLetter],
                 breaker: CircuitBreaker | None = None) -> RecordHandler:
-    async def targets() -> list[Any]:
-        return [projector]
+    async def process(r: Record) -> None:
+        await projector.apply(decode(r.value), r.topic, r.partition, r.offset)
 
     async def sink(letter: DeadLetter) -> None:
         letters.append(letter)
 
-    return RecordHandler(targets, sink, FAST, breaker)
+    return RecordHandler(process, sink, FAST, breaker)
 
 
 def record(value: bytes) -> Record:
@@ -51,14 +51,16 @@ VALID = encode(parse_event(EXAMPLES["OrderPlaced"]))
 
 
 async def test_undecodable_record_is_dead_lettered_without_touching_the_stores() -> None:
-    projector, letters = ScriptedProjector([]), []
+    projector = ScriptedProjector([])
+    letters: list[DeadLetter] = []
     assert not await handler_for(projector, letters).handle(record(b"\x00garbage"))
     assert [letter.reason for letter in letters] == ["undecodable"]
     assert projector.calls == 0
 
 
 async def test_a_record_that_keeps_failing_is_dead_lettered_after_bounded_attempts() -> None:
-    projector, letters = ScriptedProjector([ValueError("bad")] * 5), []
+    projector = ScriptedProjector([ValueError("bad")] * 5)
+    letters: list[DeadLetter] = []
     assert not await handler_for(projector, letters).handle(record(VALID))
     assert projector.calls == FAST.attempts
     assert letters[0].reason == "processing_failed"
@@ -66,7 +68,8 @@ async def test_a_record_that_keeps_failing_is_dead_lettered_after_bounded_attemp
 
 
 async def test_dependency_outage_is_retried_until_it_passes_and_nothing_is_dead_lettered() -> None:
-    projector, letters = ScriptedProjector([AutoReconnect("down")] * 8), []
+    projector = ScriptedProjector([AutoReconnect("down")] * 8)
+    letters: list[DeadLetter] = []
     breaker = CircuitBreaker("stores", failure_threshold=100)
     assert await handler_for(projector, letters, breaker).handle(record(VALID))
     assert letters == []
@@ -75,7 +78,8 @@ async def test_dependency_outage_is_retried_until_it_passes_and_nothing_is_dead_
 
 
 async def test_repeated_outage_opens_the_breaker_and_a_success_closes_it() -> None:
-    projector, letters = ScriptedProjector([AutoReconnect("down")] * 3), []
+    projector = ScriptedProjector([AutoReconnect("down")] * 3)
+    letters: list[DeadLetter] = []
     breaker = CircuitBreaker("stores", failure_threshold=2, reset_after_s=0.01)
     opened: list[BreakerState] = []
     real_failure = breaker.record_failure
