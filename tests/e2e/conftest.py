@@ -43,8 +43,9 @@ async def producer_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]
 @pytest.fixture(scope="module")
 async def query_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_query_app(deployment)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://query", timeout=30) as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://query",
+            timeout=30) as client:
         yield client
 
 
