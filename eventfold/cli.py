@@ -34,7 +34,7 @@ async def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
-    from projections.read_models import Stores
+    from projections.read_models import PROJECTIONS, Stores, projections_named
     from projections.replay import RebuildInProgress, abort, rebuild
 
     await ensure_topics(settings)
@@ -47,6 +47,7 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"aborted and dropped: {', '.join(aborted)}" if aborted
                       else "no rebuild in progress")
         return 0
+    projections = projections_named(args.projection or PROJECTIONS)
     since = datetime.fromisoformat(args.since) if args.since else None
     if since is not None and since.tzinfo is None:
         console.print("--since needs a time zone, e.g. 2026-01-01T00:00:00Z")
@@ -63,8 +64,8 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
                 bar.update(task, completed=done, total=total, rate=rate)
 
-            result = await rebuild(settings, stores, progress=progress, resume=args.resume,
-                                   since=since, grace_s=args.grace_s)
+            result = await rebuild(settings, stores, projections=projections, progress=progress,
+                                   resume=args.resume, since=since, grace_s=args.grace_s)
     except RebuildInProgress as exc:
         console.print(f"[red]{exc}[/red]")
         return 1
@@ -74,11 +75,12 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         return 130
     finally:
         await stores.close()
+    previous = ", ".join(f"{p} {v}" for p, v in result.previous.items())
     console.print(
-        f"rebuilt {result.version} from {result.records} records "
-        f"({result.applied} applied, {result.undecodable} undecodable) in {result.seconds:.1f}s; "
-        f"active: {result.version} (was {result.previous}, dropped after "
-        f"{args.grace_s:.0f}s or by 'eventfold drop {result.previous}')"
+        f"rebuilt {', '.join(result.projections)} as {result.version} from {result.records} "
+        f"records ({result.applied} applied, {result.undecodable} undecodable) in "
+        f"{result.seconds:.1f}s; active: {result.version} (was {previous}; dropped after "
+        f"{args.grace_s:.0f}s or by 'eventfold drop <version>')"
     )
     return 0
 
@@ -100,7 +102,7 @@ async def cmd_drop(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Compare a read-model version with a fresh reference fold (or with another version)."""
-    from projections.read_models import Stores
+    from projections.read_models import PROJECTIONS, Stores
     from projections.verify import (
         differences,
         read_source_events,
@@ -110,16 +112,26 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     stores = Stores(settings)
     try:
-        version = args.version or await stores.active_version()
-        actual = await stored_snapshot(stores.version(version))
+        if args.version:
+            models, held = await stores.holding(args.version)
+        else:
+            models, held = await stores.active(), PROJECTIONS
+        actual = await stored_snapshot(models)
         if args.against:
-            expected, what = await stored_snapshot(stores.version(args.against)), args.against
+            other, other_held = await stores.holding(args.against)
+            held = tuple(p for p in held if p in other_held)
+            expected, what = await stored_snapshot(other), args.against
         else:
             source = await read_source_events(settings)
             expected, what = reference_snapshot(source), "a fresh fold of the topics"
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
     finally:
         await stores.close()
-    found = differences(expected, actual)
+    version = models.version
+    console.print(f"comparing {', '.join(held)}")
+    found = differences(expected, actual, projections=held)
     for line in found:
         console.print(f"[red]diff[/red] {line}", highlight=False)
     console.print(f"{version} vs {what}: {len(actual.orders)} orders, "
@@ -237,7 +249,7 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     Kafka failed (what was re-driven before the failure is recorded)."""
     import json
 
-    from schemas.catalog import TOPICS
+    from schemas.catalog import DEAD_LETTER_SOURCES
     from stream_processors.dlq_admin import list_dead_letters, redrive, render_table
 
     if args.dlq_command == "redrive":
@@ -249,8 +261,8 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"[red]--limit must be at least 1, got {args.limit}")
         return 2
     try:
-        views = await list_dead_letters(settings, (args.topic,) if args.topic else TOPICS,
-                                        limit=args.limit)
+        topics = (args.topic,) if args.topic else DEAD_LETTER_SOURCES
+        views = await list_dead_letters(settings, topics, limit=args.limit)
     except (OSError, RuntimeError, TimeoutError, ValueError) as exc:  # KafkaError: RuntimeError
         console.print(f"[red]cannot read the dead letters at {settings.bootstrap_servers}: "
                       f"{type(exc).__name__}: {exc}")
@@ -269,11 +281,16 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from projections.read_models import PROJECTIONS
+
     parser = argparse.ArgumentParser(prog="eventfold", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("topics", help="create the Kafka topics that are missing")
     replay = sub.add_parser("replay", help="rebuild the read models from the topics")
-    replay.add_argument("--all", action="store_true", help="every projection (the default)")
+    which = replay.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every projection (the default)")
+    which.add_argument("--projection", action="append", choices=PROJECTIONS,
+                       help="rebuild only this projection (repeatable)")
     replay.add_argument("--resume", action="store_true",
                         help="continue an interrupted rebuild from its checkpoints")
     replay.add_argument("--abort", action="store_true",
@@ -317,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="random seed: the same seed gives the same events "
                       "(default: a new one, printed)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    from schemas.catalog import TOPICS, dlq_topic
+    from schemas.catalog import DEAD_LETTER_SOURCES, dlq_topic
 
-    topic_choices = [*TOPICS, *map(dlq_topic, TOPICS)]
+    topic_choices = [*DEAD_LETTER_SOURCES, *map(dlq_topic, DEAD_LETTER_SOURCES)]
     dlq = sub.add_parser(
         "dlq", help="list and re-drive dead letters",
         description="Dead letters are the records the processor could not take, in "

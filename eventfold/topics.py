@@ -7,6 +7,7 @@ replay), so a fresh broker works without a separate set-up step.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -97,9 +98,10 @@ async def _until_visible(admin: AIOKafkaAdminClient, names: list[str], within_s:
         await asyncio.sleep(0.1)
 
 
-async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """The next offset to be written, per partition of the source topics."""
-    partitions = await source_partitions(settings)
+async def end_offsets(settings: Settings,
+                      topics: Sequence[str] = TOPICS) -> dict[TopicPartition, int]:
+    """The next offset to be written, per partition of ``topics`` (the source topics)."""
+    partitions = await source_partitions(settings, topics)
     if not partitions:
         return {}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
@@ -143,12 +145,14 @@ class LastOffsets:
             self._consumer = None
 
 
-async def source_partitions(settings: Settings) -> list[TopicPartition]:
-    """Every partition of the source topics (orders, payments, customers), as physical names."""
+async def source_partitions(settings: Settings,
+                            topics: Sequence[str] = TOPICS) -> list[TopicPartition]:
+    """Every partition of ``topics`` (the source topics: orders, payments, customers),
+    as physical names."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        described = await admin.describe_topics([settings.topic(t) for t in TOPICS])
+        described = await admin.describe_topics([settings.topic(t) for t in topics])
     finally:
         await admin.close()
     return [

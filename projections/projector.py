@@ -36,7 +36,7 @@ from projections.joins import (
     order_link_step,
 )
 from projections.order_fold import order_id_of, redis_contribution
-from projections.read_models import Document, ReadModels
+from projections.read_models import PROJECTIONS, Document, ReadModels
 from projections.redis_writer import RedisWriter
 from schemas.events import Event
 
@@ -57,15 +57,12 @@ class Targets:
     redis: Sequence[ReadModels]
 
     @classmethod
-    def of(cls, models: ReadModels) -> Targets:
-        return cls([models], [models], [models])
+    def of(cls, models: ReadModels, projections: Sequence[str] = PROJECTIONS) -> Targets:
+        """``models`` for the given projections, nothing for the others."""
+        return cls(*([models] if p in projections else [] for p in PROJECTIONS))
 
-    def all(self) -> list[ReadModels]:
-        """Each distinct version once (for checkpoints)."""
-        seen: dict[str, ReadModels] = {}
-        for m in (*self.orders, *self.customers, *self.redis):
-            seen.setdefault(m.version, m)
-        return list(seen.values())
+    def by_projection(self) -> dict[str, Sequence[ReadModels]]:
+        return {"orders": self.orders, "customers": self.customers, "redis": self.redis}
 
 
 TargetsProvider = Callable[[], Awaitable[Targets]]
@@ -103,7 +100,7 @@ class ReadModelWriter:
 
     async def _merge_order(self, models: ReadModels, state: OrderState) -> None:
         """Read-merge-write under the document's lock (see ``ReadModels.document_lock``)."""
-        async with models.document_lock("order", state.order_id):
+        async with models.document_lock("orders", state.order_id):
             stored = await models.orders.find_one({"_id": state.order_id})
             known = stored_order(stored)
             merged = state if known is None else known.merge(state)
@@ -114,7 +111,7 @@ class ReadModelWriter:
 
     async def write_customer(self, targets: Targets, state: CustomerState) -> None:
         for models in targets.customers:
-            async with models.document_lock("customer", state.customer_id):
+            async with models.document_lock("customers", state.customer_id):
                 stored = await models.customers.find_one({"_id": state.customer_id})
                 known = stored_customer(stored)
                 merged = state if known is None else known.merge(state)
@@ -134,8 +131,17 @@ class ReadModelWriter:
             await models.db[models.collection(collection)].replace_one({"_id": doc["_id"]}, doc)
 
     async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
-        for models in targets.all():
-            await RedisWriter(models).checkpoint(topic, partition, offset)
+        """Raise the applied mark of every target projection version (one call per version)."""
+        keys: dict[str, list[str]] = {}
+        clients: dict[str, ReadModels] = {}
+        for projection, versions in targets.by_projection().items():
+            for models in versions:
+                version = models.versions[projection]
+                keys.setdefault(version, []).append(models.checkpoints_key(projection))
+                clients.setdefault(version, models)
+        for version, version_keys in keys.items():
+            await RedisWriter(clients[version]).checkpoint(version_keys, topic, partition,
+                                                           offset)
 
 
 LinkSender = Callable[[OrderLink], Awaitable[None]]

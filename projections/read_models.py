@@ -1,15 +1,19 @@
-"""Where one version of the read models lives, and which version is active.
+"""Where the read models live, projection by projection, and which versions are active.
 
-Every version has its own MongoDB collections (``orders_<v>``, ``customers_<v>``)
-and its own Redis key prefix (``<prefix>{<v>}:``; the hash tag keeps one
-version's keys in one Redis Cluster slot so the Lua scripts stay atomic).
-A rebuild writes a new version while the active one keeps serving; switching
-is one update of the ``meta`` document.
+Three projections: ``orders`` (MongoDB order views), ``customers`` (MongoDB
+customer views) and ``redis`` (hot cache, counts, revenue, leaderboard). Each
+has versions: ``orders_<v>``, ``customers_<v>`` collections, and Redis keys
+under ``<prefix>{<v>}:`` (the hash tag keeps one version's keys in one Redis
+Cluster slot so the Lua scripts stay atomic). A rebuild of one projection or
+several writes a new version of those while the active ones keep serving;
+switching is one update of the ``meta`` document. Each projection version
+keeps its own applied-position marks (``checkpoints:<projection>``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,33 +30,107 @@ META_ID = "read_models"
 LOCK_TTL_S = 30.0
 LOCK_WAIT_S = 60.0
 FIRST_VERSION = "v1"
+PROJECTIONS: tuple[str, ...] = ("orders", "customers", "redis")
+REDIS_PROJECTION_KEYS = ("order:*", "status_counts", "revenue", "top:*")
+
+
+def projections_named(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` in canonical order; ValueError for an unknown one."""
+    wanted = set(names)
+    unknown = wanted - set(PROJECTIONS)
+    if unknown:
+        raise ValueError(f"unknown projection(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(PROJECTIONS)}")
+    return tuple(p for p in PROJECTIONS if p in wanted)
+
+
+@dataclass(frozen=True)
+class Build:
+    """A version being built: its name and the projections it rebuilds."""
+
+    version: str
+    projections: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The ``meta`` document, read tolerantly (older layouts had one version for all)."""
+
+    active: Mapping[str, str]
+    building: Sequence[Build]
+    retired: Sequence[Mapping[str, Any]]
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> Meta:
+        doc = doc or {}
+        active = doc.get("active", FIRST_VERSION)
+        if isinstance(active, str):
+            active = dict.fromkeys(PROJECTIONS, active)
+        building = [Build(b, PROJECTIONS) if isinstance(b, str)
+                    else Build(str(b["version"]), tuple(b["projections"]))
+                    for b in doc.get("building", [])]
+        retired = [{"projections": list(PROJECTIONS), **r} for r in doc.get("retired", [])]
+        return cls({p: str(active.get(p, FIRST_VERSION)) for p in PROJECTIONS}, building,
+                   retired)
+
+    def targets(self, projection: str) -> list[str]:
+        """Versions live processors write ``projection`` to: active, then being built."""
+        active = self.active[projection]
+        return [active, *(b.version for b in self.building
+                          if projection in b.projections and b.version != active)]
 
 
 @dataclass(frozen=True)
 class ReadModels:
-    """Handles on one version of the read models."""
+    """Handles on one version of each projection (usually the same version for all)."""
 
     db: AsyncDatabase[Document]
     redis: Redis
-    version: str
+    versions: Mapping[str, str]  # projection -> version
     redis_prefix: str
 
     @property
+    def version(self) -> str:
+        """A label: ``v3``, or ``orders=v3,customers=v3,redis=v4`` when they differ."""
+        distinct = set(self.versions.values())
+        if len(distinct) == 1:
+            return distinct.pop()
+        return ",".join(f"{p}={self.versions[p]}" for p in PROJECTIONS)
+
+    @property
     def orders(self) -> AsyncCollection[Document]:
-        return self.db[f"orders_{self.version}"]
+        return self.db[self.collection("orders")]
 
     @property
     def customers(self) -> AsyncCollection[Document]:
-        return self.db[f"customers_{self.version}"]
+        return self.db[self.collection("customers")]
 
-    def collection(self, name: str) -> str:
-        """The name of collection ``name`` (``orders`` or ``customers``) in this version."""
-        return f"{name}_{self.version}"
+    def collection(self, projection: str) -> str:
+        """The collection of projection ``orders`` or ``customers``."""
+        return f"{projection}_{self.versions[projection]}"
 
-    def key(self, name: str) -> str:
-        return f"{self.redis_prefix}{{{self.version}}}:{name}"
+    def key(self, name: str, projection: str = "redis") -> str:
+        """A Redis key of ``projection``'s version (the Redis projection's by default)."""
+        return f"{self.redis_prefix}{{{self.versions[projection]}}}:{name}"
 
-    def document_lock(self, kind: str, doc_id: str) -> Lock:
+    def checkpoints_key(self, projection: str) -> str:
+        return self.key(f"checkpoints:{projection}", projection)
+
+    async def marks(self, projection: str) -> dict[str, int]:
+        """``topic:partition`` -> highest offset ``projection``'s version has applied."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.checkpoints_key(projection)))
+        return {k: int(v) for k, v in raw.items()}
+
+    async def applied_marks(self) -> dict[str, int]:
+        """``topic:partition`` -> highest offset every projection here has applied."""
+        marks: dict[str, int] | None = None
+        for projection in PROJECTIONS:
+            these = await self.marks(projection)
+            marks = these if marks is None else {
+                k: min(v, these[k]) for k, v in marks.items() if k in these}
+        return marks or {}
+
+    def document_lock(self, projection: str, doc_id: str) -> Lock:
         """A lock making one writer at a time update one document.
 
         MongoDB updates a single document atomically, but FerretDB's SQLite
@@ -61,8 +139,8 @@ class ReadModels:
         195 of 200 racing compare-and-swaps both "succeeded"). Writers of a
         document therefore hold this Redis lock around read-modify-write. It
         expires after ``LOCK_TTL_S`` so a killed writer cannot block others."""
-        return Lock(self.redis, self.key(f"lock:{kind}:{doc_id}"), timeout=LOCK_TTL_S,
-                    sleep=0.002, blocking_timeout=LOCK_WAIT_S)
+        return Lock(self.redis, self.key(f"lock:{projection}:{doc_id}", projection),
+                    timeout=LOCK_TTL_S, sleep=0.002, blocking_timeout=LOCK_WAIT_S)
 
     def changes_channel(self, order_id: str) -> str:
         """Redis pub/sub channel carrying each new view of one order (for live updates)."""
@@ -86,12 +164,22 @@ class ReadModels:
         await self.orders.create_index([("status", ASCENDING), ("placed_at", DESCENDING)])
         await self.orders.create_index([("placed_at", DESCENDING), ("_id", DESCENDING)])
 
-    async def drop(self) -> None:
-        """Remove every document and key of this version."""
-        await self.orders.drop()
-        await self.customers.drop()
+    async def drop(self, projections: Iterable[str] = PROJECTIONS) -> None:
+        """Remove every document and key of the given projections of this version."""
+        chosen = projections_named(projections)
+        for projection in chosen:
+            if projection != "redis":
+                await self.db[self.collection(projection)].drop()
+                await self._delete_matching(self.key(f"lock:{projection}:*", projection))
+            await self.redis.delete(self.checkpoints_key(projection))
+        if "redis" in chosen:
+            for pattern in REDIS_PROJECTION_KEYS:
+                await self._delete_matching(self.key(pattern))
+        if chosen == PROJECTIONS:
+            await self._delete_matching(self.key("*"))
+
+    async def _delete_matching(self, pattern: str) -> None:
         cursor = 0
-        pattern = self.key("*")
         while True:
             cursor, keys = await self.redis.scan(cursor, match=pattern, count=1000)
             if keys:
@@ -120,70 +208,129 @@ class Stores:
         return self.db["meta"]
 
     def version(self, version: str) -> ReadModels:
-        return ReadModels(self.db, self.redis, version, self.settings.redis_prefix)
+        """Version ``version`` of every projection."""
+        return self.versions(dict.fromkeys(PROJECTIONS, version))
+
+    def versions(self, versions: Mapping[str, str]) -> ReadModels:
+        return ReadModels(self.db, self.redis, dict(versions), self.settings.redis_prefix)
+
+    async def read_meta(self) -> Meta:
+        return Meta.from_doc(await self.meta.find_one({"_id": META_ID}))
+
+    async def active_versions(self) -> dict[str, str]:
+        return dict((await self.read_meta()).active)
 
     async def active_version(self) -> str:
-        doc = await self.meta.find_one({"_id": META_ID})
-        return FIRST_VERSION if doc is None else str(doc["active"])
+        """The active version's label (see ``ReadModels.version``)."""
+        return (await self.active()).version
 
     async def active(self) -> ReadModels:
-        return self.version(await self.active_version())
+        return self.versions(await self.active_versions())
 
-    async def targets(self) -> list[str]:
-        """Versions live processors write to: the active one and those being rebuilt."""
+    async def targets(self) -> dict[str, list[str]]:
+        """Per projection, the versions live processors write to: active, then being built."""
+        meta = await self.read_meta()
+        return {p: meta.targets(p) for p in PROJECTIONS}
+
+    async def building(self) -> list[Build]:
+        return list((await self.read_meta()).building)
+
+    async def _migrate_meta(self) -> None:
+        """Create the meta document, or rewrite one of the older layout."""
         doc = await self.meta.find_one({"_id": META_ID})
+        if doc is not None and isinstance(doc.get("active"), dict):
+            return
+        meta = Meta.from_doc(doc)
+        last = max([1, *(int(v[1:]) for v in meta.active.values())])
+        layout = {"active": dict(meta.active),
+                  "building": [{"version": b.version, "projections": list(b.projections)}
+                               for b in meta.building],
+                  "retired": list(meta.retired)}
         if doc is None:
-            return [FIRST_VERSION]
-        return [str(doc["active"]), *(v for v in doc.get("building", []) if v != doc["active"])]
+            await self.meta.update_one({"_id": META_ID},
+                                       {"$setOnInsert": {**layout, "last_version": last}},
+                                       upsert=True)
+        else:
+            await self.meta.update_one({"_id": META_ID, "active": doc["active"]},
+                                       {"$set": layout})
 
-    async def begin_build(self) -> str:
-        """Allocate a new version and register it so live processors also write to it."""
-        await self.meta.update_one(
-            {"_id": META_ID},
-            {"$setOnInsert": {"active": FIRST_VERSION, "building": [], "last_version": 1}},
-            upsert=True,
-        )
+    async def begin_build(self, projections: Sequence[str] = PROJECTIONS) -> str:
+        """Allocate a new version for ``projections`` and register it so live processors
+        also write to it."""
+        chosen = list(projections_named(projections))
+        await self._migrate_meta()
         doc = await self.meta.find_one_and_update(
             {"_id": META_ID}, {"$inc": {"last_version": 1}}, return_document=True
         )
         assert doc is not None
         version = f"v{doc['last_version']}"
-        await self.meta.update_one({"_id": META_ID}, {"$push": {"building": version}})
+        await self.meta.update_one({"_id": META_ID}, {"$push": {"building": {
+            "version": version, "projections": chosen}}})
         return version
 
-    async def activate(self, version: str) -> str:
-        """Make ``version`` the one queries read; returns the previously active version."""
-        previous = await self.active_version()
+    async def activate(self, version: str) -> dict[str, str]:
+        """Make ``version`` the one queries read for the projections it was built for, in
+        one update; returns the versions those projections had before."""
+        await self._migrate_meta()
+        meta = await self.read_meta()
+        build = next((b for b in meta.building if b.version == version), None)
+        projections = build.projections if build is not None else PROJECTIONS
+        previous = {p: meta.active[p] for p in projections}
         await self.meta.update_one(
-            {"_id": META_ID}, {"$set": {"active": version}, "$pull": {"building": version}},
-            upsert=True,
+            {"_id": META_ID},
+            {"$set": {f"active.{p}": version for p in projections},
+             "$pull": {"building": {"version": version}}},
         )
         return previous
 
-    async def retire(self, version: str, drop_after_s: float) -> None:
-        """Mark a no longer active version for dropping after a grace period."""
-        entry = {"version": version, "drop_after": time.time() + drop_after_s}
-        await self.meta.update_one({"_id": META_ID}, {"$push": {"retired": entry}})
+    async def retire(self, previous: Mapping[str, str], drop_after_s: float) -> None:
+        """Mark versions no longer active for dropping after a grace period."""
+        by_version: dict[str, list[str]] = {}
+        for projection, version in previous.items():
+            by_version.setdefault(version, []).append(projection)
+        for version, projections in by_version.items():
+            entry = {"version": version, "projections": projections,
+                     "drop_after": time.time() + drop_after_s}
+            await self.meta.update_one({"_id": META_ID}, {"$push": {"retired": entry}})
 
     async def drop_retired(self, now: float | None = None,
                            version: str | None = None) -> list[str]:
         """Drop retired versions whose grace period is over (or ``version`` now)."""
-        doc = await self.meta.find_one({"_id": META_ID}) or {}
+        meta = await self.read_meta()
         now = time.time() if now is None else now
-        due = [r["version"] for r in doc.get("retired", [])
+        due = [r for r in meta.retired
                if (version is None and r["drop_after"] <= now) or r["version"] == version]
-        if version is not None and version not in due:
-            if version == doc.get("active") or version in doc.get("building", []):
+        if version is not None and not due:
+            in_use = version in meta.active.values() or any(
+                b.version == version for b in meta.building)
+            if in_use:
                 raise ValueError(f"{version} is in use (active or being rebuilt)")
-            due.append(version)
-        for name in due:
-            await self.version(name).drop()
+            due.append({"version": version, "projections": list(PROJECTIONS)})
+        for entry in due:
+            name = str(entry["version"])
+            # Never a projection that is active at that version again.
+            projections = [p for p in entry["projections"] if meta.active[p] != name]
+            await self.version(name).drop(projections)
             await self.meta.update_one({"_id": META_ID},
                                        {"$pull": {"retired": {"version": name}}})
-        return due
+        return [str(entry["version"]) for entry in due]
+
+    async def holding(self, version: str) -> tuple[ReadModels, tuple[str, ...]]:
+        """The read models with ``version`` for the projections it holds (active, being
+        built or retired) and the active version for the others; and those projections."""
+        meta = await self.read_meta()
+        held = {p for p in PROJECTIONS if meta.active[p] == version}
+        held |= {p for b in meta.building if b.version == version for p in b.projections}
+        held |= {p for r in meta.retired if r["version"] == version for p in r["projections"]}
+        if not held:
+            raise ValueError(f"no projection has a version {version}")
+        chosen = projections_named(held)
+        return self.versions({p: version if p in chosen else meta.active[p]
+                              for p in PROJECTIONS}), chosen
 
     async def abandon_build(self, version: str) -> None:
-        await self.meta.update_one({"_id": META_ID}, {"$pull": {"building": version}})
+        await self.meta.update_one({"_id": META_ID},
+                                   {"$pull": {"building": {"version": version}}})
 
     async def close(self) -> None:
         await self.mongo.close()

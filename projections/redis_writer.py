@@ -46,8 +46,10 @@ return 1
 """
 
 _RAISE_CHECKPOINT = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+for _, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('HGET', key, ARGV[1]) or '-1')
+  if tonumber(ARGV[2]) > current then redis.call('HSET', key, ARGV[1], ARGV[2]) end
+end
 return 1
 """
 
@@ -85,10 +87,15 @@ class RedisWriter:
         )
         return bool(result)
 
-    async def checkpoint(self, topic: str, partition: int, offset: int) -> None:
-        """Raise the applied-position mark of one partition (never lowers it).
+    async def checkpoint(self, keys: list[str], topic: str, partition: int, offset: int) -> None:
+        """Raise the applied-position mark of one partition in each of ``keys`` (checkpoint
+        hashes of one version, so one slot), never lowering it.
 
         Read-your-writes waits on these marks, so it is raised only after every
         write of the record (order, Redis, customer view) is done."""
-        await self._checkpoint(keys=[self._models.key("checkpoints")],
-                               args=[f"{topic}:{partition}", offset])
+        await self._checkpoint(keys=keys, args=[f"{topic}:{partition}", offset])
+
+    async def raise_marks(self, key: str, marks: dict[str, str]) -> None:
+        """Raise several marks of one checkpoint hash (never lowering any)."""
+        for field, offset in marks.items():
+            await self._checkpoint(keys=[key], args=[field, offset])

@@ -1,12 +1,14 @@
-"""Rebuilding read models from the topics, blue/green.
+"""Rebuilding read models from the topics, blue/green, one projection or all.
 
-A rebuild allocates a new read-model version and registers it as "building", so
-live processors write every new record to it as well as to the active version.
-It then reads ``orders``, ``payments`` and ``customers`` from the earliest
-offset with its own consumer (no consumer group: nothing it does moves the live
-processors' offsets) and applies every record with the same projector the live
-processors use. Application is idempotent and order-independent, so records
-that both the rebuild and a live processor apply end up applied once.
+A rebuild allocates a new version of the chosen projections and registers it as
+"building", so live processors write every new record to it as well as to the
+active version. It then reads ``orders``, ``payments`` and ``customers`` from
+the earliest offset (or a time) with its own consumer (no consumer group:
+nothing it does moves the live processors' offsets) and runs every record
+through the same join pipeline the live processors use, its state in memory and
+its join messages handed over in-process, so enrichment is re-run too. It writes
+only the chosen projections. Application is idempotent and order-independent,
+so records that both the rebuild and a live processor apply end up applied once.
 
 The rebuild reads up to end offsets taken after every live processor has
 re-read its targets (their cache lives ``targets_ttl_s``): any record past those
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,8 +29,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
-from projections.projector import Projector
-from projections.read_models import Stores
+from projections.projector import Projector, Targets
+from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
+from projections.redis_writer import RedisWriter
+from schemas.catalog import INTERNAL_TOPICS
 from schemas.codec import CodecError, decode
 
 Progress = Callable[[int, int], None]  # (records done, records to do)
@@ -37,7 +41,8 @@ Progress = Callable[[int, int], None]  # (records done, records to do)
 @dataclass
 class RebuildResult:
     version: str
-    previous: str
+    projections: tuple[str, ...]
+    previous: dict[str, str]  # projection -> version active before
     records: int = 0
     applied: int = 0
     undecodable: int = 0
@@ -139,49 +144,65 @@ class RebuildInProgress(RuntimeError):
 
 async def abort(stores: Stores) -> list[str]:
     """Abandon and drop every version being rebuilt; returns their names."""
-    versions = (await stores.targets())[1:]
-    for version in versions:
-        await stores.abandon_build(version)
-        await stores.version(version).drop()
-    return versions
+    builds = await stores.building()
+    for build in builds:
+        await stores.abandon_build(build.version)
+        await stores.version(build.version).drop(build.projections)
+    return [b.version for b in builds]
+
+
+async def _preload(projector: Projector, models: ReadModels) -> None:
+    """Resume with the join state a crashed rebuild had written (docs carry it)."""
+    async for doc in models.orders.find({}):
+        if "_state" in doc:
+            projector.pipeline.orders[doc["_id"]] = doc["_state"]
+    async for doc in models.customers.find({}):
+        if "_state" in doc:
+            projector.pipeline.customers[doc["_id"]] = doc["_state"]
 
 
 async def rebuild(
-    settings: Settings, stores: Stores, *, targets_ttl_s: float = 1.0,
-    progress: Progress | None = None, resume: bool = False, since: datetime | None = None,
-    grace_s: float = 300.0, batch_records: int = 2000,
+    settings: Settings, stores: Stores, *, projections: Sequence[str] = PROJECTIONS,
+    targets_ttl_s: float = 1.0, progress: Progress | None = None, resume: bool = False,
+    since: datetime | None = None, grace_s: float = 300.0, batch_records: int = 2000,
 ) -> RebuildResult:
-    """Rebuild every projection into a new version and make it active.
+    """Rebuild ``projections`` into a new version and make it active for them.
 
     ``resume`` continues the version an interrupted rebuild left; ``since``
     starts from the offsets of that time instead of the earliest ones. The
-    previous version is retired and dropped ``grace_s`` later (by the live
-    processors, or ``eventfold drop``), so readers still holding it can finish."""
+    previous versions are retired and dropped ``grace_s`` later (by the live
+    processors, or ``eventfold drop``), so readers still holding them can finish."""
     started = time.monotonic()
-    building = (await stores.targets())[1:]
+    building = await stores.building()
     if resume and not building:
         raise RebuildInProgress("there is no interrupted rebuild to resume")
     if not resume and building:
-        raise RebuildInProgress(f"{', '.join(building)} is being rebuilt: resume it "
-                                "(--resume) or abort it (--abort) first")
+        raise RebuildInProgress(f"{', '.join(b.version for b in building)} is being rebuilt: "
+                                "resume it (--resume) or abort it (--abort) first")
     if resume:
-        version = building[0]
-        models = stores.version(version)
+        version, chosen = building[0].version, building[0].projections
     else:
-        version = await stores.begin_build()
-        models = stores.version(version)
-        await models.drop()
+        chosen = projections_named(projections)
+        version = await stores.begin_build(chosen)
+        await stores.version(version).drop(chosen)
+    models = stores.version(version)
     await models.ensure_indexes()
-    projector = Projector(models)
+    projector = Projector(models, Targets.of(models, chosen))
+    # Resuming from saved positions needs the join state of the records before them,
+    # which the documents carry; without both document projections, start over.
+    resume_at_saved = resume and {"orders", "customers"} <= set(chosen)
+    if resume_at_saved:
+        await _preload(projector, models)
     reader = TopicReader(settings)
-    result = RebuildResult(version=version, previous=await stores.active_version())
+    result = RebuildResult(version=version, projections=tuple(chosen),
+                           previous=dict(await stores.active_versions()))
     await reader.start()
     try:
         registered_at = time.monotonic()
         begin = await reader.beginning_offsets()
         if since is not None:
             begin = await reader.offsets_for(since, default=await reader.end_offsets())
-        if resume:
+        if resume_at_saved:
             saved = await models.hash("rebuild_progress")
             begin = {tp: int(saved.get(_progress_field(settings, tp), begin[tp]))
                      for tp in reader.partitions}
@@ -201,8 +222,25 @@ async def rebuild(
                          batch_records)
     finally:
         await reader.stop()  # on any failure the version stays registered: --resume
+    await _carry_internal_marks(stores, version, chosen)
     result.previous = await stores.activate(version)
-    if result.previous != version:
-        await stores.retire(result.previous, drop_after_s=grace_s)
+    retired = {p: v for p, v in result.previous.items() if v != version}
+    if retired:
+        await stores.retire(retired, drop_after_s=grace_s)
     result.seconds = time.monotonic() - started
     return result
+
+
+async def _carry_internal_marks(stores: Stores, version: str, chosen: Sequence[str]) -> None:
+    """The internal topics' applied marks of the versions being replaced, into the new one.
+
+    The rebuild runs the join in-process, so it has the effect of every internal
+    message sent before the live processors started writing the new version;
+    read-your-writes waits on these marks (``query_api.consistency``)."""
+    active = await stores.active()
+    for projection in chosen:
+        marks = {k: str(v) for k, v in (await active.marks(projection)).items()
+                 if k.split(":")[0] in INTERNAL_TOPICS}
+        if marks:
+            target = stores.version(version)
+            await RedisWriter(target).raise_marks(target.checkpoints_key(projection), marks)

@@ -26,7 +26,7 @@ POLL_INTERVAL_S = 0.02
 LastOffsetsOf = Callable[[str], Awaitable[dict[int, int]]]  # logical topic -> {partition: offset}
 
 
-def missing_positions(positions: Positions, applied: dict[str, str]) -> list[str]:
+def missing_positions(positions: Positions, applied: dict[str, int]) -> list[str]:
     """The ``topic:partition`` marks still below the token's offsets."""
     return [
         f"{topic}:{partition}"
@@ -38,7 +38,7 @@ def missing_positions(positions: Positions, applied: dict[str, str]) -> list[str
 
 async def _wait(models: ReadModels, positions: Positions, deadline: float) -> list[str]:
     while True:
-        applied = await models.hash("checkpoints")
+        applied = await models.applied_marks()
         missing = missing_positions(positions, applied)
         if not missing or time.monotonic() >= deadline:
             return missing

@@ -16,6 +16,8 @@ TOPICS: tuple[str, ...] = ("orders", "payments", "customers")
 ORDER_LINKS = "order-links"
 ORDER_ENRICHMENT = "order-enrichment"
 INTERNAL_TOPICS: tuple[str, ...] = (ORDER_LINKS, ORDER_ENRICHMENT)
+# Topics whose records the processors may dead-letter (each has ``<topic>.dlq``).
+DEAD_LETTER_SOURCES: tuple[str, ...] = TOPICS + INTERNAL_TOPICS
 
 TOPIC_OF_TYPE: dict[str, str] = {
     "OrderPlaced": "orders",

@@ -33,7 +33,7 @@ from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
 from projections.joins import Enrichment, OrderLink
 from projections.projector import Pipeline, Targets
-from projections.read_models import Stores
+from projections.read_models import PROJECTIONS, Stores
 from schemas.catalog import ORDER_ENRICHMENT, ORDER_LINKS
 from schemas.codec import decode
 from stream_processors.dead_letters import KafkaDeadLetterSink
@@ -88,17 +88,18 @@ class LiveTargets:
         self._stores = stores
         self._ttl_s = ttl_s
         self._cached: Targets | None = None
-        self._versions: tuple[str, ...] = ()
+        self._versions: dict[str, list[str]] = {}
         self._read_at = float("-inf")
 
     async def __call__(self) -> Targets:
         if self._cached is None or time.monotonic() - self._read_at > self._ttl_s:
-            versions = tuple(await self._stores.targets())
+            versions = await self._stores.targets()
             if self._cached is None or versions != self._versions:
-                models = [self._stores.version(v) for v in versions]
-                for m in models:
-                    await m.ensure_indexes()
-                self._cached, self._versions = Targets(models, models, models), versions
+                for v in set(versions["orders"]):
+                    await self._stores.version(v).ensure_indexes()
+                self._cached = Targets(*([self._stores.version(v) for v in versions[p]]
+                                         for p in PROJECTIONS))
+                self._versions = versions
             self._read_at = time.monotonic()
         return self._cached
 

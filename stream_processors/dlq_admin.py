@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from rich.table import Table
 
 from eventfold.settings import Settings
-from schemas.catalog import DLQ_SUFFIX, TOPICS, dlq_topic
+from schemas.catalog import DEAD_LETTER_SOURCES, DLQ_SUFFIX, INTERNAL_TOPICS, dlq_topic
 from schemas.codec import CodecError, decode, decode_record
 from schemas.events import event_to_json
 
@@ -61,8 +61,8 @@ def redrive_group(settings: Settings) -> str:
 def source_topic(name: str) -> str:
     """The logical source topic of ``orders`` or ``orders.dlq``; ValueError otherwise."""
     base = name.removesuffix(DLQ_SUFFIX)
-    if base not in TOPICS:
-        raise ValueError(f"unknown topic {name!r}; known: {', '.join(TOPICS)} "
+    if base not in DEAD_LETTER_SOURCES:
+        raise ValueError(f"unknown topic {name!r}; known: {', '.join(DEAD_LETTER_SOURCES)} "
                          f"(or their {DLQ_SUFFIX} topics)")
     return base
 
@@ -205,8 +205,16 @@ class Content:
     preview_hex: str | None  # the first bytes, when it is not Avro of a known schema at all
 
 
-def describe_value(value: bytes | None) -> Content:
+def describe_value(value: bytes | None, topic: str | None = None) -> Content:
+    """``topic``: the logical source topic; the join's internal topics carry JSON."""
     payload = value or b""
+    if topic in INTERNAL_TOPICS:
+        try:
+            message = json.loads(payload)
+        except ValueError as exc:
+            return Content(False, None, f"not JSON: {exc}", payload[:PREVIEW_BYTES].hex(" "))
+        return Content(isinstance(message, dict), message if isinstance(message, dict) else None,
+                       None if isinstance(message, dict) else "not a JSON object", None)
     try:
         return Content(True, event_to_json(decode(payload)), None, None)
     except CodecError as exc:
@@ -256,7 +264,7 @@ def dead_letter_view(
     redriven: bool = False,
 ) -> DeadLetterView:
     """What a dead letter's headers and bytes say (``dlq`` is the logical dlq topic)."""
-    content = describe_value(value)
+    content = describe_value(value, source_topic(dlq))
     h = headers
     return DeadLetterView(
         dlq_topic=dlq, dlq_partition=partition, dlq_offset=offset, timestamp_ms=timestamp_ms,
@@ -390,7 +398,7 @@ async def _close(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None
 
 
 async def list_dead_letters(
-    settings: Settings, topics: Sequence[str] = TOPICS, limit: int | None = None,
+    settings: Settings, topics: Sequence[str] = DEAD_LETTER_SOURCES, limit: int | None = None,
 ) -> list[DeadLetterView]:
     """Every dead letter of the given source topics' dlq topics (up to their current end),
     by topic, partition and offset; the first ``limit`` of them when given."""
@@ -503,7 +511,7 @@ async def redrive(
     """
     if only_offsets is not None and topic is None:
         raise ValueError("only_offsets needs a topic")
-    topics = [source_topic(topic)] if topic is not None else list(TOPICS)
+    topics = [source_topic(topic)] if topic is not None else list(DEAD_LETTER_SOURCES)
     result = RedriveResult(dry_run=dry_run, decodable_only=decodable_only)
     group = None if dry_run else redrive_group(settings)
     try:
@@ -615,7 +623,7 @@ async def _redrive_batch(
             continue
         ref = dead_letter_ref(part.dlq, part.tp.partition, r.offset)
         headers = list(r.headers)
-        content = describe_value(r.value)
+        content = describe_value(r.value, source_topic(part.dlq))
         why = _why_not(r, content, part, decodable_only)
         candidate = planned.advance(r.offset, redriven=why is None)
         if not candidate.fits():

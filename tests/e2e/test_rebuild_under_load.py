@@ -27,7 +27,8 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
     processor: ProcessorProcess, deployment: Settings, producer_api: httpx.AsyncClient,
     query_api: httpx.AsyncClient,
 ) -> None:
-    before, during = generate(11, 120), generate(12, 40)
+    before, during = generate(11, 500), generate(12, 60)  # ~2,400 events, then ~300 more
+    assert len(before) > 2000
     await publish(deployment, before)
     await wait_caught_up(deployment)
     served_before = placed_ids(before)
@@ -54,6 +55,7 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
                 failures.append(f"list: {listing.status_code}")
 
     stores = Stores(deployment)
+    previous = await stores.active_version()
     readers = asyncio.create_task(keep_querying())
     try:
         writers = asyncio.create_task(keep_publishing())
@@ -63,9 +65,9 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
         stop.set()
         await readers
     assert failures == []
-    assert result.previous != result.version
+    assert set(result.previous.values()) == {previous} != {result.version}
     assert await stores.active_version() == result.version
-    assert await stores.drop_retired() == [result.previous]  # grace 0: due at once
+    assert await stores.drop_retired() == [previous]  # grace 0: due at once
     await stores.close()
 
     await wait_caught_up(deployment)
@@ -91,7 +93,7 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    building = (await stores.targets())[1:]
+    building = [b.version for b in await stores.building()]
     assert len(building) == 1  # left registered, to be resumed
     try:
         await rebuild(deployment, stores)
@@ -107,12 +109,36 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
     assert await read_model_differences(deployment) == []
 
 
+async def test_rebuilding_one_projection_replaces_only_that_one(
+    processor: ProcessorProcess, deployment: Settings,
+) -> None:
+    await wait_caught_up(deployment)
+    stores = Stores(deployment)
+    before = await stores.active_versions()
+    result = await rebuild(deployment, stores, projections=["redis"], grace_s=0)
+    assert result.previous == {"redis": before["redis"]}
+    assert await stores.active_versions() == {**before, "redis": result.version}
+
+    old = stores.version(before["redis"])
+    orders_kept = await stores.versions(before).orders.count_documents({})
+    assert await stores.drop_retired() == [before["redis"]]  # grace 0: due at once
+    assert await old.redis.exists(old.key("status_counts")) == 0  # its Redis keys went
+    assert await stores.versions(before).orders.count_documents({}) == orders_kept > 0
+    await stores.close()
+
+    # the live processors write the new Redis version and the old MongoDB ones
+    await publish(deployment, generate(13, 10))
+    await wait_caught_up(deployment)
+    assert await read_model_differences(deployment) == []
+
+
 async def test_abort_drops_the_version_in_the_making(deployment: Settings) -> None:
     stores = Stores(deployment)
     active = await stores.active_version()
     version = await stores.begin_build()
     await stores.version(version).orders.insert_one({"_id": "partial"})
     assert await abort(stores) == [version]
-    assert await stores.targets() == [active]
+    assert await stores.building() == []
+    assert {v for vs in (await stores.targets()).values() for v in vs} == {active}
     assert await stores.version(version).orders.count_documents({}) == 0
     await stores.close()

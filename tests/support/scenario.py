@@ -31,7 +31,7 @@ async def applied_marks(settings: Settings) -> dict[str, int]:
     stores = Stores(settings)
     try:
         models = await stores.active()
-        return {k: int(v) for k, v in (await models.hash("checkpoints")).items()}
+        return await models.applied_marks()
     finally:
         await stores.close()
 

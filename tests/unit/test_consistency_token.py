@@ -35,6 +35,6 @@ def test_damaged_tokens_are_refused(token: str) -> None:
 
 def test_missing_positions_lists_partitions_still_behind() -> None:
     token = {"orders": {0: 10, 1: 4}, "payments": {0: 2}}
-    applied = {"orders:0": "10", "orders:1": "3"}
+    applied = {"orders:0": 10, "orders:1": 3}
     assert missing_positions(token, applied) == ["orders:1", "payments:0"]
-    assert missing_positions(token, {**applied, "orders:1": "4", "payments:0": "9"}) == []
+    assert missing_positions(token, {**applied, "orders:1": 4, "payments:0": 9}) == []
