@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from eventfold.settings import Settings
 from schemas.catalog import INTERNAL_TOPICS, TOPICS, dlq_topic
@@ -110,6 +110,47 @@ async def end_offsets(settings: Settings,
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
+
+
+async def start_group_at_beginning(settings: Settings, group: str,
+                                   topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """Commit the beginning offset for every partition of ``topics`` that ``group`` has
+    no committed offset for, while the group has no members; returns what it committed.
+
+    Faust drops records it fetched during a rebalance and re-reads them by seeking to
+    the committed offset; a partition without one has nothing to seek to, so those
+    records were skipped (seen here as a worker taking over partitions that never
+    had a commit and processing none of their records). With an offset committed
+    up front, every partition can be re-read. Does nothing once members joined
+    (they commit as they go); a member that joins meanwhile makes the commit fail,
+    which is fine for the same reason."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+        state = described.groups[0][2] if hasattr(described, "groups") else ""
+        if state not in ("Empty", "Dead", ""):
+            return {}
+        partitions = await source_partitions(settings, topics)
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    finally:
+        await admin.close()
+    missing = [tp for tp in partitions
+               if committed.get(tp) is None or committed[tp].offset < 0]
+    if not missing:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(missing)
+        beginnings = await consumer.beginning_offsets(missing)
+        await consumer.commit({tp: beginnings[tp] for tp in missing})
+    except KafkaError:
+        return {}  # a member joined meanwhile
+    finally:
+        await consumer.stop()
+    return {tp: beginnings[tp] for tp in missing}
 
 
 class LastOffsets:

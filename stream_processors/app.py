@@ -30,19 +30,35 @@ from typing import Any
 import faust
 
 from eventfold.settings import Settings
-from eventfold.topics import ensure_topics
+from eventfold.topics import ensure_topics, start_group_at_beginning
 from projections.joins import Enrichment, OrderLink
 from projections.projector import Pipeline, Targets
 from projections.read_models import PROJECTIONS, Stores
-from schemas.catalog import ORDER_ENRICHMENT, ORDER_LINKS
+from schemas.catalog import INTERNAL_TOPICS, ORDER_ENRICHMENT, ORDER_LINKS, TOPICS
 from schemas.codec import decode
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.records import TRANSIENT_ERRORS, MalformedMessage, Record, RecordHandler
+from stream_processors.stall_guard import StallGuard
 
 log = logging.getLogger(__name__)
 settings = Settings()
 
-app = faust.App(
+class ProcessorApp(faust.App):
+    """The Faust app, preparing Kafka before its consumer starts."""
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        created = await ensure_topics(settings)
+        if created:
+            log.info("created topics %s", created)
+        started = await start_group_at_beginning(settings, settings.processor_app_id,
+                                                 (*TOPICS, *INTERNAL_TOPICS))
+        if started:
+            log.info("committed beginning offsets for %d partitions new to the group",
+                     len(started))
+
+
+app = ProcessorApp(
     settings.processor_app_id,
     broker=f"kafka://{settings.bootstrap_servers}",
     store="memory://",
@@ -185,13 +201,6 @@ def to_record(event: Any) -> Record:
     )
 
 
-@app.task
-async def create_topics() -> None:
-    created = await ensure_topics(settings)
-    if created:
-        log.info("created topics %s", created)
-
-
 @app.timer(interval=30.0, on_leader=True)
 async def drop_retired_versions() -> None:
     """Read-model versions replaced by a rebuild are dropped once their grace period ends."""
@@ -204,13 +213,36 @@ async def drop_retired_versions() -> None:
         log.info("dropped retired read-model versions %s", dropped)
 
 
+stall_guard = StallGuard(app, settings)
+
+
+@app.on_partitions_assigned.connect
+async def reset_stall_guard(*args: Any, **kwargs: Any) -> None:
+    stall_guard.reset()
+
+
+@app.timer(interval=3.0)
+async def guard_against_stalled_partitions() -> None:
+    await stall_guard.check()
+
+
+async def project(stream: faust.StreamT[bytes]) -> None:
+    """Handle each record, then ack it: acks are manual, so a record whose handling is
+    cut short (the worker stopped mid-way) is not committed and its partition's next
+    owner reads it again."""
+    manual = stream.noack()  # type: ignore[attr-defined]  # Stream has it, StreamT not
+    async for event in manual.events():
+        await stall_guard.seen(event.message.tp, event.message.offset, handler().handle)
+        await handler().handle(to_record(event))
+        await manual.ack(event)
+
+
 @app.agent(order_topics)
 async def project_orders(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await handler().handle(to_record(event))
+    await project(stream)
 
 
 @app.agent(customer_topics)
 async def project_customers(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await handler().handle(to_record(event))
+    await project(stream)
+
