@@ -57,6 +57,10 @@ class ProcessorApp(faust.App):
             log.info("committed beginning offsets for %d partitions new to the group",
                      len(started))
 
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await stall_guard.close()
+
 
 app = ProcessorApp(
     settings.processor_app_id,
@@ -232,8 +236,11 @@ async def project(stream: faust.StreamT[bytes]) -> None:
     owner reads it again."""
     manual = stream.noack()  # type: ignore[attr-defined]  # Stream has it, StreamT not
     async for event in manual.events():
-        await stall_guard.seen(event.message.tp, event.message.offset, handler().handle)
-        await handler().handle(to_record(event))
+        try:
+            await stall_guard.seen(event.message.tp, event.message.offset, handler().handle)
+            await handler().handle(to_record(event))
+        finally:
+            stall_guard.done()
         await manual.ack(event)
 
 

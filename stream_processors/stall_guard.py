@@ -36,8 +36,12 @@ from stream_processors.records import Record
 log = logging.getLogger(__name__)
 
 
+READ_TIMEOUT_S = 30.0
+
+
 class StallGuard:
-    """Call ``seen()`` before each record is handled and ``check()`` every few seconds."""
+    """Call ``seen()`` before each record is handled, ``done()`` after it, and
+    ``check()`` every few seconds."""
 
     def __init__(self, app: Any, settings: Settings, idle_s: float = 5.0) -> None:
         self._app = app
@@ -45,6 +49,7 @@ class StallGuard:
         self._reader: AIOKafkaConsumer | None = None
         self._reader_lock = asyncio.Lock()
         self.filled = 0
+        self._in_flight = 0
         self._idle_s = idle_s
         self._last_activity = time.monotonic()
         self._watermark: dict[Any, int] = {}  # tp -> every offset below was processed
@@ -65,7 +70,8 @@ class StallGuard:
     async def seen(self, tp: Any, offset: int,
                    handle: Callable[[Record], Awaitable[object]]) -> None:
         """Call before handling the record at ``offset``: hands any hole before it to
-        ``handle`` first."""
+        ``handle`` first. The worker counts as busy until ``done()``."""
+        self._in_flight += 1
         self._last_activity = time.monotonic()
         mark = self._watermark.get(tp)
         if mark is None:
@@ -73,10 +79,22 @@ class StallGuard:
         if offset > mark:
             log.warning("%s:%s: records from offset %s to %s were not delivered; reading "
                         "them directly", tp.topic, tp.partition, mark, offset - 1)
-            for record in await self._read(tp, mark, offset):
+            try:
+                hole = await asyncio.wait_for(self._read(tp, mark, offset), READ_TIMEOUT_S)
+            except Exception as exc:  # Kafka unreachable: the next record or check retries
+                log.warning("could not read %s:%s from %s: %r", tp.topic, tp.partition, mark,
+                            exc)
+                self._watermark[tp] = mark
+                return
+            for record in hole:
                 await handle(record)
                 self.filled += 1
         self._watermark[tp] = max(mark, offset + 1)
+
+    def done(self) -> None:
+        """Call after handling a record (also when handling failed)."""
+        self._in_flight = max(0, self._in_flight - 1)
+        self._last_activity = time.monotonic()
 
     async def _read(self, tp: Any, start: int, end: int) -> list[Record]:
         """The records of ``tp`` in ``[start, end)`` (fewer where compaction removed some)."""
@@ -117,13 +135,24 @@ class StallGuard:
 
     def _quiet(self) -> bool:
         app = self._app
-        return (time.monotonic() - self._last_activity >= self._idle_s
+        return (self._in_flight == 0
+                and time.monotonic() - self._last_activity >= self._idle_s
                 and not app.in_recovery and not app.rebalancing
                 and app.flow_control.is_active())
 
     async def check(self) -> None:
         """While idle: a partition whose end is past the watermark, unchanged over two
-        checks, is stalled (its records were dropped, or it is no longer fetched)."""
+        checks, is stalled (its records were dropped, or it is no longer fetched).
+
+        Never raises: it runs in a Faust timer, where an exception stops the worker
+        (a Kafka restart makes the end offsets unavailable for a while)."""
+        try:
+            await self._check()
+        except Exception as exc:
+            self._suspects = {}
+            log.warning("stall check skipped: %r", exc)
+
+    async def _check(self) -> None:
         if not self._quiet():
             self._suspects = {}
             return
