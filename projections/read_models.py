@@ -278,10 +278,19 @@ class Stores:
         previous = {p: meta.active[p] for p in projections}
         await self.meta.update_one(
             {"_id": META_ID},
-            {"$set": {f"active.{p}": version for p in projections},
-             "$pull": {"building": {"version": version}}},
+            {"$set": {**{f"active.{p}": version for p in projections},
+                      "building": await self._entries_without("building", version)}},
         )
         return previous
+
+    async def _entries_without(self, field: str, version: str) -> list[Any]:
+        """The ``building`` or ``retired`` list of the meta document without ``version``.
+
+        (Written back with ``$set``: FerretDB 1.24's ``$pull`` removes only elements
+        equal to the whole condition document, not those matching it.)"""
+        doc = await self.meta.find_one({"_id": META_ID}) or {}
+        return [e for e in doc.get(field, [])
+                if (e if isinstance(e, str) else e.get("version")) != version]
 
     async def retire(self, previous: Mapping[str, str], drop_after_s: float) -> None:
         """Mark versions no longer active for dropping after a grace period."""
@@ -311,8 +320,9 @@ class Stores:
             # Never a projection that is active at that version again.
             projections = [p for p in entry["projections"] if meta.active[p] != name]
             await self.version(name).drop(projections)
-            await self.meta.update_one({"_id": META_ID},
-                                       {"$pull": {"retired": {"version": name}}})
+            await self.meta.update_one(
+                {"_id": META_ID}, {"$set": {"retired": await self._entries_without("retired",
+                                                                                   name)}})
         return [str(entry["version"]) for entry in due]
 
     async def holding(self, version: str) -> tuple[ReadModels, tuple[str, ...]]:
@@ -329,8 +339,9 @@ class Stores:
                               for p in PROJECTIONS}), chosen
 
     async def abandon_build(self, version: str) -> None:
-        await self.meta.update_one({"_id": META_ID},
-                                   {"$pull": {"building": {"version": version}}})
+        await self.meta.update_one(
+            {"_id": META_ID}, {"$set": {"building": await self._entries_without("building",
+                                                                                version)}})
 
     async def close(self) -> None:
         await self.mongo.close()

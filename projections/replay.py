@@ -186,7 +186,8 @@ async def rebuild(
         version = await stores.begin_build(chosen)
         await stores.version(version).drop(chosen)
     models = stores.version(version)
-    await models.ensure_indexes()
+    if "orders" in chosen:
+        await models.ensure_indexes()
     projector = Projector(models, Targets.of(models, chosen))
     # Resuming from saved positions needs the join state of the records before them,
     # which the documents carry; without both document projections, start over.
