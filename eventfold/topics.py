@@ -7,6 +7,7 @@ replay), so a fresh broker works without a separate set-up step.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from eventfold.settings import Settings
 from schemas.catalog import INTERNAL_TOPICS, TOPICS, dlq_topic
+
+log = logging.getLogger(__name__)
 
 FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 A_WEEK = {"retention.ms": str(7 * 24 * 3600 * 1000)}
@@ -114,6 +117,22 @@ async def end_offsets(settings: Settings,
 
 async def start_group_at_beginning(settings: Settings, group: str,
                                    topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """See ``_start_group_at_beginning``; retried while the broker has no group
+    coordinator yet (a fresh broker), and never fatal: without it the processors
+    still run, only without this protection for partitions nobody committed yet."""
+    deadline = asyncio.get_running_loop().time() + settings.kafka_timeout_s * 3
+    while True:
+        try:
+            return await _start_group_at_beginning(settings, group, topics)
+        except KafkaError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("could not commit beginning offsets for %s: %r", group, exc)
+                return {}
+            await asyncio.sleep(0.5)
+
+
+async def _start_group_at_beginning(settings: Settings, group: str,
+                                    topics: Sequence[str]) -> dict[TopicPartition, int]:
     """Commit the beginning offset for every partition of ``topics`` that ``group`` has
     no committed offset for, while the group has no members; returns what it committed.
 
