@@ -24,7 +24,7 @@ def placed_ids(events: list[dict[str, Any]]) -> list[str]:
     return [e["data"]["order_id"] for e in events if e["type"] == "OrderPlaced"]
 
 
-@pytest.mark.timeout(900)  # FerretDB on SQLite applies some 15-40 events/s here
+@pytest.mark.timeout(900)  # FerretDB on SQLite applies some 10-40 events/s here
 async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
     processor: ProcessorProcess, deployment: Settings, producer_api: httpx.AsyncClient,
     query_api: httpx.AsyncClient,
