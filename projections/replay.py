@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -34,6 +35,7 @@ from projections.read_models import PROJECTIONS, ReadModels, Stores, projections
 from projections.redis_writer import RedisWriter
 from schemas.catalog import INTERNAL_TOPICS
 from schemas.codec import CodecError, decode
+from stream_processors.records import TRANSIENT_ERRORS
 
 Progress = Callable[[int, int], None]  # (records done, records to do)
 
@@ -96,8 +98,24 @@ async def _apply_partition_batch(
         except CodecError:
             result.undecodable += 1  # the live processors dead-lettered it already
             continue
-        if await projector.apply(event, topic, tp.partition, record.offset):
+        if await _with_retries(partial(projector.apply, event, topic, tp.partition,
+                                       record.offset)):
             result.applied += 1
+
+
+async def _with_retries(apply: Callable[[], Awaitable[bool]], within_s: float = 300.0) -> bool:
+    """Retry a store that is slow or briefly unavailable (timeouts, a contended document
+    lock), as the live record handler does; applying again is harmless."""
+    deadline = time.monotonic() + within_s
+    delay = 0.05
+    while True:
+        try:
+            return await apply()
+        except TRANSIENT_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
 
 async def read_until(
