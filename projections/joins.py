@@ -97,6 +97,13 @@ class OrderState:
             merged = merged.with_customer(other.customer, other.customer_offset) or merged
         return merged
 
+    def covers(self, doc: Mapping[str, Any]) -> bool:
+        """Whether this state holds everything the ``to_doc()`` document ``doc`` holds
+        (then merging it changes nothing), judged on offsets alone, without decoding
+        its events."""
+        return (int(doc.get("customer_offset", -1)) <= self.customer_offset
+                and all(self.offsets.get(k) == v for k, v in doc["offsets"].items()))
+
     def view(self) -> Doc:
         return order_view(self.facts, self.customer)
 

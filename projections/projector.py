@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from projections.customer_fold import CUSTOMER_EVENT_TYPES
 from projections.joins import (
@@ -41,6 +42,7 @@ from projections.redis_writer import RedisWriter
 from schemas.events import Event
 
 StateStore = MutableMapping[str, Any]  # key -> JSON-safe state document
+S = TypeVar("S", OrderState, CustomerState)
 Position = tuple[str, int, int]  # logical topic, partition, offset
 
 
@@ -83,42 +85,73 @@ def stored_customer(doc: Mapping[str, Any] | None) -> CustomerState | None:
     return None if doc is None or "_state" not in doc else CustomerState.from_doc(doc["_state"])
 
 
+def _order_merge(state: OrderState) -> Callable[[Document | None], OrderState | None]:
+    def merge(stored: Document | None) -> OrderState | None:
+        raw = None if stored is None else stored.get("_state")
+        if raw is not None and state.covers(raw):
+            # The common case (the writer knows more): no need to decode the stored events.
+            unchanged = (len(raw["offsets"]) == len(state.offsets)
+                         and int(raw.get("customer_offset", -1)) == state.customer_offset)
+            return None if unchanged else state
+        known = stored_order(stored)
+        merged = state if known is None else known.merge(state)
+        return None if stored is not None and merged == known else merged
+
+    return merge
+
+
+def _customer_merge(state: CustomerState) -> Callable[[Document | None], CustomerState | None]:
+    def merge(stored: Document | None) -> CustomerState | None:
+        known = stored_customer(stored)
+        merged = state if known is None else known.merge(state)
+        return None if stored is not None and merged == known else merged
+
+    return merge
+
+
 class ReadModelWriter:
     """Turns states into MongoDB documents and Redis updates in every target version."""
+
+    def __init__(self) -> None:
+        self._redis: dict[tuple[str, str], RedisWriter] = {}
+
+    def _redis_of(self, models: ReadModels, projection: str) -> RedisWriter:
+        """One writer (and its registered scripts) per version, not one per event."""
+        version = models.versions[projection]
+        key = (models.redis_prefix, version)
+        if key not in self._redis:
+            uniform = ReadModels(models.db, models.redis, dict.fromkeys(PROJECTIONS, version),
+                                 models.redis_prefix)
+            self._redis[key] = RedisWriter(uniform)
+        return self._redis[key]
 
     async def write_order(self, targets: Targets, state: OrderState) -> None:
         if not state.offsets:
             return  # only an enrichment is known: no order to show yet
         for models in targets.orders:
-            await self._merge_order(models, state)
+            await self._merge(models, "orders", state.order_id, _order_merge(state))
         view = state.view()
         contribution = redis_contribution(view)
         view_json = json.dumps(view, separators=(",", ":"))
         for models in targets.redis:
-            await RedisWriter(models).apply_order(state.order_id, state.revision, contribution,
-                                                  view_json)
-
-    async def _merge_order(self, models: ReadModels, state: OrderState) -> None:
-        """Read-merge-write under the document's lock (see ``ReadModels.document_lock``)."""
-        async with models.document_lock("orders", state.order_id):
-            stored = await models.orders.find_one({"_id": state.order_id})
-            known = stored_order(stored)
-            merged = state if known is None else known.merge(state)
-            if stored is not None and merged == known:
-                return
-            doc: Document = {"_id": state.order_id, **merged.view(), "_state": merged.to_doc()}
-            await self._put(models, "orders", stored, doc)
+            await self._redis_of(models, "redis").apply_order(
+                state.order_id, state.revision, contribution, view_json)
 
     async def write_customer(self, targets: Targets, state: CustomerState) -> None:
         for models in targets.customers:
-            async with models.document_lock("customers", state.customer_id):
-                stored = await models.customers.find_one({"_id": state.customer_id})
-                known = stored_customer(stored)
-                merged = state if known is None else known.merge(state)
-                if stored is not None and merged == known:
-                    continue
-                doc = {"_id": state.customer_id, **merged.view(), "_state": merged.to_doc()}
-                await self._put(models, "customers", stored, doc)
+            await self._merge(models, "customers", state.customer_id, _customer_merge(state))
+
+    async def _merge(self, models: ReadModels, projection: str, doc_id: str,
+                     merge: Callable[[Document | None], Any]) -> None:
+        """Read-merge-write under the document's lock (see ``ReadModels.document_lock``);
+        ``merge`` returns the state to store, or None when the stored one is as new."""
+        async with models.document_lock(projection, doc_id):
+            stored = await models.db[models.collection(projection)].find_one({"_id": doc_id})
+            merged = merge(stored)
+            if merged is None:
+                return
+            doc: Document = {"_id": doc_id, **merged.view(), "_state": merged.to_doc()}
+            await self._put(models, projection, stored, doc)
 
     @staticmethod
     async def _put(models: ReadModels, collection: str, stored: Document | None,
@@ -132,16 +165,51 @@ class ReadModelWriter:
 
     async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
         """Raise the applied mark of every target projection version (one call per version)."""
-        keys: dict[str, list[str]] = {}
-        clients: dict[str, ReadModels] = {}
+        keys: dict[RedisWriter, list[str]] = {}
         for projection, versions in targets.by_projection().items():
             for models in versions:
-                version = models.versions[projection]
-                keys.setdefault(version, []).append(models.checkpoints_key(projection))
-                clients.setdefault(version, models)
-        for version, version_keys in keys.items():
-            await RedisWriter(clients[version]).checkpoint(version_keys, topic, partition,
-                                                           offset)
+                writer = self._redis_of(models, projection)
+                keys.setdefault(writer, []).append(models.checkpoints_key(projection))
+        for writer, version_keys in keys.items():
+            await writer.checkpoint(version_keys, topic, partition, offset)
+
+
+class DecodedStates(Generic[S]):
+    """A state store read through a cache of decoded states.
+
+    Decoding a state (every event of an order, validated) on each record is the
+    pipeline's main CPU cost; a decoded state is reused while the store still holds
+    the very document it came from (a Faust table hands back what was set; after a
+    recovery the documents are new objects and are decoded again)."""
+
+    def __init__(self, store: StateStore, decode: Callable[[Any], S], size: int = 10_000) -> None:
+        self._store = store
+        self._decode: Callable[[Any], S] = decode
+        self._size = size
+        self._cache: OrderedDict[str, tuple[Any, S]] = OrderedDict()
+
+    def get(self, key: str) -> S | None:
+        doc = self._store.get(key)
+        if doc is None:
+            return None
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is doc:
+            self._cache.move_to_end(key)
+            return cached[1]
+        state = self._decode(doc)
+        self._remember(key, doc, state)
+        return state
+
+    def put(self, key: str, state: S) -> None:
+        doc = state.to_doc()
+        self._store[key] = doc
+        self._remember(key, self._store.get(key), state)
+
+    def _remember(self, key: str, doc: Any, state: S) -> None:
+        self._cache[key] = (doc, state)
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
 
 
 LinkSender = Callable[[OrderLink], Awaitable[None]]
@@ -158,6 +226,8 @@ class Pipeline:
                  writer: ReadModelWriter | None = None) -> None:
         self.orders = orders
         self.customers = customers
+        self._orders = DecodedStates(orders, OrderState.from_doc)
+        self._customers = DecodedStates(customers, CustomerState.from_doc)
         self._targets = targets
         self._send_link = send_link
         self._send_enrichment = send_enrichment
@@ -184,39 +254,40 @@ class Pipeline:
     async def enrichment(self, message: Enrichment, at: Position | None = None) -> None:
         """Apply a message of ``order-enrichment`` (``at``: its topic, partition, offset)."""
         targets = await self._targets()
-        await self._order_effects(targets, enrichment_step(self._order(message.order_id),
-                                                           message))
-        if at is not None:
-            await self._writer.checkpoint(targets, *at)
+        step = enrichment_step(self._order(message.order_id), message)
+        await self._order_effects(targets, step)
+        await self._checkpoint_internal(targets, at)
 
     async def order_link(self, link: OrderLink, at: Position | None = None) -> None:
         """Apply a message of ``order-links`` (``at``: its topic, partition, offset)."""
         targets = await self._targets()
-        await self._customer_effects(targets, order_link_step(self._customer(link.customer_id),
-                                                              link))
+        step = order_link_step(self._customer(link.customer_id), link)
+        await self._customer_effects(targets, step)
+        await self._checkpoint_internal(targets, at)
+
+    async def _checkpoint_internal(self, targets: Targets, at: Position | None) -> None:
+        """Internal messages handed over in-process (a rebuild) have no position."""
         if at is not None:
             await self._writer.checkpoint(targets, *at)
 
     def _order(self, order_id: str) -> OrderState | None:
-        doc = self.orders.get(order_id)
-        return None if doc is None else OrderState.from_doc(doc)
+        return self._orders.get(order_id)
 
     def _customer(self, customer_id: str) -> CustomerState | None:
-        doc = self.customers.get(customer_id)
-        return None if doc is None else CustomerState.from_doc(doc)
+        return self._customers.get(customer_id)
 
     async def _order_effects(self, targets: Targets, step: OrderStep) -> None:
         # The state is saved before any await, so no other record of this key can
         # interleave between reading and saving it.
         if not step.duplicate:
-            self.orders[step.state.order_id] = step.state.to_doc()
+            self._orders.put(step.state.order_id, step.state)
         await self._writer.write_order(targets, step.state)
         if step.link is not None:
             await self._send_link(step.link)
 
     async def _customer_effects(self, targets: Targets, step: CustomerStep) -> None:
         if not step.duplicate:
-            self.customers[step.state.customer_id] = step.state.to_doc()
+            self._customers.put(step.state.customer_id, step.state)
         if step.view_changed or step.duplicate:
             await self._writer.write_customer(targets, step.state)
         await asyncio.gather(*(self._send_enrichment(m) for m in step.enrichments))

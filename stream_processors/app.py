@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import faust
 
@@ -42,6 +43,7 @@ from stream_processors.stall_guard import StallGuard
 
 log = logging.getLogger(__name__)
 settings = Settings()
+T = TypeVar("T")
 
 class ProcessorApp(faust.App):
     """The Faust app, preparing Kafka before its consumer starts."""
@@ -152,35 +154,28 @@ def stores() -> Stores:
     return _stores
 
 
-def internal_message(record: Record) -> dict[str, Any]:
+def internal_message(record: Record, parse: Callable[[dict[str, Any]], T]) -> T:
+    """An ``order-links`` / ``order-enrichment`` message; MalformedMessage if it is not one."""
     try:
         doc = json.loads(record.value)
-    except ValueError as exc:
-        raise MalformedMessage(f"{record.topic} message is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise MalformedMessage(f"{record.topic} message is not a JSON object")
-    return doc
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        return parse(doc)
+    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise MalformedMessage(f"{record.topic} message: {exc}") from exc
 
 
 def process_with(pipeline: Pipeline) -> Any:
     """The record handler's ``process``: route a record to its join step."""
 
     async def process(record: Record) -> None:
+        at = (record.topic, record.partition, record.offset)
         if record.topic == ORDER_LINKS:
-            try:
-                link = OrderLink.from_doc(internal_message(record))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MalformedMessage(str(exc)) from exc
-            await pipeline.order_link(link, (record.topic, record.partition, record.offset))
+            await pipeline.order_link(internal_message(record, OrderLink.from_doc), at)
         elif record.topic == ORDER_ENRICHMENT:
-            try:
-                enrichment = Enrichment.from_doc(internal_message(record))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise MalformedMessage(str(exc)) from exc
-            await pipeline.enrichment(enrichment, (record.topic, record.partition, record.offset))
+            await pipeline.enrichment(internal_message(record, Enrichment.from_doc), at)
         else:
-            await pipeline.source_event(decode(record.value), record.topic, record.partition,
-                                        record.offset)
+            await pipeline.source_event(decode(record.value), *at)
 
     return process
 

@@ -8,23 +8,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventfold.settings import Settings
-from eventfold.topics import LastOffsets, end_offsets
+from eventfold.topics import LastOffsets
 from producers.client import EventPublisher
 from projections.read_models import Stores
 from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
-from schemas.catalog import INTERNAL_TOPICS
+from query_api.consistency import wait_for_positions
+from schemas.catalog import TOPICS
 
 
 async def publish(settings: Settings, events: Sequence[dict[str, Any]], batch: int = 200) -> None:
     async with EventPublisher(settings) as client:
         for start in range(0, len(events), batch):
             await client.publish_many(events[start:start + batch])
-
-
-async def last_offsets(settings: Settings) -> dict[str, int]:
-    """``topic:partition`` -> offset of the last record, for non-empty partitions."""
-    return {f"{settings.logical_topic(tp.topic)}:{tp.partition}": end - 1
-            for tp, end in (await end_offsets(settings)).items() if end > 0}
 
 
 async def applied_marks(settings: Settings) -> dict[str, int]:
@@ -36,29 +31,20 @@ async def applied_marks(settings: Settings) -> dict[str, int]:
         await stores.close()
 
 
-async def _wait_marks(settings: Settings, ends: dict[str, int], deadline: float) -> None:
-    while True:
-        marks = await applied_marks(settings)
-        behind = {p: (marks.get(p, -1), end) for p, end in ends.items() if marks.get(p, -1) < end}
-        if not behind:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not caught up: {behind}")
-        await asyncio.sleep(0.2)
-
-
 async def wait_caught_up(settings: Settings, within_s: float = 180.0) -> None:
     """Until the active read models applied every record published so far, and what
-    those records caused on the join's internal topics (as read-your-writes does)."""
-    deadline = time.monotonic() + within_s
-    await _wait_marks(settings, await last_offsets(settings), deadline)
+    those records caused on the join's internal topics: the wait read-your-writes
+    does (``query_api.consistency``), for the end of every source topic."""
     reader = LastOffsets(settings)
+    stores = Stores(settings)
     try:
-        for topic in INTERNAL_TOPICS:
-            ends = {f"{topic}:{p}": o for p, o in (await reader(topic)).items()}
-            await _wait_marks(settings, ends, deadline)
+        positions = {topic: await reader(topic) for topic in TOPICS}
+        missing = await wait_for_positions(await stores.active(), positions, within_s, reader)
     finally:
+        await stores.close()
         await reader.close()
+    if missing:
+        raise AssertionError(f"not caught up after {within_s}s: behind on {missing}")
 
 
 async def wait_progress(settings: Settings, at_least: int, within_s: float = 60.0) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,21 +17,8 @@ from projections.customer_fold import (
     profile_to_doc,
 )
 from projections.order_fold import OrderFacts, apply, empty_facts, order_view
-from schemas.events import Event, parse_event
-
-T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
-_ids = iter(range(1, 10**9))
-
-
-def event(type_: str, data: dict[str, Any], at: int = 0) -> Event:
-    return parse_event(
-        {
-            "type": type_,
-            "event_id": str(uuid.UUID(int=next(_ids))),
-            "occurred_at": (T0 + timedelta(minutes=at)).isoformat(),
-            "data": data,
-        }
-    )
+from schemas.events import Event
+from tests.support.events import event
 
 
 def customer_event(
