@@ -174,6 +174,60 @@ class ReadModelWriter:
             await writer.checkpoint(version_keys, topic, partition, offset)
 
 
+class BufferedWriter(ReadModelWriter):
+    """A writer for a rebuild: it keeps the latest state of each changed document and
+    writes it once per batch (``flush``), instead of once per event.
+
+    A rebuild folds many events of one order or customer per batch, so most of
+    the per-event writes would be overwritten within the same batch. The states
+    it holds are complete (the rebuild's pipeline saw every earlier record), so
+    the same merge writes them; marks are raised after every write of the batch,
+    as read-your-writes requires."""
+
+    def __init__(self, concurrency: int = 8) -> None:
+        super().__init__()
+        self._concurrency = concurrency
+        self._orders: dict[str, tuple[Targets, OrderState]] = {}
+        self._customers: dict[str, tuple[Targets, CustomerState]] = {}
+        self._marks: dict[tuple[str, int], tuple[Targets, int]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Documents waiting to be written."""
+        return len(self._orders) + len(self._customers)
+
+    async def write_order(self, targets: Targets, state: OrderState) -> None:
+        if state.offsets:
+            self._orders[state.order_id] = (targets, state)
+
+    async def write_customer(self, targets: Targets, state: CustomerState) -> None:
+        self._customers[state.customer_id] = (targets, state)
+
+    async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
+        held = self._marks.get((topic, partition))
+        if held is None or held[1] < offset:
+            self._marks[(topic, partition)] = (targets, offset)
+
+    async def flush(self) -> None:
+        """Write what is held; on an error nothing is forgotten, and flushing again is
+        harmless (the writes are merges)."""
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def bounded(write: Awaitable[None]) -> None:
+            async with slots:
+                await write
+
+        await asyncio.gather(
+            *(bounded(ReadModelWriter.write_order(self, t, s)) for t, s in self._orders.values()),
+            *(bounded(ReadModelWriter.write_customer(self, t, s))
+              for t, s in self._customers.values()))
+        self._orders.clear()
+        self._customers.clear()
+        for (topic, partition), (targets, offset) in self._marks.items():
+            await ReadModelWriter.checkpoint(self, targets, topic, partition, offset)
+        self._marks.clear()
+
+
 class DecodedStates(Generic[S]):
     """A state store read through a cache of decoded states.
 
@@ -295,16 +349,26 @@ class Pipeline:
 
 class Projector:
     """A pipeline in one process, state in memory, writing one read-model version (or the
-    given targets): the rebuild engine's, and the tests'."""
+    given targets): the rebuild engine's, and the tests'.
 
-    def __init__(self, models: ReadModels, targets: Targets | None = None) -> None:
+    ``buffered``: documents are written on ``flush`` only, once each (a rebuild's
+    batches); otherwise at every event."""
+
+    def __init__(self, models: ReadModels, targets: Targets | None = None,
+                 buffered: bool = False) -> None:
         self.models = models
         fixed = targets or Targets.of(models)
 
         async def provide() -> Targets:
             return fixed
 
-        self.pipeline = Pipeline({}, {}, provide, self._link, self._enrich)
+        self._writer = BufferedWriter() if buffered else ReadModelWriter()
+        self.pipeline = Pipeline({}, {}, provide, self._link, self._enrich, self._writer)
+
+    async def flush(self) -> None:
+        """Write what a buffered projector holds (nothing to do otherwise)."""
+        if isinstance(self._writer, BufferedWriter):
+            await self._writer.flush()
 
     async def _link(self, link: OrderLink) -> None:
         await self.pipeline.order_link(link)

@@ -23,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -98,19 +97,18 @@ async def _apply_partition_batch(
         except CodecError:
             result.undecodable += 1  # the live processors dead-lettered it already
             continue
-        if await _with_retries(partial(projector.apply, event, topic, tp.partition,
-                                       record.offset)):
+        if await projector.apply(event, topic, tp.partition, record.offset):
             result.applied += 1
 
 
-async def _with_retries(apply: Callable[[], Awaitable[bool]], within_s: float = 300.0) -> bool:
+async def _with_retries(write: Callable[[], Awaitable[None]], within_s: float = 300.0) -> None:
     """Retry a store that is slow or briefly unavailable (timeouts, a contended document
-    lock), as the live record handler does; applying again is harmless."""
+    lock), as the live record handler does; writing again is harmless."""
     deadline = time.monotonic() + within_s
     delay = 0.05
     while True:
         try:
-            return await apply()
+            return await write()
         except TRANSIENT_ERRORS:
             if time.monotonic() > deadline:
                 raise
@@ -145,6 +143,7 @@ async def read_until(
             if records:
                 reached[_progress_field(settings, tp)] = records[-1].offset + 1
         await asyncio.gather(*jobs)
+        await _with_retries(projector.flush)  # before the progress that relies on it
         if reached:
             await models.redis.hset(models.key("rebuild_progress"), mapping=reached)
         if progress:
@@ -206,7 +205,7 @@ async def rebuild(
     models = stores.version(version)
     if "orders" in chosen:
         await models.ensure_indexes()
-    projector = Projector(models, Targets.of(models, chosen))
+    projector = Projector(models, Targets.of(models, chosen), buffered=True)
     # Resuming from saved positions needs the join state of the records before them,
     # which the documents carry; without both document projections, start over.
     resume_at_saved = resume and {"orders", "customers"} <= set(chosen)

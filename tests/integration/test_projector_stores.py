@@ -196,3 +196,35 @@ async def test_concurrent_writers_of_one_order_lose_no_fact(stores: Stores) -> N
     view = await models.customers.find_one({"_id": "c-race"})
     assert view is not None
     assert view["lifetime_value"] == {"EUR": f"{20 * len(orders)}.00"}
+
+
+async def test_a_buffered_projector_writes_on_flush_what_the_unbuffered_one_writes(
+    stores: Stores,
+) -> None:
+    """A rebuild's projector holds each changed document until the batch ends and then
+    writes it once; the result is the per-event writer's, marks included."""
+    each, buffered = await fresh_models(stores), await fresh_models(stores)
+    direct, batched = Projector(each), Projector(buffered, buffered=True)
+    records = [(customer("c-9", "Ada"), "customers", 0, 0),
+               (placed("o-8", "c-9"), "orders", 0, 0), (captured("o-8"), "payments", 0, 0),
+               (placed("o-9", "c-9"), "orders", 0, 1),
+               (customer("c-9", "Ada L.", "CustomerUpdated"), "customers", 0, 1)]
+    for event, topic, partition, offset in records:
+        await direct.apply(event, topic, partition, offset)
+        await batched.apply(event, topic, partition, offset)
+    assert await buffered.orders.count_documents({}) == 0  # nothing before the flush
+    assert await buffered.marks("orders") == {}
+
+    await batched.flush()
+    for order_id in ("o-8", "o-9"):
+        assert public_view(await order_doc(buffered, order_id)) == public_view(
+            await order_doc(each, order_id))
+    assert (await order_doc(buffered, "o-9"))["customer"]["name"] == "Ada L."
+    assert await buffered.customers.find_one({"_id": "c-9"}) == await each.customers.find_one(
+        {"_id": "c-9"})
+    assert await redis_state(buffered) == await redis_state(each)
+    assert await buffered.marks("orders") == await each.marks("orders") == {
+        "customers:0": 1, "orders:0": 1, "payments:0": 0}
+
+    await batched.flush()  # nothing held: a second flush writes nothing
+    assert await buffered.orders.count_documents({}) == 2

@@ -25,6 +25,23 @@ async def test_session_servers_are_real_and_healthy(servers) -> None:  # type: i
     await redis.aclose()
 
 
+async def test_ferretdb_finds_documents_by_id_through_the_id_index(settings) -> None:  # type: ignore[no-untyped-def]
+    """The stack builds FerretDB with its _id lookups matching its _id index
+    (``patch_ferretdb_id_lookups``); unpatched, SQLite scans the whole table."""
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
+    try:
+        collection = mongo[settings.mongo_db]["lookups"]
+        await collection.insert_many([{"_id": f"o-{i}", "n": i} for i in range(50)])
+        plan = await mongo[settings.mongo_db].command(
+            "explain", {"find": "lookups", "filter": {"_id": "o-7"}})
+        steps = " ".join(plan["queryPlanner"]["Plan"])
+        assert "USING INDEX" in steps and "SCAN" not in steps, steps
+        assert (await collection.find_one({"_id": "o-7"}) or {}).get("n") == 7
+    finally:
+        await mongo.drop_database(settings.mongo_db)
+        await mongo.close()
+
+
 def test_up_is_idempotent_and_fast_when_running(servers) -> None:  # type: ignore[no-untyped-def]
     started = time.monotonic()
     result = stack("up")
