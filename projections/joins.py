@@ -121,8 +121,14 @@ class OrderState:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> OrderState:
-        return cls(facts_from_doc(doc["facts"]), dict(doc["offsets"]), doc.get("customer"),
-                   int(doc.get("customer_offset", -1)))
+        """Raises ValueError when the offsets are not those of the facts' events (the
+        revision and ``covers`` rely on them)."""
+        facts = facts_from_doc(doc["facts"])
+        offsets = {str(k): int(v) for k, v in doc["offsets"].items()}
+        if set(offsets) != set(facts.event_ids()):
+            raise ValueError(f"order {facts.order_id!r}: the offsets name other events "
+                             "than its facts")
+        return cls(facts, offsets, doc.get("customer"), int(doc.get("customer_offset", -1)))
 
 
 def _sorted_facts(facts: OrderFacts, offsets: Mapping[str, int]) -> OrderFacts:
@@ -186,11 +192,22 @@ class CustomerState:
     orders: Mapping[str, OrderLink] = field(default_factory=dict)
 
     def with_profile(self, event: Event, offset: int) -> CustomerState | None:
+        """The state with ``event``'s profile; None when one as new or newer is known.
+        Raises ValueError for a non-customer event or one of another customer."""
+        profile = apply_customer(None, event)
+        if profile.customer_id != self.customer_id:
+            raise ValueError(f"{event.type} {event.event_id} belongs to customer "
+                             f"{profile.customer_id!r}, not {self.customer_id!r}")
         if offset <= self.profile_offset:
             return None
-        return replace(self, profile=apply_customer(None, event), profile_offset=offset)
+        return replace(self, profile=profile, profile_offset=offset)
 
     def with_order(self, link: OrderLink) -> CustomerState | None:
+        """The state with ``link``'s summary; None when one with as many facts is known.
+        Raises ValueError for an order of another customer."""
+        if link.customer_id != self.customer_id:
+            raise ValueError(f"order {link.order_id!r} belongs to customer "
+                             f"{link.customer_id!r}, not {self.customer_id!r}")
         known = self.orders.get(link.order_id)
         if known is not None and known.facts >= link.facts:
             return None

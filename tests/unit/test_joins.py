@@ -408,6 +408,27 @@ def test_order_state_from_doc_refuses_an_unknown_facts_version() -> None:
         OrderState.from_doc(doc)
 
 
+@pytest.mark.parametrize("change", ["extra offset", "missing offset"])
+def test_order_state_from_doc_refuses_offsets_that_are_not_its_facts(change: str) -> None:
+    doc = fold_order("o-1", [(placed("o-1"), 0), (shipped("o-1"), 1)]).to_doc()
+    if change == "extra offset":
+        doc["offsets"]["not-an-event-of-this-order"] = 7
+    else:
+        doc["offsets"].popitem()
+    with pytest.raises(ValueError, match="offsets name other events"):
+        OrderState.from_doc(doc)
+
+
+def test_a_profile_or_an_order_of_another_customer_is_refused() -> None:
+    state = _customer_with_orders()
+    with pytest.raises(ValueError, match="belongs to customer 'c-2'"):
+        customer_event_step(state, customer("c-2", "Bob"), 9, "c-1")
+    with pytest.raises(ValueError, match="belongs to customer 'c-2'"):
+        order_link_step(state, links_of("o-7", [(placed("o-7", "c-2"), 0)])[0])
+    with pytest.raises(ValueError, match="not a customer event"):
+        state.with_profile(placed("o-8", "c-1"), 9)
+
+
 def _customer_with_orders() -> CustomerState:
     state = customer_event_step(None, customer("c-1", "Ada"), 0, "c-1").state
     for link in (
