@@ -1,0 +1,94 @@
+"""The read side's commands as a user runs them (``eventfold replay``, ``verify``,
+``status``, ``drop``): settings from the environment, exit codes, what they print."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from eventfold import cli
+from eventfold.settings import Settings
+from producers.demo import generate
+from projections.read_models import PROJECTIONS, Stores
+from tests.conftest import settings_env
+from tests.support.processes import ProcessorProcess
+from tests.support.scenario import publish, wait_caught_up
+
+
+class Cli:
+    """``eventfold`` with the deployment's settings in its environment, output captured."""
+
+    def __init__(self, deployment: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name, value in settings_env(deployment).items():
+            monkeypatch.setenv(name, value)
+        self._out = io.StringIO()
+        monkeypatch.setattr(cli, "console", Console(file=self._out, width=250,
+                                                    force_terminal=False))
+
+    async def __call__(self, *argv: str) -> tuple[int, str]:
+        """Exit code and what this command printed."""
+        self._out.seek(0)
+        self._out.truncate()
+        code = await asyncio.to_thread(cli.main, list(argv))
+        return code, self._out.getvalue()
+
+
+def projection_rows(status: str) -> dict[str, list[str]]:
+    """The ``projections`` table of ``eventfold status``: projection -> its cells."""
+    rows = {}
+    for line in status.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 3 and cells[0] in PROJECTIONS:  # not the lag table's rows
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.timeout(600)
+async def test_replay_verify_status_and_drop_from_the_command_line(
+    processor: ProcessorProcess, deployment: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = Cli(deployment, monkeypatch)
+    await publish(deployment, generate(21, 40))
+    await wait_caught_up(deployment)
+
+    code, out = await run("verify")
+    assert code == 0 and "identical" in out, out
+
+    code, out = await run("replay", "--resume", "--quiet")
+    assert code == 1 and "no interrupted rebuild to resume" in out, out
+
+    code, out = await run("replay", "--all", "--quiet", "--grace-s", "0")
+    assert code == 0, out
+    rebuilt = re.search(r"rebuilt orders, customers, redis as (v\d+)", out)
+    assert rebuilt is not None, out
+    version = rebuilt.group(1)
+    stores = Stores(deployment)
+    try:
+        # it returned once the new version was active, for every projection
+        assert await stores.active_versions() == dict.fromkeys(PROJECTIONS, version)
+        code, out = await run("status")
+        assert code == 0
+        assert projection_rows(out) == {p: [version, "-"] for p in PROJECTIONS}, out
+
+        code, out = await run("verify")
+        assert code == 0 and f"{version} vs a fresh fold of the topics" in out, out
+
+        # a document that differs from the fold: verify names it and exits 1
+        models = await stores.active()
+        doc = await models.orders.find_one({})
+        assert doc is not None
+        await models.orders.update_one({"_id": doc["_id"]}, {"$set": {"status": "lost"}})
+        code, out = await run("verify")
+        assert code == 1, out
+        assert f"orders/{doc['_id']}.status: expected" in out and "stored 'lost'" in out, out
+
+        code, out = await run("drop")
+        assert code == 0 and "dropped: v1" in out, out  # grace 0: due at once
+        code, out = await run("drop", version)
+        assert code == 1 and f"{version} is in use" in out, out  # never the active one
+    finally:
+        await stores.close()
