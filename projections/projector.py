@@ -217,10 +217,14 @@ class BufferedWriter(ReadModelWriter):
             async with slots:
                 await write
 
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(bounded(ReadModelWriter.write_order(self, t, s)) for t, s in self._orders.values()),
             *(bounded(ReadModelWriter.write_customer(self, t, s))
-              for t, s in self._customers.values()))
+              for t, s in self._customers.values()),
+            return_exceptions=True)  # every write ends before the flush does, even on errors
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed
         self._orders.clear()
         self._customers.clear()
         for (topic, partition), (targets, offset) in self._marks.items():

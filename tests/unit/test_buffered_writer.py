@@ -3,6 +3,7 @@ nothing forgotten when a flush fails."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -33,14 +34,21 @@ class Recorded:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_orders: int = 0) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail_orders = fail_orders
+        order_failed = asyncio.Event()
 
         async def write_order(_self: Any, targets: Targets, state: OrderState) -> None:
             if self.fail_orders:
                 self.fail_orders -= 1
+                order_failed.set()
                 raise TimeoutError("store timed out")
             self.calls.append(("order", len(state.offsets)))
 
         async def write_customer(_self: Any, targets: Targets, state: CustomerState) -> None:
+            if self.fail_orders or order_failed.is_set():
+                # a write still under way when another one fails
+                await order_failed.wait()
+                for _ in range(5):
+                    await asyncio.sleep(0)
             self.calls.append(("customer", state.customer_id))
 
         async def checkpoint(_self: Any, targets: Targets, topic: str, partition: int,
@@ -84,7 +92,7 @@ async def test_an_order_without_facts_is_not_written(monkeypatch: pytest.MonkeyP
     assert stores.calls == []
 
 
-async def test_a_failed_flush_forgets_nothing_and_raises_no_mark(
+async def test_a_failed_flush_waits_for_its_other_writes_forgets_nothing_and_raises_no_mark(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stores = Recorded(monkeypatch, fail_orders=1)
@@ -95,6 +103,7 @@ async def test_a_failed_flush_forgets_nothing_and_raises_no_mark(
     with pytest.raises(TimeoutError):
         await writer.flush()
     assert not any(kind == "mark" for kind, _ in stores.calls)
+    assert stores.calls == [("customer", "c-1")]  # the other write ended before the raise
     assert writer.pending == 2
 
     await writer.flush()  # the retry writes everything again (merges: harmless)
