@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from eventfold.settings import Settings
 from schemas.catalog import INTERNAL_TOPICS, TOPICS, dlq_topic
@@ -120,15 +121,16 @@ async def start_group_at_beginning(settings: Settings, group: str,
     """See ``_start_group_at_beginning``; retried while the broker has no group
     coordinator yet (a fresh broker), and never fatal: without it the processors
     still run, only without this protection for partitions nobody committed yet."""
-    deadline = asyncio.get_running_loop().time() + settings.kafka_timeout_s * 3
-    while True:
-        try:
-            return await _start_group_at_beginning(settings, group, topics)
-        except KafkaError as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                log.warning("could not commit beginning offsets for %s: %r", group, exc)
-                return {}
-            await asyncio.sleep(0.5)
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(KafkaError), wait=wait_fixed(0.5),
+            stop=stop_after_delay(settings.kafka_timeout_s * 3), reraise=True,
+        ):
+            with attempt:
+                return await _start_group_at_beginning(settings, group, topics)
+    except KafkaError as exc:
+        log.warning("could not commit beginning offsets for %s: %r", group, exc)
+    return {}
 
 
 async def _start_group_at_beginning(settings: Settings, group: str,

@@ -164,14 +164,22 @@ class ReadModelWriter:
             await models.db[models.collection(collection)].replace_one({"_id": doc["_id"]}, doc)
 
     async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
-        """Raise the applied mark of every target projection version (one call per version)."""
+        """Raise the applied mark of every target projection version."""
+        await self._raise_marks(targets, {f"{topic}:{partition}": offset})
+
+    async def _raise_marks(self, targets: Targets, marks: Mapping[str, int]) -> None:
+        """Raise ``marks`` (``topic:partition`` -> offset) in every target projection
+        version: one call per version."""
         keys: dict[RedisWriter, list[str]] = {}
         for projection, versions in targets.by_projection().items():
             for models in versions:
                 writer = self._redis_of(models, projection)
                 keys.setdefault(writer, []).append(models.checkpoints_key(projection))
         for writer, version_keys in keys.items():
-            await writer.checkpoint(version_keys, topic, partition, offset)
+            await writer.raise_marks(version_keys, marks)
+
+    async def flush(self) -> None:
+        """Nothing is held: every write happens when it is asked for."""
 
 
 class BufferedWriter(ReadModelWriter):
@@ -227,8 +235,11 @@ class BufferedWriter(ReadModelWriter):
             raise failed
         self._orders.clear()
         self._customers.clear()
+        by_targets: dict[int, tuple[Targets, dict[str, int]]] = {}
         for (topic, partition), (targets, offset) in self._marks.items():
-            await ReadModelWriter.checkpoint(self, targets, topic, partition, offset)
+            by_targets.setdefault(id(targets), (targets, {}))[1][f"{topic}:{partition}"] = offset
+        for targets, marks in by_targets.values():
+            await self._raise_marks(targets, marks)
         self._marks.clear()
 
 
@@ -371,8 +382,7 @@ class Projector:
 
     async def flush(self) -> None:
         """Write what a buffered projector holds (nothing to do otherwise)."""
-        if isinstance(self._writer, BufferedWriter):
-            await self._writer.flush()
+        await self._writer.flush()
 
     async def _link(self, link: OrderLink) -> None:
         await self.pipeline.order_link(link)

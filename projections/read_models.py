@@ -283,6 +283,11 @@ class Stores:
         )
         return previous
 
+    async def _remove_entry(self, field: str, version: str) -> None:
+        """Take ``version`` out of the meta document's ``building`` or ``retired`` list."""
+        await self.meta.update_one(
+            {"_id": META_ID}, {"$set": {field: await self._entries_without(field, version)}})
+
     async def _entries_without(self, field: str, version: str) -> list[Any]:
         """The ``building`` or ``retired`` list of the meta document without ``version``.
 
@@ -320,9 +325,7 @@ class Stores:
             # Never a projection that is active at that version again.
             projections = [p for p in entry["projections"] if meta.active[p] != name]
             await self.version(name).drop(projections)
-            await self.meta.update_one(
-                {"_id": META_ID}, {"$set": {"retired": await self._entries_without("retired",
-                                                                                   name)}})
+            await self._remove_entry("retired", name)
         return [str(entry["version"]) for entry in due]
 
     async def holding(self, version: str) -> tuple[ReadModels, tuple[str, ...]]:
@@ -339,9 +342,7 @@ class Stores:
                               for p in PROJECTIONS}), chosen
 
     async def abandon_build(self, version: str) -> None:
-        await self.meta.update_one(
-            {"_id": META_ID}, {"$set": {"building": await self._entries_without("building",
-                                                                                version)}})
+        await self._remove_entry("building", version)
 
     async def close(self) -> None:
         await self.mongo.close()

@@ -14,6 +14,7 @@ Amounts are integer 1e-4 units, so counters stay exact (HINCRBY).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from projections.read_models import ReadModels
@@ -45,10 +46,12 @@ redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
 """
 
-_RAISE_CHECKPOINT = """
+_RAISE_MARKS = """
 for _, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('HGET', key, ARGV[1]) or '-1')
-  if tonumber(ARGV[2]) > current then redis.call('HSET', key, ARGV[1], ARGV[2]) end
+  for i = 1, #ARGV, 2 do
+    local current = tonumber(redis.call('HGET', key, ARGV[i]) or '-1')
+    if tonumber(ARGV[i + 1]) > current then redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+  end
 end
 return 1
 """
@@ -70,7 +73,7 @@ class RedisWriter:
     def __init__(self, models: ReadModels) -> None:
         self._models = models
         self._script = models.redis.register_script(_APPLY_ORDER)
-        self._checkpoint = models.redis.register_script(_RAISE_CHECKPOINT)
+        self._raise_marks = models.redis.register_script(_RAISE_MARKS)
 
     async def apply_order(
         self, order_id: str, revision: tuple[int, int], contribution: dict[str, Any],
@@ -87,15 +90,13 @@ class RedisWriter:
         )
         return bool(result)
 
-    async def checkpoint(self, keys: list[str], topic: str, partition: int, offset: int) -> None:
-        """Raise the applied-position mark of one partition in each of ``keys`` (checkpoint
-        hashes of one version, so one slot), never lowering it.
+    async def raise_marks(self, keys: list[str], marks: Mapping[str, int]) -> None:
+        """Raise the applied-position marks (``topic:partition`` -> offset) in each of
+        ``keys`` (checkpoint hashes of one version, so one slot), never lowering one; one
+        call for all of them.
 
-        Read-your-writes waits on these marks, so it is raised only after every
-        write of the record (order, Redis, customer view) is done."""
-        await self._checkpoint(keys=keys, args=[f"{topic}:{partition}", offset])
-
-    async def raise_marks(self, key: str, marks: dict[str, str]) -> None:
-        """Raise several marks of one checkpoint hash (never lowering any)."""
-        for field, offset in marks.items():
-            await self._checkpoint(keys=[key], args=[field, offset])
+        Read-your-writes waits on these marks, so they are raised only after every
+        write of the records they cover (order, Redis, customer view) is done."""
+        if marks:
+            await self._raise_marks(
+                keys=keys, args=[x for field, offset in marks.items() for x in (field, offset)])

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
@@ -104,16 +105,12 @@ async def _apply_partition_batch(
 async def _with_retries(write: Callable[[], Awaitable[None]], within_s: float = 300.0) -> None:
     """Retry a store that is slow or briefly unavailable (timeouts, a contended document
     lock), as the live record handler does; writing again is harmless."""
-    deadline = time.monotonic() + within_s
-    delay = 0.05
-    while True:
-        try:
-            return await write()
-        except TRANSIENT_ERRORS:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(5.0, delay * 2)
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT_ERRORS), stop=stop_after_delay(within_s),
+        wait=wait_exponential(multiplier=0.05, max=5.0), reraise=True,
+    ):
+        with attempt:
+            await write()
 
 
 async def read_until(
@@ -257,8 +254,7 @@ async def _carry_internal_marks(stores: Stores, version: str, chosen: Sequence[s
     read-your-writes waits on these marks (``query_api.consistency``)."""
     active = await stores.active()
     for projection in chosen:
-        marks = {k: str(v) for k, v in (await active.marks(projection)).items()
+        marks = {k: v for k, v in (await active.marks(projection)).items()
                  if k.split(":")[0] in INTERNAL_TOPICS}
-        if marks:
-            target = stores.version(version)
-            await RedisWriter(target).raise_marks(target.checkpoints_key(projection), marks)
+        target = stores.version(version)
+        await RedisWriter(target).raise_marks([target.checkpoints_key(projection)], marks)

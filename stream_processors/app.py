@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 settings = Settings()
 T = TypeVar("T")
 
+
 class ProcessorApp(faust.App):
     """The Faust app, preparing Kafka before its consumer starts."""
 

@@ -61,9 +61,13 @@ class StallGuard:
         self._watermark.clear()
         self._suspects.clear()
 
-    def _baseline(self, tp: Any) -> int:
-        """The committed offset (Faust keeps None for a committed 0; every partition
-        has a commit, see ``eventfold.topics.start_group_at_beginning``)."""
+    def _mark(self, tp: Any) -> int:
+        """The watermark, or after a reset the committed offset (Faust keeps None for a
+        committed 0; every partition has a commit, see
+        ``eventfold.topics.start_group_at_beginning``)."""
+        mark = self._watermark.get(tp)
+        if mark is not None:
+            return mark
         committed = self._app.consumer._committed_offset.get(tp)
         return 0 if committed is None else int(committed)
 
@@ -73,9 +77,7 @@ class StallGuard:
         ``handle`` first. The worker counts as busy until ``done()``."""
         self._in_flight += 1
         self._last_activity = time.monotonic()
-        mark = self._watermark.get(tp)
-        if mark is None:
-            mark = self._baseline(tp)
+        mark = self._mark(tp)
         if offset > mark:
             log.warning("%s:%s: records from offset %s to %s were not delivered; reading "
                         "them directly", tp.topic, tp.partition, mark, offset - 1)
@@ -165,7 +167,7 @@ class StallGuard:
         ends = await consumer.highwaters(*tps)
         suspects: dict[Any, int] = {}
         for tp in tps:
-            mark = self._watermark.get(tp, self._baseline(tp))
+            mark = self._mark(tp)
             end = ends.get(tp)
             if end is not None and mark < end:
                 suspects[tp] = mark

@@ -51,13 +51,14 @@ class Recorded:
                     await asyncio.sleep(0)
             self.calls.append(("customer", state.customer_id))
 
-        async def checkpoint(_self: Any, targets: Targets, topic: str, partition: int,
-                             offset: int) -> None:
-            self.calls.append(("mark", (topic, partition, offset)))
+        async def raise_marks(_self: Any, targets: Targets, marks: dict[str, int]) -> None:
+            for field, offset in marks.items():
+                topic, partition = field.split(":")
+                self.calls.append(("mark", (topic, int(partition), offset)))
 
         monkeypatch.setattr(ReadModelWriter, "write_order", write_order)
         monkeypatch.setattr(ReadModelWriter, "write_customer", write_customer)
-        monkeypatch.setattr(ReadModelWriter, "checkpoint", checkpoint)
+        monkeypatch.setattr(ReadModelWriter, "_raise_marks", raise_marks)
 
 
 async def test_each_document_is_written_once_with_its_latest_state_then_the_marks(
