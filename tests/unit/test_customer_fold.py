@@ -18,24 +18,7 @@ from projections.customer_fold import (
 )
 from projections.order_fold import OrderFacts, apply, empty_facts, order_view
 from schemas.events import Event
-from tests.support.events import event
-
-
-def customer_event(
-    type_: str = "CustomerRegistered",
-    customer_id: str = "c-1",
-    name: str = "Ada",
-    tier: str = "silver",
-    country: str = "DE",
-) -> Event:
-    data = {
-        "customer_id": customer_id,
-        "name": name,
-        "email": f"{name.lower().replace(' ', '')}@example.com",
-        "tier": tier,
-        "country": country,
-    }
-    return event(type_, data)
+from tests.support.events import customer_event, event
 
 
 def order_facts(
@@ -79,7 +62,8 @@ def order(order_id: str, **kwargs: Any) -> dict[str, Any]:
 
 def test_latest_customer_event_wins_and_sets_every_field() -> None:
     registered = customer_event("CustomerRegistered", name="Ada", tier="silver", country="DE")
-    updated = customer_event("CustomerUpdated", name="Ada L", tier="gold", country="GB")
+    updated = customer_event("CustomerUpdated", name="Ada L", tier="gold", country="GB",
+                             email="adal@example.com")
     profile = apply_customer(apply_customer(None, registered), updated)
     assert profile == CustomerProfile(
         customer_id="c-1",

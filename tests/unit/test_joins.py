@@ -19,7 +19,7 @@ What they prove:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +43,10 @@ from projections.joins import (
 )
 from projections.order_fold import order_id_of
 from schemas.events import Event, parse_event
+from tests.support.events import TWO_ITEMS, Items, customer_event, payment_data, placed_data
 from tests.support.events import event as _event
 
-# --- event builders (the style of test_order_fold / test_customer_fold) ---------------------
-
-
+# --- event builders (their data from tests.support.events) -------------------------------
 
 
 def placed(
@@ -55,16 +54,10 @@ def placed(
     customer_id: str = "c-1",
     *,
     currency: str = "EUR",
-    items: Sequence[tuple[str, int, str]] = (("A-1", 2, "9.99"), ("B-2", 1, "5")),  # 24.98
+    items: Items = TWO_ITEMS,  # 24.98
     at: int = 0,
 ) -> Event:
-    data = {
-        "order_id": order_id,
-        "customer_id": customer_id,
-        "currency": currency,
-        "items": [{"sku": s, "quantity": q, "unit_price": p} for s, q, p in items],
-    }
-    return _event("OrderPlaced", data, at)
+    return _event("OrderPlaced", placed_data(order_id, customer_id, currency, items), at)
 
 
 def shipped(order_id: str, at: int = 10) -> Event:
@@ -89,14 +82,7 @@ def payment(
     payment_id: str = "p-1",
     at: int = 5,
 ) -> Event:
-    data: dict[str, Any] = {"payment_id": payment_id, "order_id": order_id}
-    if type_ == "PaymentFailed":
-        data["reason"] = "declined"
-    else:
-        data.update(amount=amount, currency=currency)
-    if type_ == "PaymentAuthorized":
-        data["method"] = "card"
-    return _event(type_, data, at)
+    return _event(type_, payment_data(type_, order_id, amount, currency, payment_id), at)
 
 
 def customer(
@@ -106,14 +92,7 @@ def customer(
     country: str = "DE",
     type_: str = "CustomerRegistered",
 ) -> Event:
-    data = {
-        "customer_id": customer_id,
-        "name": name,
-        "email": f"{name.lower().replace(' ', '.')}@example.com",
-        "tier": tier,
-        "country": country,
-    }
-    return _event(type_, data)
+    return customer_event(type_, customer_id, name, tier, country)
 
 
 def block(name: str, tier: str = "silver", country: str = "DE") -> dict[str, Any]:
@@ -718,56 +697,48 @@ def _same_customer(a: CustomerState, b: CustomerState) -> None:
     assert a == b
 
 
-@settings(max_examples=100, deadline=None)
-@given(order_states, order_states, order_states)
-def test_order_merge_is_commutative_associative_and_idempotent(
-    a: OrderState, b: OrderState, c: OrderState
-) -> None:
-    _same_order(a.merge(b), b.merge(a))
-    _same_order(a.merge(b).merge(c), a.merge(b.merge(c)))
-    _same_order(a.merge(a), a)
+@dataclass(frozen=True)
+class Mergeable:
+    """One kind of join state, for the merge properties both kinds share."""
+
+    inputs: int  # how many fixture inputs there are
+    state_of: Callable[[Iterable[int]], Any]
+    same: Callable[[Any, Any], None]
 
 
+MERGEABLE = {"order": Mergeable(len(ORDER_INPUTS), order_state_of, _same_order),
+             "customer": Mergeable(len(CUSTOMER_INPUTS), customer_state_of, _same_customer)}
+
+
+@pytest.mark.parametrize("kind", MERGEABLE)
 @settings(max_examples=100, deadline=None)
-@given(_subsets(len(ORDER_INPUTS)), st.data())
-def test_order_merge_with_a_subset_of_itself_changes_nothing(
-    indices: list[int], data: st.DataObject
-) -> None:
-    whole = order_state_of(indices)
-    part = order_state_of(
+@given(st.data())
+def test_merge_is_commutative_associative_and_idempotent(kind: str, data: st.DataObject) -> None:
+    m = MERGEABLE[kind]
+    a, b, c = (data.draw(_subsets(m.inputs).map(m.state_of)) for _ in range(3))
+    m.same(a.merge(b), b.merge(a))
+    m.same(a.merge(b).merge(c), a.merge(b.merge(c)))
+    m.same(a.merge(a), a)
+
+
+@pytest.mark.parametrize("kind", MERGEABLE)
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_merge_with_a_subset_of_itself_changes_nothing(kind: str, data: st.DataObject) -> None:
+    m = MERGEABLE[kind]
+    indices = data.draw(_subsets(m.inputs))
+    whole = m.state_of(indices)
+    part = m.state_of(
         data.draw(st.lists(st.sampled_from(indices), unique=True)) if indices else []
     )
-    _same_order(whole.merge(part), whole)
-    _same_order(part.merge(whole), whole)
+    m.same(whole.merge(part), whole)
+    m.same(part.merge(whole), whole)
 
 
 @settings(max_examples=100, deadline=None)
 @given(_subsets(len(ORDER_INPUTS)), _subsets(len(ORDER_INPUTS)))
 def test_order_merge_knows_what_either_side_knows(left: list[int], right: list[int]) -> None:
     _same_order(order_state_of(left).merge(order_state_of(right)), order_state_of(left + right))
-
-
-@settings(max_examples=100, deadline=None)
-@given(customer_states, customer_states, customer_states)
-def test_customer_merge_is_commutative_associative_and_idempotent(
-    a: CustomerState, b: CustomerState, c: CustomerState
-) -> None:
-    _same_customer(a.merge(b), b.merge(a))
-    _same_customer(a.merge(b).merge(c), a.merge(b.merge(c)))
-    _same_customer(a.merge(a), a)
-
-
-@settings(max_examples=100, deadline=None)
-@given(_subsets(len(CUSTOMER_INPUTS)), st.data())
-def test_customer_merge_with_a_subset_of_itself_changes_nothing(
-    indices: list[int], data: st.DataObject
-) -> None:
-    whole = customer_state_of(indices)
-    part = customer_state_of(
-        data.draw(st.lists(st.sampled_from(indices), unique=True)) if indices else []
-    )
-    _same_customer(whole.merge(part), whole)
-    _same_customer(part.merge(whole), whole)
 
 
 @settings(max_examples=60, deadline=None)

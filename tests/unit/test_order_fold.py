@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,7 @@ from projections.order_fold import (
     reference_fold,
 )
 from schemas.events import Event, parse_event
+from tests.support.events import TWO_ITEMS, Items, payment_data, placed_data
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 ORDER = "o-1"
@@ -50,17 +51,12 @@ def placed(
     at: int = 0,
     *,
     currency: str = "EUR",
-    items: Sequence[tuple[str, int, str]] = (("A-1", 2, "9.99"), ("B-2", 1, "5")),
+    items: Items = TWO_ITEMS,
     order_id: str = ORDER,
     customer_id: str = "c-1",
     event_id: str | None = None,
 ) -> Event:
-    data = {
-        "order_id": order_id,
-        "customer_id": customer_id,
-        "currency": currency,
-        "items": [{"sku": s, "quantity": q, "unit_price": p} for s, q, p in items],
-    }
+    data = placed_data(order_id, customer_id, currency, items)
     return parse_event(_envelope("OrderPlaced", data, at, event_id))
 
 
@@ -89,13 +85,7 @@ def payment(
     order_id: str = ORDER,
     event_id: str | None = None,
 ) -> Event:
-    data: dict[str, Any] = {"payment_id": payment_id, "order_id": order_id}
-    if type_ == "PaymentFailed":
-        data["reason"] = "declined"
-    else:
-        data.update(amount=amount, currency=currency)
-    if type_ == "PaymentAuthorized":
-        data["method"] = "card"
+    data = payment_data(type_, order_id, amount, currency, payment_id)
     return parse_event(_envelope(type_, data, at, event_id))
 
 
