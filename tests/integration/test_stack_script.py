@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReplaceOne
 from redis.asyncio import Redis
 
 from tests.support.stack import stack
@@ -33,10 +34,37 @@ async def test_ferretdb_finds_documents_by_id_through_the_id_index(settings) -> 
         collection = mongo[settings.mongo_db]["lookups"]
         await collection.insert_many([{"_id": f"o-{i}", "n": i} for i in range(50)])
         plan = await mongo[settings.mongo_db].command(
-            "explain", {"find": "lookups", "filter": {"_id": "o-7"}})
+            "explain", {"find": "lookups", "filter": {"_id": "o-7"}}
+        )
         steps = " ".join(plan["queryPlanner"]["Plan"])
         assert "USING INDEX" in steps and "SCAN" not in steps, steps
         assert (await collection.find_one({"_id": "o-7"}) or {}).get("n") == 7
+    finally:
+        await mongo.drop_database(settings.mongo_db)
+        await mongo.close()
+
+
+async def test_ferretdb_completes_one_bulk_write_matching_500_documents(settings) -> None:  # type: ignore[no-untyped-def]
+    """The stack builds FerretDB with its update command closing each statement's
+    query at once (``patch_ferretdb_update_close``); unpatched, every matched
+    ReplaceOne of one command held a pooled SQLite connection until the command
+    ended, and the 100th waited for one forever."""
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri, socketTimeoutMS=30_000)
+    try:
+        collection = mongo[settings.mongo_db]["replaced"]
+        await collection.insert_many([{"_id": f"o-{i}", "n": i} for i in range(500)])
+        result = await asyncio.wait_for(
+            collection.bulk_write(
+                [ReplaceOne({"_id": f"o-{i}"}, {"n": -i, "state": "replaced"}) for i in range(500)],
+                ordered=False,
+            ),
+            timeout=30,
+        )
+        assert result.matched_count == 500
+        documents = await collection.find().to_list()
+        assert sorted((d["_id"], d["n"], d["state"]) for d in documents) == sorted(
+            (f"o-{i}", -i, "replaced") for i in range(500)
+        )
     finally:
         await mongo.drop_database(settings.mongo_db)
         await mongo.close()
@@ -55,8 +83,11 @@ def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = stack("up", extra_env={"EVENTFOLD_STACK_DIR": str(tmp_path),
-                                        "EVENTFOLD_REDIS_PORT": str(port)}, check=False)
+        result = stack(
+            "up",
+            extra_env={"EVENTFOLD_STACK_DIR": str(tmp_path), "EVENTFOLD_REDIS_PORT": str(port)},
+            check=False,
+        )
     assert result.returncode != 0
     assert f"port {port} is already in use" in result.stderr
     assert "EVENTFOLD_REDIS_PORT" in result.stderr
