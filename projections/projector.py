@@ -5,13 +5,17 @@ keeps the keyed state in whatever mapping it is given (a Faust table backed by
 a changelog topic in the processors, a dict in a rebuild), hands messages for
 the other side of the join to the given senders (Kafka topics, or direct
 calls), and writes every changed order and customer to the target read-model
-versions through ``ReadModelWriter``.
+versions through ``BatchWriter``: the records of a batch (a poll of the live
+processors, a chunk of a rebuild, or a single event) are folded in memory
+first, then each changed document is written once (``Pipeline.flush``).
 
 Documents carry the state they were derived from (``_state``), so a write is a
 merge: what is stored and what the writer knows are united, and the view is
 derived from the union. Two writers of one document (a rebuild and the live
 processor, both writing the version being built; or a worker that lost its
-partitions mid-write) therefore never undo each other, whatever their order.
+partitions mid-write) therefore never undo each other, whatever their order;
+they take turns per batch under the collection's lock (FerretDB's updates are
+not atomic, see ``ReadModels.batch_lock``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from pymongo import InsertOne, ReplaceOne
+from redis.asyncio import Redis
 
 from projections.customer_fold import CUSTOMER_EVENT_TYPES
 from projections.joins import (
@@ -44,6 +51,10 @@ from schemas.events import Event
 StateStore = MutableMapping[str, Any]  # key -> JSON-safe state document
 S = TypeVar("S", OrderState, CustomerState)
 Position = tuple[str, int, int]  # logical topic, partition, offset
+T = TypeVar("T")
+Doc = dict[str, Any]
+Merge = Callable[["Document | None"], Any]
+"""Given the stored document (or None), the state to store, or None when it is as new."""
 
 
 class ConcurrentUpdateError(RuntimeError):
@@ -109,138 +120,161 @@ def _customer_merge(state: CustomerState) -> Callable[[Document | None], Custome
     return merge
 
 
-class ReadModelWriter:
-    """Turns states into MongoDB documents and Redis updates in every target version."""
+FIND_CHUNK = 1000
+"""Ids per ``find`` of stored documents (one query per chunk)."""
+BULK_CHUNK = 90
+"""Statements per ``bulk_write`` command (FerretDB 1.24 as released hangs on one that
+matches 100 or more documents; see stack/stack.sh)."""
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@dataclass
+class _Held:
+    """What a batch changed: the latest state of each document and the highest offset
+    applied per partition, with the versions they go to."""
+
+    orders: dict[str, tuple[Targets, OrderState]] = field(default_factory=dict)
+    customers: dict[str, tuple[Targets, CustomerState]] = field(default_factory=dict)
+    marks: dict[tuple[str, int], tuple[Targets, int]] = field(default_factory=dict)
+
+
+class BatchWriter:
+    """Writes what a batch of records changed, each document once, with a fixed number
+    of round trips per batch whatever its size.
+
+    The pipeline hands it every changed state (``write_order``, ``write_customer``)
+    and every applied position (``checkpoint``); nothing is written until ``flush``:
+
+    1. per target version and collection, under that collection's batch lock
+       (``ReadModels.batch_lock``), one ``find`` of the stored documents and one
+       ``bulk_write`` of the merged ones (``ordered=False``);
+    2. then one Redis pipeline: each order's contribution to every target version,
+       then the applied marks, which read-your-writes waits on, last.
+
+    A flush that fails forgets nothing: flushing again writes the same merges
+    (harmless). ``discard`` drops what is held (the caller re-applies the records
+    one by one)."""
 
     def __init__(self) -> None:
-        self._redis: dict[tuple[str, str], RedisWriter] = {}
-
-    def _redis_of(self, models: ReadModels, projection: str) -> RedisWriter:
-        """One writer (and its registered scripts) per version, not one per event."""
-        version = models.versions[projection]
-        key = (models.redis_prefix, version)
-        if key not in self._redis:
-            uniform = ReadModels(models.db, models.redis, dict.fromkeys(PROJECTIONS, version),
-                                 models.redis_prefix)
-            self._redis[key] = RedisWriter(uniform)
-        return self._redis[key]
-
-    async def write_order(self, targets: Targets, state: OrderState) -> None:
-        if not state.offsets:
-            return  # only an enrichment is known: no order to show yet
-        for models in targets.orders:
-            await self._merge(models, "orders", state.order_id, _order_merge(state))
-        view = state.view()
-        contribution = redis_contribution(view)
-        view_json = json.dumps(view, separators=(",", ":"))
-        for models in targets.redis:
-            await self._redis_of(models, "redis").apply_order(
-                state.order_id, state.revision, contribution, view_json)
-
-    async def write_customer(self, targets: Targets, state: CustomerState) -> None:
-        for models in targets.customers:
-            await self._merge(models, "customers", state.customer_id, _customer_merge(state))
-
-    async def _merge(self, models: ReadModels, projection: str, doc_id: str,
-                     merge: Callable[[Document | None], Any]) -> None:
-        """Read-merge-write under the document's lock (see ``ReadModels.document_lock``);
-        ``merge`` returns the state to store, or None when the stored one is as new."""
-        async with models.document_lock(projection, doc_id):
-            stored = await models.db[models.collection(projection)].find_one({"_id": doc_id})
-            merged = merge(stored)
-            if merged is None:
-                return
-            doc: Document = {"_id": doc_id, **merged.view(), "_state": merged.to_doc()}
-            await self._put(models, projection, stored, doc)
-
-    @staticmethod
-    async def _put(models: ReadModels, collection: str, stored: Document | None,
-                   doc: Document) -> None:
-        # By _id alone: the lock already excludes other writers, and FerretDB
-        # scans the whole collection for any other filter.
-        if stored is None:
-            await models.db[models.collection(collection)].insert_one(doc)
-        else:
-            await models.db[models.collection(collection)].replace_one({"_id": doc["_id"]}, doc)
-
-    async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
-        """Raise the applied mark of every target projection version."""
-        await self._raise_marks(targets, {f"{topic}:{partition}": offset})
-
-    async def _raise_marks(self, targets: Targets, marks: Mapping[str, int]) -> None:
-        """Raise ``marks`` (``topic:partition`` -> offset) in every target projection
-        version: one call per version."""
-        keys: dict[RedisWriter, list[str]] = {}
-        for projection, versions in targets.by_projection().items():
-            for models in versions:
-                writer = self._redis_of(models, projection)
-                keys.setdefault(writer, []).append(models.checkpoints_key(projection))
-        for writer, version_keys in keys.items():
-            await writer.raise_marks(version_keys, marks)
-
-    async def flush(self) -> None:
-        """Nothing is held: every write happens when it is asked for."""
-
-
-class BufferedWriter(ReadModelWriter):
-    """A writer for a rebuild: it keeps the latest state of each changed document and
-    writes it once per batch (``flush``), instead of once per event.
-
-    A rebuild folds many events of one order or customer per batch, so most of
-    the per-event writes would be overwritten within the same batch. The states
-    it holds are complete (the rebuild's pipeline saw every earlier record), so
-    the same merge writes them; marks are raised after every write of the batch,
-    as read-your-writes requires."""
-
-    def __init__(self, concurrency: int = 8) -> None:
-        super().__init__()
-        self._concurrency = concurrency
-        self._orders: dict[str, tuple[Targets, OrderState]] = {}
-        self._customers: dict[str, tuple[Targets, CustomerState]] = {}
-        self._marks: dict[tuple[str, int], tuple[Targets, int]] = {}
+        self._held = _Held()
+        self._redis: dict[int, RedisWriter] = {}
 
     @property
     def pending(self) -> int:
         """Documents waiting to be written."""
-        return len(self._orders) + len(self._customers)
+        return len(self._held.orders) + len(self._held.customers)
 
-    async def write_order(self, targets: Targets, state: OrderState) -> None:
-        if state.offsets:
-            self._orders[state.order_id] = (targets, state)
+    def write_order(self, targets: Targets, state: OrderState) -> None:
+        if state.offsets:  # only an enrichment known: no order to show yet
+            self._held.orders[state.order_id] = (targets, state)
 
-    async def write_customer(self, targets: Targets, state: CustomerState) -> None:
-        self._customers[state.customer_id] = (targets, state)
+    def write_customer(self, targets: Targets, state: CustomerState) -> None:
+        self._held.customers[state.customer_id] = (targets, state)
 
-    async def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
-        held = self._marks.get((topic, partition))
+    def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
+        held = self._held.marks.get((topic, partition))
         if held is None or held[1] < offset:
-            self._marks[(topic, partition)] = (targets, offset)
+            self._held.marks[(topic, partition)] = (targets, offset)
 
-    async def flush(self) -> None:
-        """Write what is held; on an error nothing is forgotten, and flushing again is
-        harmless (the writes are merges)."""
-        slots = asyncio.Semaphore(self._concurrency)
+    def discard(self) -> None:
+        self._held = _Held()
 
-        async def bounded(write: Awaitable[None]) -> None:
-            async with slots:
-                await write
+    def _redis_of(self, redis: Redis) -> RedisWriter:
+        """One writer (and its registered scripts) per connection pool."""
+        writer = self._redis.get(id(redis))
+        if writer is None:
+            writer = self._redis[id(redis)] = RedisWriter(redis)
+        return writer
 
+    async def flush(self, before_marks: Awaitable[None] | None = None) -> None:
+        """Write what is held; ``before_marks`` (the batch's messages to Kafka) is awaited
+        with the documents, before any mark is raised."""
+        held = self._held
+        # Views first, before any I/O: a state that cannot be shown fails the batch here.
+        orders = [(targets, state, state.view()) for targets, state in held.orders.values()]
+        contributions = [redis_contribution(view) for _, _, view in orders]
+        by_collection: dict[tuple[int, str], tuple[ReadModels, list[tuple[str, Merge]]]] = {}
+        for targets, state, _ in orders:
+            for models in targets.orders:
+                by_collection.setdefault((id(models), "orders"), (models, []))[1].append(
+                    (state.order_id, _order_merge(state)))
+        for targets, customer in held.customers.values():
+            for models in targets.customers:
+                by_collection.setdefault((id(models), "customers"), (models, []))[1].append(
+                    (customer.customer_id, _customer_merge(customer)))
         outcomes = await asyncio.gather(
-            *(bounded(ReadModelWriter.write_order(self, t, s)) for t, s in self._orders.values()),
-            *(bounded(ReadModelWriter.write_customer(self, t, s))
-              for t, s in self._customers.values()),
+            *(self._write_documents(models, projection, items)
+              for (_, projection), (models, items) in by_collection.items()),
+            *([before_marks] if before_marks is not None else []),
             return_exceptions=True)  # every write ends before the flush does, even on errors
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failed is not None:
             raise failed
-        self._orders.clear()
-        self._customers.clear()
-        by_targets: dict[int, tuple[Targets, dict[str, int]]] = {}
-        for (topic, partition), (targets, offset) in self._marks.items():
-            by_targets.setdefault(id(targets), (targets, {}))[1][f"{topic}:{partition}"] = offset
-        for targets, marks in by_targets.values():
-            await self._raise_marks(targets, marks)
-        self._marks.clear()
+        await self._write_redis(held, orders, contributions)
+        if self._held is held:
+            self._held = _Held()
+
+    async def _write_redis(self, held: _Held, orders: list[tuple[Targets, OrderState, Doc]],
+                           contributions: list[dict[str, Any]]) -> None:
+        pipes: dict[int, tuple[RedisWriter, Any]] = {}
+
+        def pipe_of(models: ReadModels) -> tuple[RedisWriter, Any]:
+            if id(models.redis) not in pipes:
+                writer = self._redis_of(models.redis)
+                pipes[id(models.redis)] = (writer, writer.pipeline())
+            return pipes[id(models.redis)]
+
+        for (targets, state, view), contribution in zip(orders, contributions, strict=True):
+            view_json = json.dumps(view, separators=(",", ":"))
+            for models in targets.redis:
+                writer, pipe = pipe_of(models)
+                await writer.apply_order(pipe, models.for_projection("redis"), state.order_id,
+                                         state.revision, contribution, view_json)
+        marks: dict[tuple[int, str], tuple[ReadModels, list[str], dict[str, int]]] = {}
+        for (topic, partition), (targets, offset) in held.marks.items():
+            for projection, versions in targets.by_projection().items():
+                for models in versions:
+                    version = models.for_projection(projection)
+                    entry = marks.setdefault((id(models.redis), version.versions[projection]),
+                                             (version, [], {}))
+                    key = version.checkpoints_key(projection)
+                    if key not in entry[1]:
+                        entry[1].append(key)
+                    entry[2][f"{topic}:{partition}"] = max(
+                        offset, entry[2].get(f"{topic}:{partition}", -1))
+        for models, keys, version_marks in marks.values():
+            writer, pipe = pipe_of(models)
+            await writer.raise_marks(pipe, keys, version_marks)
+        for _, pipe in pipes.values():
+            await pipe.execute()
+
+    @staticmethod
+    async def _write_documents(models: ReadModels, projection: str,
+                               items: list[tuple[str, Merge]]) -> None:
+        """Read-merge-write of many documents of one collection under its batch lock:
+        one find and one bulk write (per chunk)."""
+        collection = models.db[models.collection(projection)]
+        async with models.batch_lock(projection):
+            stored: dict[str, Document] = {}
+            for chunk in _chunks([doc_id for doc_id, _ in items], FIND_CHUNK):
+                async for found in collection.find({"_id": {"$in": list(chunk)}}):
+                    stored[found["_id"]] = found
+            writes: list[InsertOne[Document] | ReplaceOne[Document]] = []
+            for doc_id, merge in items:
+                before = stored.get(doc_id)
+                merged = merge(before)
+                if merged is None:
+                    continue
+                doc: Document = {"_id": doc_id, **merged.view(), "_state": merged.to_doc()}
+                # By _id alone: the lock excludes other writers, and FerretDB scans the
+                # whole collection for any other filter.
+                writes.append(InsertOne(doc) if before is None
+                              else ReplaceOne({"_id": doc_id}, doc))
+            for part in _chunks(writes, BULK_CHUNK):
+                await collection.bulk_write(list(part), ordered=False)
 
 
 class DecodedStates(Generic[S]):
@@ -283,8 +317,11 @@ class DecodedStates(Generic[S]):
 
 LinkSender = Callable[[OrderLink], Awaitable[None]]
 EnrichmentSender = Callable[[Enrichment], Awaitable[None]]
-"""Senders return once the message is stored (in Kafka), so the record's checkpoint,
-raised after them, implies that everything it caused is on its way."""
+SentWaiter = Callable[[], Awaitable[None]]
+"""Senders hand a message over (to Kafka's producer, or in-process); the waiter returns
+once every message handed over since the last flush is stored. A flush awaits it before
+raising the batch's marks, so a raised mark implies that everything its record caused is
+on its way (read-your-writes relies on it)."""
 
 
 class Pipeline:
@@ -292,7 +329,7 @@ class Pipeline:
 
     def __init__(self, orders: StateStore, customers: StateStore, targets: TargetsProvider,
                  send_link: LinkSender, send_enrichment: EnrichmentSender,
-                 writer: ReadModelWriter | None = None) -> None:
+                 sent: SentWaiter | None = None) -> None:
         self.orders = orders
         self.customers = customers
         self._orders = DecodedStates(orders, OrderState.from_doc)
@@ -300,7 +337,17 @@ class Pipeline:
         self._targets = targets
         self._send_link = send_link
         self._send_enrichment = send_enrichment
-        self._writer = writer or ReadModelWriter()
+        self._sent = sent
+        self.writer = BatchWriter()
+
+    async def flush(self) -> None:
+        """Write what the records applied since the last flush changed, and wait for the
+        messages they sent; marks last (see ``BatchWriter``)."""
+        await self.writer.flush(None if self._sent is None else self._sent())
+
+    def discard(self) -> None:
+        """Forget the unwritten effects (the records are applied again, one by one)."""
+        self.writer.discard()
 
     async def source_event(self, event: Event, topic: str, partition: int, offset: int) -> bool:
         """Apply one record of ``orders``, ``payments`` or ``customers``; False when it had
@@ -317,7 +364,7 @@ class Pipeline:
             await self._order_effects(targets, order_step)
             duplicate = order_step.duplicate
         # Read-your-writes waits on this mark: raised only once every write is done.
-        await self._writer.checkpoint(targets, topic, partition, offset)
+        self.writer.checkpoint(targets, topic, partition, offset)
         return not duplicate
 
     async def enrichment(self, message: Enrichment, at: Position | None = None) -> None:
@@ -337,7 +384,7 @@ class Pipeline:
     async def _checkpoint_internal(self, targets: Targets, at: Position | None) -> None:
         """Internal messages handed over in-process (a rebuild) have no position."""
         if at is not None:
-            await self._writer.checkpoint(targets, *at)
+            self.writer.checkpoint(targets, *at)
 
     def _order(self, order_id: str) -> OrderState | None:
         return self._orders.get(order_id)
@@ -350,7 +397,7 @@ class Pipeline:
         # interleave between reading and saving it.
         if not step.duplicate:
             self._orders.put(step.state.order_id, step.state)
-        await self._writer.write_order(targets, step.state)
+        self.writer.write_order(targets, step.state)
         if step.link is not None:
             await self._send_link(step.link)
 
@@ -358,7 +405,7 @@ class Pipeline:
         if not step.duplicate:
             self._customers.put(step.state.customer_id, step.state)
         if step.view_changed or step.duplicate:
-            await self._writer.write_customer(targets, step.state)
+            self.writer.write_customer(targets, step.state)
         await asyncio.gather(*(self._send_enrichment(m) for m in step.enrichments))
 
 
@@ -367,22 +414,22 @@ class Projector:
     given targets): the rebuild engine's, and the tests'.
 
     ``buffered``: documents are written on ``flush`` only, once each (a rebuild's
-    batches); otherwise at every event."""
+    batches); otherwise after every event."""
 
     def __init__(self, models: ReadModels, targets: Targets | None = None,
                  buffered: bool = False) -> None:
         self.models = models
+        self._buffered = buffered
         fixed = targets or Targets.of(models)
 
         async def provide() -> Targets:
             return fixed
 
-        self._writer = BufferedWriter() if buffered else ReadModelWriter()
-        self.pipeline = Pipeline({}, {}, provide, self._link, self._enrich, self._writer)
+        self.pipeline = Pipeline({}, {}, provide, self._link, self._enrich)
 
     async def flush(self) -> None:
-        """Write what a buffered projector holds (nothing to do otherwise)."""
-        await self._writer.flush()
+        """Write what the events applied since the last flush changed."""
+        await self.pipeline.flush()
 
     async def _link(self, link: OrderLink) -> None:
         await self.pipeline.order_link(link)
@@ -391,4 +438,7 @@ class Projector:
         await self.pipeline.enrichment(message)
 
     async def apply(self, event: Event, topic: str, partition: int, offset: int) -> bool:
-        return await self.pipeline.source_event(event, topic, partition, offset)
+        applied = await self.pipeline.source_event(event, topic, partition, offset)
+        if not self._buffered:
+            await self.flush()
+        return applied

@@ -130,17 +130,30 @@ class ReadModels:
                 k: min(v, these[k]) for k, v in marks.items() if k in these}
         return marks or {}
 
-    def document_lock(self, projection: str, doc_id: str) -> Lock:
-        """A lock making one writer at a time update one document.
+    def batch_lock(self, projection: str) -> Lock:
+        """A lock making one writer at a time write a batch into ``projection``'s
+        collection of this version.
 
         MongoDB updates a single document atomically, but FerretDB's SQLite
         backend (the local stack) does not: it reads, modifies and writes a
         document outside a transaction (FerretDB issue #3040; measured here:
-        195 of 200 racing compare-and-swaps both "succeeded"). Writers of a
-        document therefore hold this Redis lock around read-modify-write. It
-        expires after ``LOCK_TTL_S`` so a killed writer cannot block others."""
-        return Lock(self.redis, self.key(f"lock:{projection}:{doc_id}", projection),
+        195 of 200 racing compare-and-swaps both "succeeded"). Two writers of
+        one collection (the live processor and a rebuild writing the version
+        being built, or two workers during a rebalance) therefore take turns
+        per batch: one lock for the batch's read-merge-write, two Redis round
+        trips per batch instead of two per document. It expires after
+        ``LOCK_TTL_S`` so a killed writer cannot block others."""
+        return Lock(self.redis, self.key(f"lock:{projection}", projection),
                     timeout=LOCK_TTL_S, sleep=0.002, blocking_timeout=LOCK_WAIT_S)
+
+    def for_projection(self, projection: str) -> ReadModels:
+        """These handles with ``projection``'s version for every projection (so
+        ``key()`` names that version's keys)."""
+        version = self.versions[projection]
+        if all(v == version for v in self.versions.values()):
+            return self
+        return ReadModels(self.db, self.redis, dict.fromkeys(PROJECTIONS, version),
+                          self.redis_prefix)
 
     def changes_channel(self, order_id: str) -> str:
         """Redis pub/sub channel carrying each new view of one order (for live updates)."""
@@ -170,7 +183,7 @@ class ReadModels:
         for projection in chosen:
             if projection != "redis":
                 await self.db[self.collection(projection)].drop()
-                await self._delete_matching(self.key(f"lock:{projection}:*", projection))
+                await self.redis.delete(self.key(f"lock:{projection}", projection))
             await self.redis.delete(self.checkpoints_key(projection))
         if "redis" in chosen:
             for pattern in REDIS_PROJECTION_KEYS:
@@ -206,6 +219,20 @@ class Stores:
     @property
     def meta(self) -> AsyncCollection[Document]:
         return self.db["meta"]
+
+    @property
+    def meta_stamp_key(self) -> str:
+        """A Redis counter raised after every change of the meta document.
+
+        Processes that keep the active versions in memory (the query API) read it
+        with each request, in the same round trip as their data, and re-read the
+        meta document only when it moved: no MongoDB read per request. It is raised
+        *after* the meta document is written, and a reader reads it *before* the
+        meta document, so a reader that saw the new stamp sees the new meta."""
+        return f"{self.settings.redis_prefix}meta-stamp"
+
+    async def _meta_changed(self) -> None:
+        await self.redis.incr(self.meta_stamp_key)
 
     def version(self, version: str) -> ReadModels:
         """Version ``version`` of every projection."""
@@ -253,6 +280,7 @@ class Stores:
         else:
             await self.meta.update_one({"_id": META_ID, "active": doc["active"]},
                                        {"$set": layout})
+        await self._meta_changed()
 
     async def begin_build(self, projections: Sequence[str] = PROJECTIONS) -> str:
         """Allocate a new version for ``projections`` and register it so live processors
@@ -266,6 +294,7 @@ class Stores:
         version = f"v{doc['last_version']}"
         await self.meta.update_one({"_id": META_ID}, {"$push": {"building": {
             "version": version, "projections": chosen}}})
+        await self._meta_changed()
         return version
 
     async def activate(self, version: str) -> dict[str, str]:
@@ -281,12 +310,14 @@ class Stores:
             {"$set": {**{f"active.{p}": version for p in projections},
                       "building": await self._entries_without("building", version)}},
         )
+        await self._meta_changed()
         return previous
 
     async def _remove_entry(self, field: str, version: str) -> None:
         """Take ``version`` out of the meta document's ``building`` or ``retired`` list."""
         await self.meta.update_one(
             {"_id": META_ID}, {"$set": {field: await self._entries_without(field, version)}})
+        await self._meta_changed()
 
     async def _entries_without(self, field: str, version: str) -> list[Any]:
         """The ``building`` or ``retired`` list of the meta document without ``version``.
@@ -306,6 +337,7 @@ class Stores:
             entry = {"version": version, "projections": projections,
                      "drop_after": time.time() + drop_after_s}
             await self.meta.update_one({"_id": META_ID}, {"$push": {"retired": entry}})
+        await self._meta_changed()
 
     async def drop_retired(self, now: float | None = None,
                            version: str | None = None) -> list[str]:

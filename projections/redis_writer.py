@@ -17,6 +17,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
 from projections.read_models import ReadModels
 
 _APPLY_ORDER = """
@@ -68,35 +71,45 @@ def _as_strings(contribution: dict[str, Any]) -> dict[str, Any]:
 
 
 class RedisWriter:
-    """Applies order contributions to one read-model version's Redis keys."""
+    """Queues a batch's Redis updates into one pipeline: order contributions of any
+    read-model version first, then the applied marks, so one round trip per batch
+    (plus the script check of ``Pipeline.execute``) carries them all, in that order."""
 
-    def __init__(self, models: ReadModels) -> None:
-        self._models = models
-        self._script = models.redis.register_script(_APPLY_ORDER)
-        self._raise_marks = models.redis.register_script(_RAISE_MARKS)
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._apply_order = redis.register_script(_APPLY_ORDER)
+        self._raise_marks = redis.register_script(_RAISE_MARKS)
+
+    def pipeline(self) -> Pipeline:
+        """Not a transaction: each script is atomic, and a batch cut short is written
+        again whole (the revision guard and the marks' maximum make that harmless)."""
+        return self._redis.pipeline(transaction=False)
 
     async def apply_order(
-        self, order_id: str, revision: tuple[int, int], contribution: dict[str, Any],
-        view_json: str,
-    ) -> bool:
-        """True when applied, False when Redis already held this revision or a newer one."""
-        m = self._models
-        keys = [m.key(f"order:{order_id}"), m.key("status_counts"), m.key("revenue"),
-                m.key("top:")]
-        result = await self._script(
+        self, pipe: Pipeline, models: ReadModels, order_id: str, revision: tuple[int, int],
+        contribution: dict[str, Any], view_json: str,
+    ) -> None:
+        """Queue the replacement of an order's contribution in ``models``' version; the
+        script does nothing when Redis already holds this revision or a newer one."""
+        keys = [models.key(f"order:{order_id}"), models.key("status_counts"),
+                models.key("revenue"), models.key("top:")]
+        await self._apply_order(
             keys=keys,
             args=[revision[0], json.dumps(_as_strings(contribution), separators=(",", ":")),
-                  view_json, m.changes_channel(order_id), revision[1]],
+                  view_json, models.changes_channel(order_id), revision[1]],
+            client=pipe,
         )
-        return bool(result)
 
-    async def raise_marks(self, keys: list[str], marks: Mapping[str, int]) -> None:
-        """Raise the applied-position marks (``topic:partition`` -> offset) in each of
-        ``keys`` (checkpoint hashes of one version, so one slot), never lowering one; one
-        call for all of them.
+    async def raise_marks(self, pipe: Pipeline, keys: list[str],
+                          marks: Mapping[str, int]) -> None:
+        """Queue raising the applied-position marks (``topic:partition`` -> offset) in
+        each of ``keys`` (checkpoint hashes of one version, so one slot), never lowering
+        one.
 
-        Read-your-writes waits on these marks, so they are raised only after every
-        write of the records they cover (order, Redis, customer view) is done."""
+        Read-your-writes waits on these marks, so they are queued only after every
+        write of the records they cover (order, Redis, customer view) is done or queued
+        before them in the same pipeline."""
         if marks:
             await self._raise_marks(
-                keys=keys, args=[x for field, offset in marks.items() for x in (field, offset)])
+                keys=keys, args=[x for field, offset in marks.items() for x in (field, offset)],
+                client=pipe)

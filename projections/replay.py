@@ -257,4 +257,7 @@ async def _carry_internal_marks(stores: Stores, version: str, chosen: Sequence[s
         marks = {k: v for k, v in (await active.marks(projection)).items()
                  if k.split(":")[0] in INTERNAL_TOPICS}
         target = stores.version(version)
-        await RedisWriter(target).raise_marks([target.checkpoints_key(projection)], marks)
+        writer = RedisWriter(target.redis)
+        pipe = writer.pipeline()
+        await writer.raise_marks(pipe, [target.checkpoints_key(projection)], marks)
+        await pipe.execute()

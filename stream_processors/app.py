@@ -22,13 +22,17 @@ Run: ``faust -A stream_processors.app worker`` (``make run`` does it).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import faust
+from faust.streams import _current_event
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics, start_group_at_beginning
@@ -38,7 +42,13 @@ from projections.read_models import PROJECTIONS, Stores
 from schemas.catalog import INTERNAL_TOPICS, ORDER_ENRICHMENT, ORDER_LINKS, TOPICS
 from schemas.codec import decode
 from stream_processors.dead_letters import KafkaDeadLetterSink
-from stream_processors.records import TRANSIENT_ERRORS, MalformedMessage, Record, RecordHandler
+from stream_processors.records import (
+    TRANSIENT_ERRORS,
+    BatchHandler,
+    MalformedMessage,
+    Record,
+    RecordHandler,
+)
 from stream_processors.stall_guard import StallGuard
 
 log = logging.getLogger(__name__)
@@ -127,25 +137,47 @@ class LiveTargets:
         return self._cached
 
 
-async def _send(topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
-    # Sent at once and awaited (not attached to the record's commit): the record's
-    # checkpoint, raised after this, then means its effects are all in Kafka, which
-    # read-your-writes relies on (``query_api.consistency``).
-    sent = await topic.send(key=key.encode(),
-                            value=json.dumps(value, separators=(",", ":")).encode(), force=True)
-    await sent
+class KafkaOutbox:
+    """The join's messages of a batch: handed to Faust's producer as they come (it
+    batches them on the wire) and awaited together before the batch's marks are raised
+    (``Pipeline.flush``), so a raised mark means its record's effects are all in Kafka,
+    which read-your-writes relies on (``query_api.consistency``)."""
 
+    def __init__(self) -> None:
+        self._messages: list[tuple[faust.TopicT, bytes, bytes]] = []
+        self._futures: list[Awaitable[Any]] = []
 
-async def send_link(link: OrderLink) -> None:
-    await _send(links_topic, link.customer_id, link.to_doc())
+    async def send_link(self, link: OrderLink) -> None:
+        await self._send(links_topic, link.customer_id, link.to_doc())
 
+    async def send_enrichment(self, message: Enrichment) -> None:
+        await self._send(enrichment_topic, message.order_id, message.to_doc())
 
-async def send_enrichment(message: Enrichment) -> None:
-    await _send(enrichment_topic, message.order_id, message.to_doc())
+    async def _send(self, topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
+        message = (topic, key.encode(), json.dumps(value, separators=(",", ":")).encode())
+        self._messages.append(message)
+        self._futures.append(await self._hand_over(message))
+
+    @staticmethod
+    async def _hand_over(message: tuple[faust.TopicT, bytes, bytes]) -> Awaitable[Any]:
+        topic, key, value = message
+        return await topic.send(key=key, value=value, force=True)
+
+    async def sent(self) -> None:
+        """Returns once every message handed over is stored; when one failed, all of
+        them are handed over again (the join steps take a message twice harmlessly)
+        and the error is raised, so the flush is retried."""
+        try:
+            await asyncio.gather(*self._futures)
+        except BaseException:
+            self._futures = [await self._hand_over(m) for m in self._messages]
+            raise
+        self._messages, self._futures = [], []
 
 
 _stores: Stores | None = None
-_handler: RecordHandler | None = None
+_targets: LiveTargets | None = None
+_handlers: dict[str, tuple[BatchHandler, RecordHandler]] = {}
 
 
 def stores() -> Stores:
@@ -166,10 +198,10 @@ def internal_message(record: Record, parse: Callable[[dict[str, Any]], T]) -> T:
         raise MalformedMessage(f"{record.topic} message: {exc}") from exc
 
 
-def process_with(pipeline: Pipeline) -> Any:
-    """The record handler's ``process``: route a record to its join step."""
+def fold_with(pipeline: Pipeline) -> Any:
+    """Route a record to its join step (its writes are held until the pipeline flushes)."""
 
-    async def process(record: Record) -> None:
+    async def fold(record: Record) -> None:
         at = (record.topic, record.partition, record.offset)
         if record.topic == ORDER_LINKS:
             await pipeline.order_link(internal_message(record, OrderLink.from_doc), at)
@@ -178,16 +210,44 @@ def process_with(pipeline: Pipeline) -> Any:
         else:
             await pipeline.source_event(decode(record.value), *at)
 
-    return process
+    return fold
 
 
-def handler() -> RecordHandler:
-    global _handler
-    if _handler is None:
-        pipeline = Pipeline(order_state, customer_state, LiveTargets(stores()), send_link,
-                            send_enrichment)
-        _handler = RecordHandler(process_with(pipeline), KafkaDeadLetterSink(settings))
-    return _handler
+def apply_one_with(pipeline: Pipeline) -> Any:
+    """The record handler's ``process``: one record folded and written (a batch of one)."""
+    fold = fold_with(pipeline)
+
+    async def apply_one(record: Record) -> None:
+        try:
+            await fold(record)
+            await pipeline.flush()
+        except BaseException:
+            pipeline.discard()  # a retry applies the record again and re-emits its effects
+            raise
+
+    return apply_one
+
+
+def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
+    """The batch handler of an agent and the single-record handler behind it.
+
+    Each agent has a pipeline of its own: a pipeline holds one batch at a time
+    (its writer and outbox), and the two agents' batches run concurrently."""
+    if agent not in _handlers:
+        outbox = KafkaOutbox()
+        pipeline = Pipeline(order_state, customer_state, live_targets(), outbox.send_link,
+                            outbox.send_enrichment, outbox.sent)
+        single = RecordHandler(apply_one_with(pipeline), KafkaDeadLetterSink(settings))
+        _handlers[agent] = (BatchHandler(fold_with(pipeline), pipeline.flush, pipeline.discard,
+                                         single), single)
+    return _handlers[agent]
+
+
+def live_targets() -> LiveTargets:
+    global _targets
+    if _targets is None:
+        _targets = LiveTargets(stores())
+    return _targets
 
 
 def to_record(event: Any) -> Record:
@@ -226,26 +286,47 @@ async def guard_against_stalled_partitions() -> None:
     await stall_guard.check()
 
 
-async def project(stream: faust.StreamT[bytes]) -> None:
-    """Handle each record, then ack it: acks are manual, so a record whose handling is
-    cut short (the worker stopped mid-way) is not committed and its partition's next
-    owner reads it again."""
+def _make_current(event: Any) -> None:
+    """Make ``event`` Faust's current event, as its stream iteration does for each event:
+    a table write goes to the changelog partition of the current event's partition, so
+    each record of a batch (of several partitions) is applied as the current event."""
+    _current_event.set(weakref.ref(event))
+
+
+def _make_current_of(events: Sequence[Any], i: int) -> None:
+    _make_current(events[i])
+
+
+async def project(agent: str, stream: faust.StreamT[bytes]) -> None:
+    """Apply records in batches (up to ``batch_max_records``, gathered for at most
+    ``batch_max_wait_ms``), then ack them: acks are manual (``noack_take`` leaves them
+    to us), so records whose batch is cut short (the worker stopped mid-way) are not
+    committed and their partition's next owner reads them again."""
+    batches, single = handlers(agent)
     manual = stream.noack()  # type: ignore[attr-defined]  # Stream has it, StreamT not
-    async for event in manual.events():
+    async for events in manual.noack_take(settings.batch_max_records,
+                                          within=settings.batch_max_wait_ms / 1000):
+        seen = 0
         try:
-            await stall_guard.seen(event.message.tp, event.message.offset, handler().handle)
-            await handler().handle(to_record(event))
+            for event in events:
+                _make_current(event)
+                seen += 1
+                await stall_guard.seen(event.message.tp, event.message.offset, single.handle)
+            await batches.handle([to_record(e) for e in events],
+                                 functools.partial(_make_current_of, events))
         finally:
-            stall_guard.done()
-        await manual.ack(event)
+            for _ in range(seen):
+                stall_guard.done()
+        for event in events:
+            await manual.ack(event)
 
 
 @app.agent(order_topics)
 async def project_orders(stream: faust.StreamT[bytes]) -> None:
-    await project(stream)
+    await project("orders", stream)
 
 
 @app.agent(customer_topics)
 async def project_customers(stream: faust.StreamT[bytes]) -> None:
-    await project(stream)
+    await project("customers", stream)
 

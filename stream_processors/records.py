@@ -79,7 +79,7 @@ class RecordHandler:
                  breaker: CircuitBreaker | None = None) -> None:
         self._process = process
         self._dead_letter = dead_letter
-        self._policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy()
         # Opens after repeated dependency failures: records then wait for the
         # breaker instead of each hammering a store that is down.
         self.breaker = breaker or CircuitBreaker("read-model stores", failure_threshold=5,
@@ -101,19 +101,80 @@ class RecordHandler:
                 await self._dead_letter(DeadLetter(record, "undecodable", exc))
                 return False
             except CircuitOpenError as exc:
-                await asyncio.sleep(max(exc.retry_in_s, self._policy.initial_backoff_s))
+                await asyncio.sleep(max(exc.retry_in_s, self.policy.initial_backoff_s))
             except TRANSIENT_ERRORS as exc:
-                delay = self._policy.backoff(transient)
+                delay = self.policy.backoff(transient)
                 transient += 1
                 log.warning("dependency unavailable at %s:%s@%s (%r); retrying in %.2fs",
                             record.topic, record.partition, record.offset, exc, delay)
                 await asyncio.sleep(delay)
             except Exception as exc:  # a bug or a record the projections cannot take
                 failures += 1
-                if failures >= self._policy.attempts:
+                if failures >= self.policy.attempts:
                     log.error("dead-lettering %s:%s@%s after %d attempts: %s", record.topic,
                               record.partition, record.offset, failures,
                               "".join(traceback.format_exception_only(exc)).strip())
                     await self._dead_letter(DeadLetter(record, "processing_failed", exc))
                     return False
-                await asyncio.sleep(self._policy.backoff(failures))
+                await asyncio.sleep(self.policy.backoff(failures))
+
+
+class BatchHandler:
+    """Applies a batch of records: each is folded in memory (``fold``), then what they
+    changed is written at once (``flush``), under the policy of ``RecordHandler``.
+
+    A record whose fold fails (undecodable, or one the projections cannot take) is
+    left out of the batch and handled alone afterwards, by ``single``, which retries
+    it and dead-letters it if need be. A flush that fails for a dependency is retried
+    with backoff behind the breaker for as long as it takes (the writes are merges,
+    so writing again is harmless). A flush that fails for another reason cannot be
+    pinned on one record: what the batch held is dropped (``discard``) and every
+    record of the batch goes through ``single``, one by one. The caller acks the
+    batch only once ``handle`` returned, so nothing is committed that was not written.
+    """
+
+    def __init__(self, fold: Process, flush: Callable[[], Awaitable[None]],
+                 discard: Callable[[], None], single: RecordHandler) -> None:
+        self._fold = fold
+        self._flush = flush
+        self._discard = discard
+        self._single = single
+
+    async def handle(self, records: Sequence[Record],
+                     enter: Callable[[int], object] = lambda i: None) -> None:
+        """``enter(i)`` is called before the i-th record is applied (the Faust agent
+        makes it the current event, which its tables' changelog partitions follow)."""
+        alone: list[int] = []
+        for i, record in enumerate(records):
+            enter(i)
+            try:
+                await self._fold(record)
+            except Exception:
+                alone.append(i)
+        if not await self._written():
+            self._discard()
+            alone = list(range(len(records)))
+        for i in alone:
+            enter(i)
+            await self._single.handle(records[i])
+
+    async def _written(self) -> bool:
+        """Flush; False when it failed for a reason retrying will not fix."""
+        policy = self._single.policy
+        transient = 0
+        while True:
+            try:
+                await self._single.breaker.call(self._flush, counts_as_failure=TRANSIENT_ERRORS)
+                return True
+            except CircuitOpenError as exc:
+                await asyncio.sleep(max(exc.retry_in_s, policy.initial_backoff_s))
+            except TRANSIENT_ERRORS as exc:
+                delay = policy.backoff(transient)
+                transient += 1
+                log.warning("dependency unavailable writing a batch (%r); retrying in %.2fs",
+                            exc, delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                log.warning("a batch could not be written (%s); applying its records one "
+                            "by one", "".join(traceback.format_exception_only(exc)).strip())
+                return False

@@ -1,4 +1,4 @@
-"""A rebuild's writer: one write per changed document per batch, marks after the writes,
+"""The batch writer: one write per changed document per batch, marks after the writes,
 nothing forgotten when a flush fails."""
 
 from __future__ import annotations
@@ -9,10 +9,21 @@ from typing import Any
 import pytest
 
 from projections.joins import CustomerState, OrderState
-from projections.projector import BufferedWriter, ReadModelWriter, Targets
+from projections.projector import BatchWriter, Targets
+from projections.read_models import ReadModels
 from tests.support.events import event
 
-TARGETS = Targets(orders=[], customers=[], redis=[])
+
+class FakeModels:
+    """Stands for one read-model version; the patched writes below never touch it."""
+
+    def __init__(self) -> None:
+        self.redis = object()
+        self.versions = {"orders": "v1", "customers": "v1", "redis": "v1"}
+
+
+MODELS: Any = FakeModels()
+TARGETS = Targets(orders=[MODELS], customers=[MODELS], redis=[MODELS])
 
 
 def order_with(count: int) -> OrderState:
@@ -29,66 +40,71 @@ def order_with(count: int) -> OrderState:
 
 
 class Recorded:
-    """The base writer's calls, in order (what reaches the stores)."""
+    """The writer's store calls, in order (what reaches MongoDB and Redis)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_orders: int = 0) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.fail_orders = fail_orders
         order_failed = asyncio.Event()
 
-        async def write_order(_self: Any, targets: Targets, state: OrderState) -> None:
-            if self.fail_orders:
-                self.fail_orders -= 1
-                order_failed.set()
-                raise TimeoutError("store timed out")
-            self.calls.append(("order", len(state.offsets)))
+        async def write_documents(models: ReadModels, projection: str,
+                                  items: list[tuple[str, Any]]) -> None:
+            if projection == "orders":
+                if self.fail_orders:
+                    self.fail_orders -= 1
+                    order_failed.set()
+                    raise TimeoutError("store timed out")
+                for _doc_id, merge in items:
+                    self.calls.append(("order", len(merge(None).offsets)))
+            else:
+                if self.fail_orders or order_failed.is_set():
+                    # a write still under way when another one fails
+                    await order_failed.wait()
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+                for doc_id, _ in items:
+                    self.calls.append(("customer", doc_id))
 
-        async def write_customer(_self: Any, targets: Targets, state: CustomerState) -> None:
-            if self.fail_orders or order_failed.is_set():
-                # a write still under way when another one fails
-                await order_failed.wait()
-                for _ in range(5):
-                    await asyncio.sleep(0)
-            self.calls.append(("customer", state.customer_id))
+        async def write_redis(_self: Any, held: Any, orders: list[Any],
+                              contributions: list[Any]) -> None:
+            for _, state, _ in orders:
+                self.calls.append(("redis", state.order_id))
+            for (topic, partition), (_, offset) in held.marks.items():
+                self.calls.append(("mark", (topic, partition, offset)))
 
-        async def raise_marks(_self: Any, targets: Targets, marks: dict[str, int]) -> None:
-            for field, offset in marks.items():
-                topic, partition = field.split(":")
-                self.calls.append(("mark", (topic, int(partition), offset)))
-
-        monkeypatch.setattr(ReadModelWriter, "write_order", write_order)
-        monkeypatch.setattr(ReadModelWriter, "write_customer", write_customer)
-        monkeypatch.setattr(ReadModelWriter, "_raise_marks", raise_marks)
+        monkeypatch.setattr(BatchWriter, "_write_documents", staticmethod(write_documents))
+        monkeypatch.setattr(BatchWriter, "_write_redis", write_redis)
 
 
 async def test_each_document_is_written_once_with_its_latest_state_then_the_marks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stores = Recorded(monkeypatch)
-    writer = BufferedWriter()
+    writer = BatchWriter()
     for count in (1, 2, 3):
-        await writer.write_order(TARGETS, order_with(count))
-        await writer.checkpoint(TARGETS, "orders", 0, count - 1)
-    await writer.write_customer(TARGETS, CustomerState("c-1"))
-    await writer.write_customer(TARGETS, CustomerState("c-1", profile_offset=2))
-    await writer.checkpoint(TARGETS, "customers", 1, 7)
-    await writer.checkpoint(TARGETS, "customers", 1, 5)  # never lowers a mark
+        writer.write_order(TARGETS, order_with(count))
+        writer.checkpoint(TARGETS, "orders", 0, count - 1)
+    writer.write_customer(TARGETS, CustomerState("c-1"))
+    writer.write_customer(TARGETS, CustomerState("c-1", profile_offset=2))
+    writer.checkpoint(TARGETS, "customers", 1, 7)
+    writer.checkpoint(TARGETS, "customers", 1, 5)  # never lowers a mark
     assert stores.calls == [] and writer.pending == 2  # nothing before the flush
 
     await writer.flush()
-    writes, marks = stores.calls[:2], stores.calls[2:]
+    writes, redis = stores.calls[:2], stores.calls[2:]
     assert sorted(writes) == [("customer", "c-1"), ("order", 3)]
-    assert sorted(marks) == [("mark", ("customers", 1, 7)), ("mark", ("orders", 0, 2))]
+    assert redis[0] == ("redis", "o-1")  # contributions before the marks
+    assert sorted(redis[1:]) == [("mark", ("customers", 1, 7)), ("mark", ("orders", 0, 2))]
     assert writer.pending == 0
 
     await writer.flush()  # nothing held
-    assert len(stores.calls) == 4
+    assert len(stores.calls) == 5
 
 
 async def test_an_order_without_facts_is_not_written(monkeypatch: pytest.MonkeyPatch) -> None:
     stores = Recorded(monkeypatch)
-    writer = BufferedWriter()
-    await writer.write_order(TARGETS, OrderState.empty("o-2"))  # only an enrichment known
+    writer = BatchWriter()
+    writer.write_order(TARGETS, OrderState.empty("o-2"))  # only an enrichment known
     await writer.flush()
     assert stores.calls == []
 
@@ -97,15 +113,41 @@ async def test_a_failed_flush_waits_for_its_other_writes_forgets_nothing_and_rai
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stores = Recorded(monkeypatch, fail_orders=1)
-    writer = BufferedWriter()
-    await writer.write_order(TARGETS, order_with(2))
-    await writer.write_customer(TARGETS, CustomerState("c-1"))
-    await writer.checkpoint(TARGETS, "orders", 0, 1)
+    writer = BatchWriter()
+    writer.write_order(TARGETS, order_with(2))
+    writer.write_customer(TARGETS, CustomerState("c-1"))
+    writer.checkpoint(TARGETS, "orders", 0, 1)
     with pytest.raises(TimeoutError):
         await writer.flush()
-    assert not any(kind == "mark" for kind, _ in stores.calls)
+    assert not any(kind in ("mark", "redis") for kind, _ in stores.calls)
     assert stores.calls == [("customer", "c-1")]  # the other write ended before the raise
     assert writer.pending == 2
 
     await writer.flush()  # the retry writes everything again (merges: harmless)
     assert ("order", 2) in stores.calls and stores.calls[-1] == ("mark", ("orders", 0, 1))
+
+
+async def test_messages_sent_by_the_batch_are_stored_before_any_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stores = Recorded(monkeypatch)
+    writer = BatchWriter()
+    writer.write_order(TARGETS, order_with(1))
+    writer.checkpoint(TARGETS, "orders", 0, 0)
+
+    async def sent() -> None:
+        await asyncio.sleep(0.01)
+        stores.calls.append(("sent", None))
+
+    await writer.flush(sent())
+    assert stores.calls.index(("sent", None)) < stores.calls.index(("mark", ("orders", 0, 0)))
+
+
+async def test_discard_forgets_what_the_batch_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    stores = Recorded(monkeypatch)
+    writer = BatchWriter()
+    writer.write_order(TARGETS, order_with(1))
+    writer.checkpoint(TARGETS, "orders", 0, 0)
+    writer.discard()
+    await writer.flush()
+    assert stores.calls == [] and writer.pending == 0

@@ -11,7 +11,13 @@ from eventfold.resilience import BreakerState, CircuitBreaker
 from schemas.codec import decode, encode
 from schemas.events import parse_event
 from schemas.examples import EXAMPLES
-from stream_processors.records import DeadLetter, Record, RecordHandler, RetryPolicy
+from stream_processors.records import (
+    BatchHandler,
+    DeadLetter,
+    Record,
+    RecordHandler,
+    RetryPolicy,
+)
 
 FAST = RetryPolicy(attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
 
@@ -93,3 +99,73 @@ async def test_repeated_outage_opens_the_breaker_and_a_success_closes_it() -> No
     assert BreakerState.OPEN in opened
     assert breaker.state is BreakerState.CLOSED
     assert letters == []
+
+
+class ScriptedBatch:
+    """A pipeline stand-in: folds records into ``held``, and a flush that raises the
+    scripted errors in turn before writing what is held."""
+
+    def __init__(self, flush_errors: Sequence[BaseException] = ()) -> None:
+        self.flush_errors = list(flush_errors)
+        self.held: list[int] = []
+        self.written: list[int] = []
+        self.entered: list[int] = []
+
+    async def fold(self, r: Record) -> None:
+        decode(r.value)  # raises for an undecodable record
+        self.held.append(r.offset)
+
+    async def flush(self) -> None:
+        if self.flush_errors:
+            raise self.flush_errors.pop(0)
+        self.written += self.held
+        self.held = []
+
+    def discard(self) -> None:
+        self.held = []
+
+    async def apply_one(self, r: Record) -> None:
+        try:
+            await self.fold(r)
+            await self.flush()
+        except BaseException:
+            self.discard()
+            raise
+
+
+def batch_of(values: Sequence[bytes]) -> list[Record]:
+    return [Record("orders", 2, offset, b"o-1", v) for offset, v in enumerate(values)]
+
+
+def batch_handler(batch: ScriptedBatch, letters: list[DeadLetter]) -> BatchHandler:
+    async def sink(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    single = RecordHandler(batch.apply_one, sink, FAST,
+                           CircuitBreaker("test", failure_threshold=100, reset_after_s=0.01))
+    return BatchHandler(batch.fold, batch.flush, batch.discard, single)
+
+
+async def test_a_batch_is_written_once_and_a_bad_record_goes_alone_to_the_dead_letters() -> None:
+    batch, letters = ScriptedBatch(), []
+    records = batch_of([VALID, b"\x00garbage", VALID])
+    await batch_handler(batch, letters).handle(records, batch.entered.append)
+    assert batch.written == [0, 2]
+    assert [(letter.reason, letter.record.offset) for letter in letters] == [("undecodable", 1)]
+    assert batch.entered == [0, 1, 2, 1]  # each record entered before it is applied
+
+
+async def test_a_batch_waits_out_a_store_outage_and_writes_everything() -> None:
+    batch, letters = ScriptedBatch([AutoReconnect("down")] * 4), []
+    await batch_handler(batch, letters).handle(batch_of([VALID] * 3))
+    assert batch.written == [0, 1, 2] and letters == []
+
+
+async def test_a_batch_that_cannot_be_written_is_applied_record_by_record() -> None:
+    # The first flush fails for a reason retrying won't fix: the batch is dropped and each
+    # record applied alone; here only the first of those fails (three times: dead letter).
+    batch, letters = ScriptedBatch([ValueError("cannot show")] * 4), []
+    await batch_handler(batch, letters).handle(batch_of([VALID] * 3))
+    assert batch.written == [1, 2]
+    assert [(letter.reason, letter.record.offset) for letter in letters] == [
+        ("processing_failed", 0)]
