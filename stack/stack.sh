@@ -36,10 +36,10 @@ START_TIMEOUT="${EVENTFOLD_START_TIMEOUT:-90}"
 VENV_BIN="$ROOT/.venv/bin"
 
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
-# "-idindex-updclose": built with the _id lookup and update-command fixes below
-# (a separate cache entry per set of fixes, so a binary built before a fix is
-# not reused).
-FERRETDB_BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-idindex-updclose/ferretdb"
+# "-idindex-updclose-idin": built with the _id lookup, update-command and _id $in
+# fixes below (a separate cache entry per set of fixes, so a binary built before
+# a fix is not reused).
+FERRETDB_BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-idindex-updclose-idin/ferretdb"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -102,6 +102,54 @@ path.write_text(text)
 PY
 }
 
+# FerretDB 1.24's SQLite backend pushes down to SQL only a filter on one _id
+# value; `{_id: {$in: [...]}}` (how a batch reads the documents it changes)
+# fetched and decoded every document of the collection, so reading a batch got
+# slower with every document stored. The query is made to select those ids
+# with `WHERE <_id> IN (...)` on the _id index; FerretDB still applies the
+# whole filter to what it returns, so the result is the same. (`explain` is
+# changed alike, so it shows the plan used.)
+patch_ferretdb_id_in() {
+  local file="$1/internal/backends/sqlite/collection.go"
+  python3 - "$file" <<'PY'
+import sys
+from pathlib import Path
+
+path = Path(sys.argv[1])
+text = path.read_text()
+anchor = "\tq += whereClause\n\tq += prepareOrderByClause(params.Sort)\n"
+pushdown = """\t// eventfold: {_id: {$in: [...]}} selects those ids on the _id index
+\tif whereClause == "" && params.Filter.Len() == 1 {
+\t\tif cond, ok := must.NotFail(params.Filter.Get(params.Filter.Keys()[0])).(*types.Document); ok &&
+\t\t\tparams.Filter.Keys()[0] == "_id" && cond.Len() == 1 && cond.Has("$in") {
+\t\t\tif list, ok := must.NotFail(cond.Get("$in")).(*types.Array); ok && list.Len() > 0 && list.Len() <= 10000 {
+\t\t\t\tmarks := make([]string, 0, list.Len())
+\t\t\t\tids := make([]any, 0, list.Len())
+\t\t\t\tfor i := 0; i < list.Len(); i++ {
+\t\t\t\t\tswitch id := must.NotFail(list.Get(i)).(type) {
+\t\t\t\t\tcase string, types.ObjectID:
+\t\t\t\t\t\tmarks = append(marks, "?")
+\t\t\t\t\t\tids = append(ids, string(must.NotFail(sjson.MarshalSingleValue(id))))
+\t\t\t\t\t}
+\t\t\t\t}
+\t\t\t\tif len(ids) == list.Len() {
+\t\t\t\t\twhereClause = fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, strings.Join(marks, ", "))
+\t\t\t\t\targs = ids
+\t\t\t\t}
+\t\t\t}
+\t\t}
+\t}
+
+"""
+explain = "\torderByClause := prepareOrderByClause(params.Sort)\n\tsortPushdown := "
+if text.count(anchor) != 1 or text.count(explain) != 1:
+    sys.exit(f"{path}: the query's where clause to extend is not as expected")
+text = text.replace(anchor, pushdown + anchor)  # the query
+text = text.replace(explain, pushdown + explain)  # and its explain, which tests check
+path.write_text(text)
+PY
+}
+
 provision_ferretdb() {
   [ -x "$FERRETDB_BIN" ] && return 0
   command -v go >/dev/null || die "go not found: FerretDB is built from the Go module proxy"
@@ -117,6 +165,7 @@ provision_ferretdb() {
     echo "$FERRETDB_VERSION" > "$src/build/version/version.txt" &&
     patch_ferretdb_id_lookups "$src" &&
     patch_ferretdb_update_close "$src" &&
+    patch_ferretdb_id_in "$src" &&
     mkdir -p "$(dirname "$FERRETDB_BIN")" &&
     (cd "$src" && GOFLAGS="-trimpath -mod=mod" go build -o "$FERRETDB_BIN.tmp" ./cmd/ferretdb) &&
     mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN" && rm -rf "$src"

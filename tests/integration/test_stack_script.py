@@ -91,3 +91,24 @@ def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert f"port {port} is already in use" in result.stderr
     assert "EVENTFOLD_REDIS_PORT" in result.stderr
+
+
+async def test_ferretdb_finds_a_batch_of_ids_on_the_id_index(settings) -> None:  # type: ignore[no-untyped-def]
+    """The stack builds FerretDB with `{_id: {$in: [...]}}` pushed down to SQLite
+    (``patch_ferretdb_id_in``): a batch reads the documents it changes with one such
+    find, which otherwise decoded every document of the collection."""
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
+    try:
+        collection = mongo[settings.mongo_db]["batch_lookups"]
+        await collection.insert_many([{"_id": f"o-{i}", "n": i} for i in range(300)])
+        wanted = [f"o-{i}" for i in (3, 150, 299)] + ["o-missing"]
+        plan = await mongo[settings.mongo_db].command(
+            "explain", {"find": "batch_lookups", "filter": {"_id": {"$in": wanted}}}
+        )
+        steps = " ".join(plan["queryPlanner"]["Plan"])
+        assert "USING INDEX" in steps and "SCAN" not in steps, steps
+        found = {d["_id"]: d["n"] async for d in collection.find({"_id": {"$in": wanted}})}
+        assert found == {"o-3": 3, "o-150": 150, "o-299": 299}
+    finally:
+        await mongo.drop_database(settings.mongo_db)
+        await mongo.close()
