@@ -33,7 +33,9 @@ test: provision
 	$(BIN)/pytest
 
 bench: provision
-	$(BIN)/pytest benchmarks -p no:cacheprovider -s
+	benchmarks/ensure_wrk.sh
+	$(BIN)/pytest benchmarks -p no:cacheprovider -s; status=$$?; \
+	  $(BIN)/python -m benchmarks.table; exit $$status
 
 lint: venv
 	$(BIN)/ruff check .
