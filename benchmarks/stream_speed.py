@@ -604,6 +604,7 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
         complete=done,
         seconds_from_ready=took,
         startup_s=ready - spawned,
+        events_per_s_from_spawn=applied / (ready - spawned + took),
         rss_mb=memory.get("VmRSS"),
         dead_letters=await d.dead_letters(),
         timeout_s=None if done else knobs.catchup_timeout_s,
@@ -963,7 +964,7 @@ async def whale(d: Deployment, knobs: Knobs, results: Results) -> None:
     )
     await timed("first", traffic.whale_orders(SEED, customer, 5, chunk), knobs.whale_timeout_s)
     have = 5 + chunk
-    fill_to = max(have, target - chunk)
+    fill_to = max(have, target)
     fill_started = time.monotonic()
     while have < fill_to and time.monotonic() < budget:  # grow, 1,000 orders at a time
         n = min(1000, fill_to - have)
