@@ -27,12 +27,19 @@ from tests.support.stack import ROOT, StackPorts, stack
 SEED = 20260105
 # Below Linux's ephemeral range (32768-60999), where a probe of a closed port can
 # connect to itself and a client's outgoing connection can take a server's port.
-BENCH_PORTS = {"KAFKA_PORT": "29192", "KAFKA_CONTROLLER_PORT": "29193", "MONGO_PORT": "27117",
-               "FERRETDB_DEBUG_PORT": "28189", "REDIS_PORT": "26479"}
+BENCH_PORTS = {
+    "KAFKA_PORT": "29192",
+    "KAFKA_CONTROLLER_PORT": "29193",
+    "MONGO_PORT": "27117",
+    "FERRETDB_DEBUG_PORT": "28189",
+    "REDIS_PORT": "26479",
+}
 BENCH_STACK_ENV = {
     "EVENTFOLD_STACK_DIR": str(ROOT / ".stack" / "bench"),
-    **{f"EVENTFOLD_{name}": os.environ.get(f"EVENTFOLD_BENCH_{name}", default)
-       for name, default in BENCH_PORTS.items()},
+    **{
+        f"EVENTFOLD_{name}": os.environ.get(f"EVENTFOLD_BENCH_{name}", default)
+        for name, default in BENCH_PORTS.items()
+    },
 }
 _REPORT: Report | None = None
 
@@ -48,9 +55,11 @@ def servers() -> Iterator[StackPorts]:
         result = stack("up", extra_env=BENCH_STACK_ENV, check=False)
         if result.returncode != 0:
             pytest.fail(f"could not start the benchmark stack:\n{result.stderr}")
-    yield StackPorts(int(BENCH_STACK_ENV["EVENTFOLD_KAFKA_PORT"]),
-                     int(BENCH_STACK_ENV["EVENTFOLD_MONGO_PORT"]),
-                     int(BENCH_STACK_ENV["EVENTFOLD_REDIS_PORT"]))
+    yield StackPorts(
+        int(BENCH_STACK_ENV["EVENTFOLD_KAFKA_PORT"]),
+        int(BENCH_STACK_ENV["EVENTFOLD_MONGO_PORT"]),
+        int(BENCH_STACK_ENV["EVENTFOLD_REDIS_PORT"]),
+    )
     if started_here and not os.environ.get("EVENTFOLD_BENCH_KEEP_STACK"):
         stack("down", extra_env=BENCH_STACK_ENV)
 

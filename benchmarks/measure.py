@@ -50,9 +50,11 @@ class Figure:
         return self.reference / self.value
 
     def line(self) -> str:
-        return (f"{self.name:<34} {_number(self.value):>10} {self.unit:<9}"
-                f" {self.kind} {_number(self.reference):>10}  ({self.reference_name})"
-                f"  ratio {self.ratio:.3f}")
+        return (
+            f"{self.name:<34} {_number(self.value):>10} {self.unit:<9}"
+            f" {self.kind} {_number(self.reference):>10}  ({self.reference_name})"
+            f"  ratio {self.ratio:.3f}"
+        )
 
     def as_json(self) -> str:
         return json.dumps({**asdict(self), "ratio": round(self.ratio, 4)}, default=str)
@@ -94,9 +96,7 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def best_cpu_rates(
-    contenders: dict[str, Callable[[], int]], rounds: int
-) -> dict[str, list[float]]:
+def best_cpu_rates(contenders: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
     """Run each contender once per round, interleaved; each returns how many items it
     processed. Returns items per CPU second of this process (so: per core) per round."""
     rates: dict[str, list[float]] = {name: [] for name in contenders}
@@ -150,8 +150,10 @@ class _MongoCommands(monitoring.CommandListener):
             self.active.mongo[event.command_name] += 1
             self._shapes[event.request_id] = (self.active, command_shape(event))
 
-    def _done(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent,
-              ) -> None:
+    def _done(
+        self,
+        event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent,
+    ) -> None:
         counted = self._shapes.pop(event.request_id, None)
         if counted is not None:
             trips, shape = counted
@@ -200,9 +202,11 @@ class RoundTrips:
             "mongo_by_command": {k: round(v / n, 2) for k, v in self.mongo.most_common()},
             "redis_by_command": {k: round(v / n, 2) for k, v in self.redis.most_common()},
             "mongo_ms_by_shape": {
-                shape: {"calls": round(self.mongo_shapes[shape] / n, 2),
-                        "ms": round(us / n / 1000, 2),
-                        "ms_per_call": round(us / self.mongo_shapes[shape] / 1000, 2)}
+                shape: {
+                    "calls": round(self.mongo_shapes[shape] / n, 2),
+                    "ms": round(us / n / 1000, 2),
+                    "ms_per_call": round(us / self.mongo_shapes[shape] / 1000, 2),
+                }
                 for shape, us in self.mongo_us.most_common()
             },
         }

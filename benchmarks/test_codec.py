@@ -51,8 +51,11 @@ def test_codec_fastavro_against_avro_reference(report: Report) -> None:
         sv = REGISTRY.latest(event.type)
         if event.type not in writers:
             schema = avro.schema.parse(json.dumps(sv.schema))
-            writers[event.type] = (sv, avro.io.DatumWriter(schema),
-                                   avro.io.DatumReader(schema, schema))
+            writers[event.type] = (
+                sv,
+                avro.io.DatumWriter(schema),
+                avro.io.DatumReader(schema, schema),
+            )
         record = event.model_dump()
         record.pop("type")  # not a field of the Avro record (the reference refuses extras)
         records.append((sv, record, _at_schema_scale(record)))
@@ -99,25 +102,59 @@ def test_codec_fastavro_against_avro_reference(report: Report) -> None:
     assert [decode(p) for p in payloads[:200]] == events[:200]
 
     rates = best_cpu_rates(
-        {"fastavro_encode": fastavro_encode, "avro_encode": avro_encode,
-         "fastavro_decode": fastavro_decode, "avro_decode": avro_decode,
-         "codec_encode": codec_encode, "codec_decode": codec_decode},
+        {
+            "fastavro_encode": fastavro_encode,
+            "avro_encode": avro_encode,
+            "fastavro_decode": fastavro_decode,
+            "avro_decode": avro_decode,
+            "codec_encode": codec_encode,
+            "codec_decode": codec_decode,
+        },
         rounds=ROUNDS,
     )
     best = {name: max(values) for name, values in rates.items()}
-    common = {"events": n, "rounds": ROUNDS, "mean_payload_bytes": round(
-        sum(map(len, payloads)) / n, 1), "all_rounds": {k: [round(v) for v in vs]
-                                                       for k, vs in rates.items()}}
+    common = {
+        "events": n,
+        "rounds": ROUNDS,
+        "mean_payload_bytes": round(sum(map(len, payloads)) / n, 1),
+        "all_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
+    }
     unit = "ev/s/core"
     figures = [
-        Figure("codec.encode fastavro", best["fastavro_encode"], unit, best["avro_encode"],
-               "avro reference encode", kind="baseline", details=common),
-        Figure("codec.decode fastavro", best["fastavro_decode"], unit, best["avro_decode"],
-               "avro reference decode", kind="baseline", details=common),
-        Figure("codec.encode product (schemas.codec)", best["codec_encode"], unit,
-               best["fastavro_encode"], "raw fastavro encode", details=common),
-        Figure("codec.decode product (schemas.codec)", best["codec_decode"], unit,
-               best["fastavro_decode"], "raw fastavro decode", details=common),
+        Figure(
+            "codec.encode fastavro",
+            best["fastavro_encode"],
+            unit,
+            best["avro_encode"],
+            "avro reference encode",
+            kind="baseline",
+            details=common,
+        ),
+        Figure(
+            "codec.decode fastavro",
+            best["fastavro_decode"],
+            unit,
+            best["avro_decode"],
+            "avro reference decode",
+            kind="baseline",
+            details=common,
+        ),
+        Figure(
+            "codec.encode product (schemas.codec)",
+            best["codec_encode"],
+            unit,
+            best["fastavro_encode"],
+            "raw fastavro encode",
+            details=common,
+        ),
+        Figure(
+            "codec.decode product (schemas.codec)",
+            best["codec_decode"],
+            unit,
+            best["fastavro_decode"],
+            "raw fastavro decode",
+            details=common,
+        ),
     ]
     for figure in figures:
         report.add(figure)

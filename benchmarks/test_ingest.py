@@ -54,19 +54,28 @@ def wire_messages(settings: Settings, events: Sequence[Event]) -> list[Message]:
     """Exactly what the publisher sends for ``events``: topic, key, value, headers."""
     correlation_id, traceparent = str(uuid.uuid4()), new_traceparent()
     return [
-        (settings.topic(e.topic), e.key.encode(), encode(e), [
-            ("event-type", e.type.encode()), ("event-id", e.event_id.encode()),
-            ("correlation-id", correlation_id.encode()), ("traceparent", traceparent.encode()),
-            ("content-type", b"application/vnd.eventfold.avro-single-object"),
-        ])
+        (
+            settings.topic(e.topic),
+            e.key.encode(),
+            encode(e),
+            [
+                ("event-type", e.type.encode()),
+                ("event-id", e.event_id.encode()),
+                ("correlation-id", correlation_id.encode()),
+                ("traceparent", traceparent.encode()),
+                ("content-type", b"application/vnd.eventfold.avro-single-object"),
+            ],
+        )
         for e in events
     ]
 
 
 async def raw_send(producer: AIOKafkaProducer, messages: Sequence[Message]) -> None:
     for i in range(0, len(messages), BATCH):
-        futures = [await producer.send(topic, value=value, key=key, headers=headers)
-                   for topic, key, value, headers in messages[i : i + BATCH]]
+        futures = [
+            await producer.send(topic, value=value, key=key, headers=headers)
+            for topic, key, value, headers in messages[i : i + BATCH]
+        ]
         await asyncio.gather(*futures)
 
 
@@ -83,9 +92,13 @@ async def test_publish_many_against_raw_aiokafka(topics: Settings, report: Repor
     messages = wire_messages(settings, events)
     n = len(events)
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                                enable_idempotence=True, linger_ms=2,
-                                client_id="eventfold-bench-ceiling")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        client_id="eventfold-bench-ceiling",
+    )
     await producer.start()
     publisher = EventPublisher(settings)
     await publisher.start()
@@ -112,10 +125,24 @@ async def test_publish_many_against_raw_aiokafka(topics: Settings, report: Repor
         await producer.stop()
 
     best = {k: max(v) for k, v in rates.items()}
-    details = {"events": n, "batch": BATCH, "rounds": ROUNDS,
-               "all_rounds": {k: [round(x) for x in v] for k, v in rates.items()}}
-    for name, key in (("ingest publish_many(envelope dicts)", "dicts"),
-                      ("ingest publish_many(parsed events)", "events")):
-        figure = report.add(Figure(name, best[key], "ev/s", best["ceiling"],
-                                   "raw aiokafka send, same bytes, acks=all", details=details))
+    details = {
+        "events": n,
+        "batch": BATCH,
+        "rounds": ROUNDS,
+        "all_rounds": {k: [round(x) for x in v] for k, v in rates.items()},
+    }
+    for name, key in (
+        ("ingest publish_many(envelope dicts)", "dicts"),
+        ("ingest publish_many(parsed events)", "events"),
+    ):
+        figure = report.add(
+            Figure(
+                name,
+                best[key],
+                "ev/s",
+                best["ceiling"],
+                "raw aiokafka send, same bytes, acks=all",
+                details=details,
+            )
+        )
         assert figure.ratio > 0

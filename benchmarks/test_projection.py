@@ -57,9 +57,7 @@ def records(envelopes: Any) -> list[tuple[Event, str, int, int]]:
     return out
 
 
-async def test_projector_against_bare_storage_round_trips(
-    stores: Stores, report: Report
-) -> None:
+async def test_projector_against_bare_storage_round_trips(stores: Stores, report: Report) -> None:
     envelopes = demo_envelopes(scaled(ORDERS))
     recs = records(envelopes)
     n = len(recs)
@@ -73,8 +71,9 @@ async def test_projector_against_bare_storage_round_trips(
     async def ceiling_one(key: str, envelope: dict[str, Any], i: int) -> None:
         stored = await ceiling_docs.find_one({"_id": key})
         rev = (stored or {}).get("rev", 0) + 1
-        await ceiling_docs.replace_one({"_id": key}, {"_id": key, "rev": rev, "last": envelope},
-                                       upsert=True)
+        await ceiling_docs.replace_one(
+            {"_id": key}, {"_id": key, "rev": rev, "last": envelope}, upsert=True
+        )
         await ceiling_script(keys=[prefix + key], args=[i])
 
     # warm-up: connections, the script cache
@@ -111,27 +110,44 @@ async def test_projector_against_bare_storage_round_trips(
     assert await models.customers.count_documents({}) == len(customer_ids)
 
     per_event = {k: v.per(n) for k, v in trips.items()}
-    figure = report.add(Figure(
-        "projection Projector.apply", n / spent["projector"], "ev/s", n / spent["ceiling"],
-        "find_one+replace_one+EVALSHA per event",
-        details={"events": n, "orders": len(order_ids), "customers": len(customer_ids),
-                 "chunk": CHUNK, "seconds": {k: round(v, 2) for k, v in spent.items()},
-                 "chunk_rates": {k: [round(r, 1) for r in v] for k, v in chunk_rates.items()},
-                 "round_trips_per_event": per_event},
-    ))
+    figure = report.add(
+        Figure(
+            "projection Projector.apply",
+            n / spent["projector"],
+            "ev/s",
+            n / spent["ceiling"],
+            "find_one+replace_one+EVALSHA per event",
+            details={
+                "events": n,
+                "orders": len(order_ids),
+                "customers": len(customer_ids),
+                "chunk": CHUNK,
+                "seconds": {k: round(v, 2) for k, v in spent.items()},
+                "chunk_rates": {k: [round(r, 1) for r in v] for k, v in chunk_rates.items()},
+                "round_trips_per_event": per_event,
+            },
+        )
+    )
     mine, ceiling = per_event["projector"], per_event["ceiling"]
-    print(f"[bench]   round trips per event: projector mongo {mine['mongo']} + redis "
-          f"{mine['redis']} {mine['redis_by_command']}; ceiling mongo {ceiling['mongo']} + "
-          f"redis {ceiling['redis']}")
-    print("[bench]   events/s per chunk of "
-          f"{CHUNK}: projector {[round(r, 1) for r in chunk_rates['projector']]}, "
-          f"ceiling {[round(r) for r in chunk_rates['ceiling']]}")
+    print(
+        f"[bench]   round trips per event: projector mongo {mine['mongo']} + redis "
+        f"{mine['redis']} {mine['redis_by_command']}; ceiling mongo {ceiling['mongo']} + "
+        f"redis {ceiling['redis']}"
+    )
+    print(
+        "[bench]   events/s per chunk of "
+        f"{CHUNK}: projector {[round(r, 1) for r in chunk_rates['projector']]}, "
+        f"ceiling {[round(r) for r in chunk_rates['ceiling']]}"
+    )
     print("[bench]   projector MongoDB time per event by command shape:")
     for shape, cost in list(mine["mongo_ms_by_shape"].items())[:6]:
-        print(f"[bench]     {shape:<40} {cost['calls']:>5} calls {cost['ms']:>7.2f} ms "
-              f"({cost['ms_per_call']:.2f} ms/call)")
+        print(
+            f"[bench]     {shape:<40} {cost['calls']:>5} calls {cost['ms']:>7.2f} ms "
+            f"({cost['ms_per_call']:.2f} ms/call)"
+        )
     assert figure.ratio > REGRESSION_GUARD, (
-        f"projection fell to {figure.ratio:.4f} of its ceiling (guard {REGRESSION_GUARD})")
+        f"projection fell to {figure.ratio:.4f} of its ceiling (guard {REGRESSION_GUARD})"
+    )
 
 
 REBUILD_ORDERS = 200  # about 1,000 events
@@ -150,7 +166,7 @@ async def test_rebuild_batches_against_per_event_writes(stores: Stores, report: 
     per_event, batched = Projector(per_event_models), Projector(batched_models, buffered=True)
     spent = {"per_event": 0.0, "batched": 0.0}
     for start in range(0, n, REBUILD_BATCH):
-        batch = recs[start:start + REBUILD_BATCH]
+        batch = recs[start : start + REBUILD_BATCH]
         t = time.perf_counter()
         for rec in batch:
             await per_event.apply(*rec)
@@ -163,16 +179,28 @@ async def test_rebuild_batches_against_per_event_writes(stores: Stores, report: 
 
     # sanity: both wrote the same views
     for collection in ("orders", "customers"):
+
         def public(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return [{k: v for k, v in d.items() if not k.startswith("_")}
-                    for d in sorted(docs, key=lambda d: str(d["_id"]))]
+            return [
+                {k: v for k, v in d.items() if not k.startswith("_")}
+                for d in sorted(docs, key=lambda d: str(d["_id"]))
+            ]
+
         mine = await batched_models.db[batched_models.collection(collection)].find().to_list()
-        theirs = await per_event_models.db[per_event_models.collection(collection)].find(
-        ).to_list()
+        theirs = await per_event_models.db[per_event_models.collection(collection)].find().to_list()
         assert public(mine) == public(theirs) and mine
-    report.add(Figure(
-        "rebuild batches of 500", n / spent["batched"], "ev/s", n / spent["per_event"],
-        "per-event Projector.apply", kind="baseline",
-        details={"events": n, "batch": REBUILD_BATCH,
-                 "seconds": {k: round(v, 2) for k, v in spent.items()}},
-    ))
+    report.add(
+        Figure(
+            "rebuild batches of 500",
+            n / spent["batched"],
+            "ev/s",
+            n / spent["per_event"],
+            "per-event Projector.apply",
+            kind="baseline",
+            details={
+                "events": n,
+                "batch": REBUILD_BATCH,
+                "seconds": {k: round(v, 2) for k, v in spent.items()},
+            },
+        )
+    )

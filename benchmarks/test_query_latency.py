@@ -53,6 +53,7 @@ async def test_order_lookup_latency(settings: Settings, stores: Stores, report: 
             response = await client.get(f"/v1/orders/{order_id}")
             assert response.status_code == 200, response.text
             assert response.json()["order_id"] == order_id
+
         return get
 
     async def hget(i: int) -> None:
@@ -84,26 +85,43 @@ async def test_order_lookup_latency(settings: Settings, stores: Stores, report: 
         await app.state.stores.close()
 
     # sanity: each path was served from where it claims
-    served = {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
-              for line in metrics.splitlines()
-              if line.startswith("eventfold_query_requests_total{")}
+    served = {
+        line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("eventfold_query_requests_total{")
+    }
     assert served['endpoint="order",source="redis"'] == WARM_UP + 1 + SAMPLES
     assert served['endpoint="order",source="mongo"'] == WARM_UP + 1 + SAMPLES
 
     p = {k: {q: percentile(v, q) for q in (50, 95)} for k, v in samples.items()}
-    details = {"samples": SAMPLES, "orders": len(order_ids),
-               "ms": {k: {f"p{q}": round(x, 3) for q, x in v.items()} for k, v in p.items()},
-               "round_trips_per_request": {k: v.per(1) for k, v in trips.items()}}
+    details = {
+        "samples": SAMPLES,
+        "orders": len(order_ids),
+        "ms": {k: {f"p{q}": round(x, 3) for q, x in v.items()} for k, v in p.items()},
+        "round_trips_per_request": {k: v.per(1) for k, v in trips.items()},
+    }
     for q in (50, 95):
-        for path, ceiling, what in (("hot", "hget", "bare Redis HGET"),
-                                    ("mongo", "find_one", "bare find_one by _id")):
+        for path, ceiling, what in (
+            ("hot", "hget", "bare Redis HGET"),
+            ("mongo", "find_one", "bare find_one by _id"),
+        ):
             label = "Redis hot cache" if path == "hot" else "MongoDB path"
-            figure = report.add(Figure(
-                f"query GET order {label} p{q}", p[path][q], "ms", p[ceiling][q], what,
-                better="lower", details=details))
+            figure = report.add(
+                Figure(
+                    f"query GET order {label} p{q}",
+                    p[path][q],
+                    "ms",
+                    p[ceiling][q],
+                    what,
+                    better="lower",
+                    details=details,
+                )
+            )
             assert figure.ratio > 0
     for path, t in trips.items():
         per = t.per(1)
-        print(f"[bench]   round trips per GET ({path}): mongo "
-              f"{ {k: v['calls'] for k, v in per['mongo_ms_by_shape'].items()} }, "
-              f"redis {per['redis_by_command']}")
+        print(
+            f"[bench]   round trips per GET ({path}): mongo "
+            f"{ {k: v['calls'] for k, v in per['mongo_ms_by_shape'].items()} }, "
+            f"redis {per['redis_by_command']}"
+        )
