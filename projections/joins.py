@@ -6,8 +6,9 @@ Two keyed states, each owned by the worker that owns its key's partitions:
   ``order-enrichment``): the order's facts with their offsets, and the customer
   block embedded into its view.
 * ``CustomerState`` per customer_id (co-partitioned ``customers`` +
-  ``order-links``): the customer's latest profile and a summary of each of its
-  orders.
+  ``order-links``): the customer's latest profile and the totals of its orders;
+  next to it, in the same store, the latest summary of each order and the
+  customer's order index (pages of order ids), each under a key of its own.
 
 The order side tells the customer side about each change of an order through
 an ``OrderLink`` (keyed by customer_id: a repartition); the customer side
@@ -23,18 +24,20 @@ Every step is idempotent: giving it an input it already holds returns
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
 
 from projections.customer_fold import (
     CustomerProfile,
     apply_customer,
-    customer_view,
     enrichment,
     profile_from_doc,
     profile_to_doc,
 )
+from projections.money import format_money, from_units, to_units
 from projections.order_fold import (
     OrderFacts,
     apply,
@@ -46,6 +49,7 @@ from projections.order_fold import (
 from schemas.events import Event
 
 Doc = dict[str, Any]
+S = TypeVar("S", "OrderState", "CustomerState")
 SUMMARY_FIELDS = ("placed", "customer_id", "currency", "amount_paid", "placed_at")
 
 
@@ -182,14 +186,92 @@ class Enrichment:
         return cls(str(doc["order_id"]), block, int(doc["offset"]))
 
 
+def customer_key(customer_id: str) -> str:
+    """Where a customer's ``CustomerState`` is kept in the customer side's store."""
+    return customer_id
+
+
+def order_summary_key(customer_id: str, order_id: str) -> tuple[str, str, str]:
+    """Where the summary of one order, as the customer side applied it, is kept (next to
+    the customer's state, in the same store: see ``CustomerState.pending``)."""
+    return ("order", customer_id, order_id)
+
+
+def order_index_key(customer_id: str, page: int) -> tuple[str, str, int]:
+    """Where one page of a customer's order ids is kept (for re-enrichment)."""
+    return ("orders", customer_id, page)
+
+
+ORDER_INDEX_PAGE = 200
+"""Order ids per page of a customer's order index: adding an order rewrites one page."""
+
+
+def _contribution(link: OrderLink | None) -> tuple[int, dict[str, int], str | None]:
+    """What one order adds to its customer's totals: (orders, paid per currency in 1e-4
+    units, placed_at)."""
+    if link is None or not link.summary.get("placed"):
+        return 0, {}, None
+    summary = link.summary
+    units = to_units(Decimal(str(summary["amount_paid"])))
+    return 1, ({str(summary["currency"]): units} if units else {}), summary.get("placed_at")
+
+
+@dataclass(frozen=True)
+class CustomerTotals:
+    """What the customer view sums over the customer's orders, kept incrementally: an
+    order's newer summary replaces its older one (``with_summary``), so the cost of an
+    order's change does not grow with the customer's history."""
+
+    order_count: int = 0
+    paid: Mapping[str, int] = field(default_factory=dict)  # currency -> 1e-4 units
+    last_order_at: str | None = None
+    facts: int = 0
+    """The facts of every applied summary, added up: grows with what is known, so of two
+    totals of one customer derived from the same events, the one with more facts knows
+    more (``CustomerState.merge``)."""
+    orders: int = 0  # orders known (placed or not): the order index's length
+
+    def with_summary(self, old: OrderLink | None, new: OrderLink) -> CustomerTotals:
+        (old_count, old_paid, _), (count, paid, placed_at) = _contribution(old), _contribution(new)
+        totals = dict(self.paid)
+        for currency, units in old_paid.items():
+            totals[currency] = totals.get(currency, 0) - units
+        for currency, units in paid.items():
+            totals[currency] = totals.get(currency, 0) + units
+        # canonical UTC timestamps (order_fold.format_timestamp) sort chronologically; an
+        # order's placed_at does not change once placed, so the latest never goes back
+        latest = max((t for t in (self.last_order_at, placed_at) if t is not None), default=None)
+        return CustomerTotals(
+            self.order_count - old_count + count,
+            {c: u for c, u in sorted(totals.items()) if u}, latest,
+            self.facts - (0 if old is None else old.facts) + new.facts,
+            self.orders + (old is None))
+
+    def to_doc(self) -> Doc:
+        return {"order_count": self.order_count, "paid": dict(self.paid),
+                "last_order_at": self.last_order_at, "facts": self.facts, "orders": self.orders}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> CustomerTotals:
+        return cls(int(doc["order_count"]), {str(k): int(v) for k, v in doc["paid"].items()},
+                   doc.get("last_order_at"), int(doc["facts"]), int(doc["orders"]))
+
+
 @dataclass(frozen=True)
 class CustomerState:
-    """The customer's latest profile and the latest summary of each of its orders."""
+    """The customer's latest profile and the totals of its orders.
+
+    The summary of each order is kept on its own (``order_summary_key``), so a change
+    of one order rewrites its summary and these totals, never a list of every order.
+    ``pending`` names the last summary applied to the totals ((order_id, facts)): the
+    state and that summary are two writes, and a record redelivered after only the
+    first of them was kept must complete the second, not apply the summary twice."""
 
     customer_id: str
     profile: CustomerProfile | None = None
     profile_offset: int = -1
-    orders: Mapping[str, OrderLink] = field(default_factory=dict)
+    totals: CustomerTotals = field(default_factory=CustomerTotals)
+    pending: tuple[str, int] | None = None
 
     def with_profile(self, event: Event, offset: int) -> CustomerState | None:
         """The state with ``event``'s profile; None when one as new or newer is known.
@@ -202,23 +284,36 @@ class CustomerState:
             return None
         return replace(self, profile=profile, profile_offset=offset)
 
-    def with_order(self, link: OrderLink) -> CustomerState | None:
-        """The state with ``link``'s summary; None when one with as many facts is known.
-        Raises ValueError for an order of another customer."""
+    def applied(self, known: OrderLink | None, link: OrderLink) -> bool:
+        """Whether ``link`` is already in the totals (``known``: the order's summary as
+        kept). Raises ValueError for an order of another customer."""
         if link.customer_id != self.customer_id:
             raise ValueError(f"order {link.order_id!r} belongs to customer "
                              f"{link.customer_id!r}, not {self.customer_id!r}")
-        known = self.orders.get(link.order_id)
-        if known is not None and known.facts >= link.facts:
+        return ((known is not None and known.facts >= link.facts)
+                or self.pending == (link.order_id, link.facts))
+
+    def with_order(self, known: OrderLink | None, link: OrderLink) -> CustomerState | None:
+        """The state with ``link``'s summary in place of ``known``; None when it is
+        applied already (``applied``)."""
+        if self.applied(known, link):
             return None
-        return replace(self, orders={**self.orders, link.order_id: link})
+        return replace(self, totals=self.totals.with_summary(known, link),
+                       pending=(link.order_id, link.facts))
 
     def merge(self, other: CustomerState) -> CustomerState:
+        """The newer profile, and the totals that know more.
+
+        Totals cannot be united, but two states of one customer are both derived from
+        the same events: a document written by a rebuild and one by the live
+        processor, or by two workers. The one that saw more facts knows more; once a
+        writer has seen everything, its totals win over any partial ones, and two
+        totals with as many facts over the same events are the same."""
         merged = self
         if other.profile is not None and other.profile_offset > merged.profile_offset:
             merged = replace(merged, profile=other.profile, profile_offset=other.profile_offset)
-        for link in other.orders.values():
-            merged = merged.with_order(link) or merged
+        if other.totals.facts > merged.totals.facts:
+            merged = replace(merged, totals=other.totals, pending=other.pending)
         return merged
 
     def enrichment_for(self, order_id: str) -> Enrichment | None:
@@ -227,22 +322,46 @@ class CustomerState:
         return Enrichment(order_id, enrichment(self.profile), self.profile_offset)
 
     def view(self) -> Doc:
-        summaries = [{"order_id": link.order_id, **link.summary} for link in self.orders.values()]
-        return {**customer_view(self.customer_id, self.profile, summaries),
-                "email": None if self.profile is None else self.profile.email}
+        profile, totals = self.profile, self.totals
+        return {
+            "customer_id": self.customer_id,
+            "name": None if profile is None else profile.name,
+            "tier": None if profile is None else profile.tier,
+            "country": None if profile is None else profile.country,
+            "order_count": totals.order_count,
+            "lifetime_value": {c: format_money(from_units(u)) for c, u in totals.paid.items()},
+            "last_order_at": totals.last_order_at,
+            "email": None if profile is None else profile.email,
+        }
 
     def to_doc(self) -> Doc:
         return {"customer_id": self.customer_id,
                 "profile": None if self.profile is None else profile_to_doc(self.profile),
-                "profile_offset": self.profile_offset,
-                "orders": {k: v.to_doc() for k, v in self.orders.items()}}
+                "profile_offset": self.profile_offset, "totals": self.totals.to_doc(),
+                "pending": None if self.pending is None else list(self.pending)}
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CustomerState:
+        """Also reads the layout before per-order summaries were kept apart (every
+        summary inside the state): its totals are computed from them, and
+        ``legacy_summaries`` returns them so the caller can keep them apart."""
         profile = doc.get("profile")
-        return cls(str(doc["customer_id"]), None if profile is None else profile_from_doc(profile),
-                   int(doc.get("profile_offset", -1)),
-                   {k: OrderLink.from_doc(v) for k, v in doc.get("orders", {}).items()})
+        state = cls(str(doc["customer_id"]),
+                    None if profile is None else profile_from_doc(profile),
+                    int(doc.get("profile_offset", -1)))
+        if "totals" in doc:
+            pending = doc.get("pending")
+            return replace(state, totals=CustomerTotals.from_doc(doc["totals"]),
+                           pending=None if pending is None else (str(pending[0]),
+                                                                 int(pending[1])))
+        for link in legacy_summaries(doc):
+            state = state.with_order(None, link) or state
+        return replace(state, pending=None)
+
+
+def legacy_summaries(doc: Mapping[str, Any]) -> list[OrderLink]:
+    """The order summaries a customer state document of the earlier layout holds."""
+    return [OrderLink.from_doc(v) for v in doc.get("orders", {}).values()]
 
 
 # --- steps: (state, input) -> what to store and what to emit --------------------------------
@@ -279,28 +398,176 @@ def enrichment_step(state: OrderState | None, message: Enrichment) -> OrderStep:
 class CustomerStep:
     state: CustomerState
     duplicate: bool
-    view_changed: bool  # the customer document needs writing
+    view_changed: bool  # the customer view differs from the one before
     enrichments: tuple[Enrichment, ...]  # to send to the order side
+    summary: OrderLink | None = None  # to keep as the order's summary (``order_summary_key``)
+    new_order: bool = False  # the order is new to the customer: add it to its order index
+    enrich_all: bool = False  # send the profile's enrichment to every order of the customer
 
 
 def customer_event_step(state: CustomerState | None, event: Event, offset: int,
                         customer_id: str) -> CustomerStep:
-    """A new profile re-enriches every known order of the customer."""
+    """A profile re-enriches every known order of the customer (also when it is a
+    duplicate: the enrichments are re-emitted)."""
     current = state or CustomerState(customer_id)
     new = current.with_profile(event, offset)
     result = current if new is None else new
-    out = tuple(e for e in (result.enrichment_for(o) for o in result.orders) if e is not None)
-    return CustomerStep(result, new is None, new is not None, out)
+    return CustomerStep(result, new is None, new is not None, (),
+                        enrich_all=result.profile is not None and result.totals.orders > 0)
 
 
-def order_link_step(state: CustomerState | None, link: OrderLink) -> CustomerStep:
-    """A newer summary of an order; a new order is enriched at once if the profile is known."""
+def order_link_step(state: CustomerState | None, known: OrderLink | None,
+                    link: OrderLink) -> CustomerStep:
+    """A newer summary of an order (``known``: the one kept so far); a new order is
+    enriched at once if the profile is known."""
     current = state or CustomerState(link.customer_id)
-    new = current.with_order(link)
+    new = current.with_order(known, link)
     if new is None:
         enrich = current.enrichment_for(link.order_id)
-        return CustomerStep(current, True, False, () if enrich is None else (enrich,))
-    known = current.orders.get(link.order_id)
+        unkept = known is None or known.facts < link.facts  # see CustomerState.pending
+        return CustomerStep(current, True, False, () if enrich is None else (enrich,),
+                            summary=link if unkept else None, new_order=known is None)
     view_changed = known is None or dict(known.summary) != dict(link.summary)
     enrich = new.enrichment_for(link.order_id) if known is None else None
-    return CustomerStep(new, False, view_changed, () if enrich is None else (enrich,))
+    return CustomerStep(new, False, view_changed, () if enrich is None else (enrich,),
+                        summary=link, new_order=known is None)
+
+
+# --- keyed state: a cache over a store, and the customer side over its store -------------
+
+
+class DecodedStates(Generic[S]):
+    """A state store read through a cache of decoded states.
+
+    Decoding a state (every event of an order, validated) on each record is the
+    pipeline's main CPU cost, and reading one from a disk-backed table costs a
+    lookup and a JSON parse. The pipeline is the only writer of its keys while its
+    worker owns their partitions, so a state it stored or read stays valid until
+    the table changes under it: a rebalance, where a table restores partitions from
+    its changelog. Then ``invalidate()`` (the processor calls it when partitions
+    are assigned)."""
+
+    def __init__(self, store: MutableMapping[Any, Any], decode: Callable[[Any], S],
+                 size: int = 10_000) -> None:
+        self._store = store
+        self._decode: Callable[[Any], S] = decode
+        self._size = size
+        self._cache: OrderedDict[Any, S] = OrderedDict()
+
+    def get(self, key: Any) -> S | None:
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        doc = self._store.get(key)
+        if doc is None:
+            return None
+        state = self._decode(doc)
+        self._remember(key, state)
+        return state
+
+    def put(self, key: Any, state: S) -> None:
+        self._store[key] = state.to_doc()
+        self._remember(key, state)
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def _remember(self, key: Any, state: S) -> None:
+        self._cache[key] = state
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+
+
+class CustomerSide:
+    """The customer side of the join over its one store (a Faust table, a dict): each
+    customer's state, each order's latest summary and each customer's order index,
+    under keys of their own (``customer_key``, ``order_summary_key``,
+    ``order_index_key``). It runs the customer steps and keeps what they say; the
+    steps it returns carry every enrichment to send. No I/O but the store's."""
+
+    def __init__(self, store: MutableMapping[Any, Any], cache_size: int = 10_000) -> None:
+        self.store = store
+        self._states = DecodedStates(store, self._decode, cache_size)
+
+    def state(self, customer_id: str) -> CustomerState | None:
+        return self._states.get(customer_key(customer_id))
+
+    def invalidate(self) -> None:
+        self._states.invalidate()
+
+    def apply_profile(self, event: Event, offset: int) -> CustomerStep:
+        """A customers-stream event (its key is the customer id)."""
+        step = customer_event_step(self.state(event.key), event, offset, event.key)
+        return self._keep(step, None)
+
+    def apply_link(self, link: OrderLink) -> CustomerStep:
+        """An order's summary from the order side."""
+        known = self.summary(link.customer_id, link.order_id)
+        step = order_link_step(self.state(link.customer_id), known, link)
+        return self._keep(step, link.order_id)
+
+    def summary(self, customer_id: str, order_id: str) -> OrderLink | None:
+        doc = self.store.get(order_summary_key(customer_id, order_id))
+        return None if doc is None else OrderLink.from_doc(doc)
+
+    def order_ids(self, customer_id: str, count: int) -> list[str]:
+        """The ids of the customer's first ``count`` orders (whole pages are read)."""
+        pages = (count + ORDER_INDEX_PAGE - 1) // ORDER_INDEX_PAGE
+        return [str(order_id) for page in range(pages)
+                for order_id in self.store.get(order_index_key(customer_id, page)) or []]
+
+    def restore(self, customer_id: str, stored: CustomerState | None,
+                summaries: Sequence[OrderLink]) -> None:
+        """Set a customer's state from its stored profile (``stored``) and the summaries
+        of its orders (a resumed rebuild, from the documents it wrote)."""
+        state = (CustomerState(customer_id) if stored is None
+                 else CustomerState(customer_id, stored.profile, stored.profile_offset))
+        for link in summaries:
+            known = self.summary(customer_id, link.order_id)
+            new = state.with_order(known, link)
+            if new is not None:
+                if known is None:
+                    self._index(customer_id, new.totals.orders, link.order_id)
+                state = new
+                self.store[order_summary_key(customer_id, link.order_id)] = link.to_doc()
+        self._states.put(customer_key(customer_id), replace(state, pending=None))
+
+    def _keep(self, step: CustomerStep, order_id: str | None) -> CustomerStep:
+        # Kept in this order, so that whatever part of it a crash keeps (a table's
+        # changelog keeps a prefix of what one worker wrote to one partition), the
+        # redelivered record completes the rest (see ``CustomerState.pending``): the
+        # order index (adding an id twice is harmless), the state, the summary.
+        customer_id = step.state.customer_id
+        if step.new_order and order_id is not None:
+            self._index(customer_id, step.state.totals.orders, order_id)
+        if not step.duplicate:
+            self._states.put(customer_key(customer_id), step.state)
+        if step.summary is not None:
+            self.store[order_summary_key(customer_id, step.summary.order_id)] = (
+                step.summary.to_doc())
+        if not step.enrich_all:
+            return step
+        every = (step.state.enrichment_for(o)
+                 for o in self.order_ids(customer_id, step.state.totals.orders))
+        return replace(step, enrichments=tuple(e for e in every if e is not None))
+
+    def _index(self, customer_id: str, ordinal: int, order_id: str) -> None:
+        """Add the customer's ``ordinal``-th order (from 1) to its order index."""
+        key = order_index_key(customer_id, (ordinal - 1) // ORDER_INDEX_PAGE)
+        page = list(self.store.get(key) or [])
+        if order_id not in page:
+            self.store[key] = [*page, order_id]
+
+    def _decode(self, doc: Any) -> CustomerState:
+        """A stored customer state; one of the earlier layout (every order's summary
+        inside it) is rewritten in today's, its summaries kept apart."""
+        state = CustomerState.from_doc(doc)
+        legacy = legacy_summaries(doc)
+        if legacy:
+            for ordinal, link in enumerate(legacy, start=1):
+                self._index(state.customer_id, ordinal, link.order_id)
+                self.store[order_summary_key(state.customer_id, link.order_id)] = link.to_doc()
+            self.store[customer_key(state.customer_id)] = state.to_doc()
+        return state

@@ -22,34 +22,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from pymongo import InsertOne, ReplaceOne
 from redis.asyncio import Redis
 
 from projections.customer_fold import CUSTOMER_EVENT_TYPES
 from projections.joins import (
+    CustomerSide,
     CustomerState,
     CustomerStep,
+    DecodedStates,
     Enrichment,
     OrderLink,
     OrderState,
     OrderStep,
-    customer_event_step,
     enrichment_step,
     order_event_step,
-    order_link_step,
 )
 from projections.order_fold import order_id_of, redis_contribution
 from projections.read_models import PROJECTIONS, Document, ReadModels
 from projections.redis_writer import RedisWriter
 from schemas.events import Event
 
-StateStore = MutableMapping[str, Any]  # key -> JSON-safe state document
-S = TypeVar("S", OrderState, CustomerState)
+StateStore = MutableMapping[Any, Any]  # key -> JSON-safe state document
 Position = tuple[str, int, int]  # logical topic, partition, offset
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -277,44 +275,6 @@ class BatchWriter:
                 await collection.bulk_write(list(part), ordered=False)
 
 
-class DecodedStates(Generic[S]):
-    """A state store read through a cache of decoded states.
-
-    Decoding a state (every event of an order, validated) on each record is the
-    pipeline's main CPU cost; a decoded state is reused while the store still holds
-    the very document it came from (a Faust table hands back what was set; after a
-    recovery the documents are new objects and are decoded again)."""
-
-    def __init__(self, store: StateStore, decode: Callable[[Any], S], size: int = 10_000) -> None:
-        self._store = store
-        self._decode: Callable[[Any], S] = decode
-        self._size = size
-        self._cache: OrderedDict[str, tuple[Any, S]] = OrderedDict()
-
-    def get(self, key: str) -> S | None:
-        doc = self._store.get(key)
-        if doc is None:
-            return None
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] is doc:
-            self._cache.move_to_end(key)
-            return cached[1]
-        state = self._decode(doc)
-        self._remember(key, doc, state)
-        return state
-
-    def put(self, key: str, state: S) -> None:
-        doc = state.to_doc()
-        self._store[key] = doc
-        self._remember(key, self._store.get(key), state)
-
-    def _remember(self, key: str, doc: Any, state: S) -> None:
-        self._cache[key] = (doc, state)
-        self._cache.move_to_end(key)
-        if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
-
-
 LinkSender = Callable[[OrderLink], Awaitable[None]]
 EnrichmentSender = Callable[[Enrichment], Awaitable[None]]
 SentWaiter = Callable[[], Awaitable[None]]
@@ -331,9 +291,8 @@ class Pipeline:
                  send_link: LinkSender, send_enrichment: EnrichmentSender,
                  sent: SentWaiter | None = None) -> None:
         self.orders = orders
-        self.customers = customers
         self._orders = DecodedStates(orders, OrderState.from_doc)
-        self._customers = DecodedStates(customers, CustomerState.from_doc)
+        self.customer_side = CustomerSide(customers)
         self._targets = targets
         self._send_link = send_link
         self._send_enrichment = send_enrichment
@@ -349,13 +308,17 @@ class Pipeline:
         """Forget the unwritten effects (the records are applied again, one by one)."""
         self.writer.discard()
 
+    def invalidate(self) -> None:
+        """The state stores changed under the pipeline (a rebalance restored them)."""
+        self._orders.invalidate()
+        self.customer_side.invalidate()
+
     async def source_event(self, event: Event, topic: str, partition: int, offset: int) -> bool:
         """Apply one record of ``orders``, ``payments`` or ``customers``; False when it had
         been applied before (its effects are re-emitted all the same)."""
         targets = await self._targets()
         if isinstance(event, CUSTOMER_EVENT_TYPES):
-            customer_step = customer_event_step(self._customer(event.key), event, offset,
-                                                event.key)
+            customer_step = self.customer_side.apply_profile(event, offset)
             await self._customer_effects(targets, customer_step)
             duplicate = customer_step.duplicate
         else:
@@ -377,7 +340,7 @@ class Pipeline:
     async def order_link(self, link: OrderLink, at: Position | None = None) -> None:
         """Apply a message of ``order-links`` (``at``: its topic, partition, offset)."""
         targets = await self._targets()
-        step = order_link_step(self._customer(link.customer_id), link)
+        step = self.customer_side.apply_link(link)
         await self._customer_effects(targets, step)
         await self._checkpoint_internal(targets, at)
 
@@ -389,9 +352,6 @@ class Pipeline:
     def _order(self, order_id: str) -> OrderState | None:
         return self._orders.get(order_id)
 
-    def _customer(self, customer_id: str) -> CustomerState | None:
-        return self._customers.get(customer_id)
-
     async def _order_effects(self, targets: Targets, step: OrderStep) -> None:
         # The state is saved before any await, so no other record of this key can
         # interleave between reading and saving it.
@@ -402,10 +362,7 @@ class Pipeline:
             await self._send_link(step.link)
 
     async def _customer_effects(self, targets: Targets, step: CustomerStep) -> None:
-        if not step.duplicate:
-            self._customers.put(step.state.customer_id, step.state)
-        if step.view_changed or step.duplicate:
-            self.writer.write_customer(targets, step.state)
+        self.writer.write_customer(targets, step.state)
         await asyncio.gather(*(self._send_enrichment(m) for m in step.enrichments))
 
 

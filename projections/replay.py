@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
-from projections.projector import Projector, Targets
+from projections.joins import OrderLink, OrderState
+from projections.projector import Projector, Targets, stored_customer
 from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
 from projections.redis_writer import RedisWriter
 from schemas.catalog import INTERNAL_TOPICS
@@ -166,13 +168,25 @@ async def abort(stores: Stores) -> list[str]:
 
 
 async def _preload(projector: Projector, models: ReadModels) -> None:
-    """Resume with the join state a crashed rebuild had written (docs carry it)."""
+    """Resume with the join state a crashed rebuild had written (docs carry it): each
+    order's state, and from those the summaries the customer side had applied; each
+    customer's profile."""
+    pipeline = projector.pipeline
+    summaries: dict[str, list[OrderLink]] = defaultdict(list)
     async for doc in models.orders.find({}):
         if "_state" in doc:
-            projector.pipeline.orders[doc["_id"]] = doc["_state"]
+            pipeline.orders[doc["_id"]] = doc["_state"]
+            link = OrderState.from_doc(doc["_state"]).summary()
+            if link is not None:
+                summaries[link.customer_id].append(link)
+    profiles = {}
     async for doc in models.customers.find({}):
-        if "_state" in doc:
-            projector.pipeline.customers[doc["_id"]] = doc["_state"]
+        stored = stored_customer(doc)
+        if stored is not None:
+            profiles[stored.customer_id] = stored
+    for customer_id in set(profiles) | set(summaries):
+        pipeline.customer_side.restore(customer_id, profiles.get(customer_id),
+                                  summaries.get(customer_id, []))
 
 
 async def rebuild(

@@ -78,7 +78,7 @@ class ProcessorApp(faust.App):
 app = ProcessorApp(
     settings.processor_app_id,
     broker=f"kafka://{settings.bootstrap_servers}",
-    store="memory://",
+    store="rocksdb://",
     datadir=settings.processor_data_dir,
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication_factor,
@@ -106,11 +106,18 @@ links_topic = _raw_topic(ORDER_LINKS)
 enrichment_topic = _raw_topic(ORDER_ENRICHMENT)
 
 _JSON: faust.types.SchemaT = faust.Schema(key_serializer="json", value_serializer="json")
+# RocksDB (rocksdict) keeps the tables on disk, so state for millions of orders does not
+# live in RAM; small write buffers and caches per partition keep the process's memory
+# bounded (Faust's defaults are sized for one big table: 64 MB write buffers, 2 GB cache).
+_ROCKSDB = {"write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_number": 2,
+            "target_file_size_base": 16 * 1024 * 1024, "block_cache_size": 8 * 1024 * 1024,
+            "block_cache_compressed_size": 0, "max_open_files": 256}
 order_state = app.Table("order-state", default=None, partitions=settings.topic_partitions,
-                        schema=_JSON,
+                        schema=_JSON, options=dict(_ROCKSDB),
                         help="per order_id: facts with offsets, and the customer block")
 customer_state = app.Table("customer-state", default=None,
                            partitions=settings.topic_partitions, schema=_JSON,
+                           options=dict(_ROCKSDB),
                            help="per customer_id: latest profile and order summaries")
 
 
@@ -239,7 +246,7 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
                             outbox.send_enrichment, outbox.sent)
         single = RecordHandler(apply_one_with(pipeline), KafkaDeadLetterSink(settings))
         _handlers[agent] = (BatchHandler(fold_with(pipeline), pipeline.flush, pipeline.discard,
-                                         single), single)
+                                         single, pipeline.invalidate), single)
     return _handlers[agent]
 
 
@@ -279,6 +286,8 @@ stall_guard = StallGuard(app, settings)
 @app.on_partitions_assigned.connect
 async def reset_stall_guard(*args: Any, **kwargs: Any) -> None:
     stall_guard.reset()
+    for batches, _ in _handlers.values():
+        batches.invalidate()
 
 
 @app.timer(interval=3.0)

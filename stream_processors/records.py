@@ -134,11 +134,14 @@ class BatchHandler:
     """
 
     def __init__(self, fold: Process, flush: Callable[[], Awaitable[None]],
-                 discard: Callable[[], None], single: RecordHandler) -> None:
+                 discard: Callable[[], None], single: RecordHandler,
+                 invalidate: Callable[[], None] = lambda: None) -> None:
         self._fold = fold
         self._flush = flush
         self._discard = discard
         self._single = single
+        self.invalidate = invalidate
+        """Called when the state stores changed under the handler (a rebalance)."""
 
     async def handle(self, records: Sequence[Record],
                      enter: Callable[[int], object] = lambda i: None) -> None:

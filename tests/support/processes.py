@@ -22,7 +22,9 @@ class ProcessorProcess:
         self.settings = settings
         self.log_path = log_path
         self._env = {**os.environ, **env,
-                     "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent / "faust-data")}
+                     # one data dir per worker, as on separate hosts (RocksDB locks its files)
+                     "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent
+                                                         / f"{log_path.stem}-faust-data")}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
