@@ -43,7 +43,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -578,7 +578,32 @@ async def naive_batch_sink(d: Deployment, knobs: Knobs, results: Results) -> Non
 # --- the processor ---------------------------------------------------------------------------
 
 
+async def redis_calls(d: Deployment) -> Counter[str]:
+    """Commands the benchmark stack's Redis has served so far, by command (the stack is
+    the benchmark's own: nothing else talks to it)."""
+    stats = await d.stores.redis.info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
+
+
+async def mongo_calls() -> Counter[str]:
+    """Commands the benchmark stack's FerretDB has served so far, by command (from its
+    debug endpoint's metrics; empty when it cannot be read)."""
+    port = os.environ.get("EVENTFOLD_BENCH_FERRETDB_DEBUG_PORT", "28189")
+    found: Counter[str] = Counter()
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/debug/metrics")).text
+    except httpx.HTTPError:
+        return found
+    for m in re.finditer(
+        r'^ferretdb_client_requests_total\{command="(\w+)"[^}]*\} (\d+)', text, re.M
+    ):
+        found[m.group(1)] += int(m.group(2))
+    return found
+
+
 async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> None:
+    calls_before, mongo_before = await redis_calls(d), await mongo_calls()
     spawned = time.monotonic()
     processor = await asyncio.to_thread(d.start_processor, "catchup", knobs.start_timeout_s)
     ready = time.monotonic()
@@ -588,6 +613,9 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
     took = time.monotonic() - ready
     assert processor.proc is not None
     memory = rss_mb(processor.proc.pid)
+    calls, mongo = await redis_calls(d), await mongo_calls()
+    calls.subtract(calls_before)
+    mongo.subtract(mongo_before)
     rate = (applied - at_ready) / took if took > 0 else 0.0
     results.put("pipeline", catchup_events_per_s=rate)
     naive = results.figures.get("pipeline.naive_batch_events_per_s")
@@ -606,6 +634,13 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
         startup_s=ready - spawned,
         events_per_s_from_spawn=applied / (ready - spawned + took),
         rss_mb=memory.get("VmRSS"),
+        # the processor's, plus this benchmark's polls (per 50 ms: 3 HGETALL, 1 meta find)
+        redis_calls_per_event={
+            k: round(v / max(1, applied), 2) for k, v in calls.most_common() if v > 0
+        },
+        mongo_calls_per_event={
+            k: round(v / max(1, applied), 2) for k, v in mongo.most_common() if v > 0
+        },
         dead_letters=await d.dead_letters(),
         timeout_s=None if done else knobs.catchup_timeout_s,
         not_reached=None if done else waited.why(knobs.catchup_timeout_s, knobs.stall_s),
