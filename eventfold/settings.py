@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     processor_data_dir: str = Field(
         default=".stack/processor-data", description="Faust's local state (tables' stores)"
     )
+    rebuild_data_dir: str = Field(
+        default=".stack/rebuild-data",
+        description="a rebuild's join state on disk, removed when the rebuild ends",
+    )
 
     topic_prefix: str = Field(default="", description="prefix of every topic (tests isolate by it)")
     redis_prefix: str = Field(default="ef:", description="prefix of every Redis key")

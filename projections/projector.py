@@ -374,7 +374,10 @@ class Projector:
     batches); otherwise after every event."""
 
     def __init__(self, models: ReadModels, targets: Targets | None = None,
-                 buffered: bool = False) -> None:
+                 buffered: bool = False,
+                 state: tuple[StateStore, StateStore] | None = None) -> None:
+        """``state``: the order side's and the customer side's stores (dicts when not
+        given; a rebuild gives stores on disk)."""
         self.models = models
         self._buffered = buffered
         fixed = targets or Targets.of(models)
@@ -382,7 +385,8 @@ class Projector:
         async def provide() -> Targets:
             return fixed
 
-        self.pipeline = Pipeline({}, {}, provide, self._link, self._enrich)
+        orders, customers = state or ({}, {})
+        self.pipeline = Pipeline(orders, customers, provide, self._link, self._enrich)
 
     async def flush(self) -> None:
         """Write what the events applied since the last flush changed."""

@@ -31,7 +31,14 @@ LOCK_TTL_S = 30.0
 LOCK_WAIT_S = 60.0
 FIRST_VERSION = "v1"
 PROJECTIONS: tuple[str, ...] = ("orders", "customers", "redis")
-REDIS_PROJECTION_KEYS = ("order:*", "status_counts", "revenue", "top:*")
+# The Redis projection's key layout, under a version's prefix (``ReadModels.key``); declared
+# here once, used through ``ReadModels``' methods of the same names.
+ORDER_KEY = "order:{order_id}"  # hash: facts, customer, contribution, status, view
+STATUS_COUNTS_KEY = "status_counts"  # hash: status -> orders
+REVENUE_KEY = "revenue"  # hash: "YYYY-MM-DD|CUR" -> 1e-4 units
+TOP_KEY = "top:{currency}"  # sorted set: customer_id -> lifetime value in 1e-4 units
+REDIS_PROJECTION_KEYS = (ORDER_KEY.format(order_id="*"), STATUS_COUNTS_KEY, REVENUE_KEY,
+                         TOP_KEY.format(currency="*"))
 
 
 def projections_named(names: Iterable[str]) -> tuple[str, ...]:
@@ -115,6 +122,27 @@ class ReadModels:
 
     def checkpoints_key(self, projection: str) -> str:
         return self.key(f"checkpoints:{projection}", projection)
+
+    def order_key(self, order_id: str) -> str:
+        """The hot-cache hash of one order (its view, status and contribution)."""
+        return self.key(ORDER_KEY.format(order_id=order_id))
+
+    @property
+    def status_counts_key(self) -> str:
+        return self.key(STATUS_COUNTS_KEY)
+
+    @property
+    def revenue_key(self) -> str:
+        return self.key(REVENUE_KEY)
+
+    def top_key(self, currency: str) -> str:
+        """The top-customers leaderboard of one currency (``top_key("")``: their prefix)."""
+        return self.key(TOP_KEY.format(currency=currency))
+
+    @property
+    def progress_key(self) -> str:
+        """A rebuild's saved position per source partition (``topic:partition`` -> offset)."""
+        return self.key("rebuild_progress")
 
     async def marks(self, projection: str) -> dict[str, int]:
         """``topic:partition`` -> highest offset ``projection``'s version has applied."""

@@ -91,8 +91,8 @@ class RedisWriter:
     ) -> None:
         """Queue the replacement of an order's contribution in ``models``' version; the
         script does nothing when Redis already holds this revision or a newer one."""
-        keys = [models.key(f"order:{order_id}"), models.key("status_counts"),
-                models.key("revenue"), models.key("top:")]
+        keys = [models.order_key(order_id), models.status_counts_key, models.revenue_key,
+                models.top_key("")]
         await self._apply_order(
             keys=keys,
             args=[revision[0], json.dumps(_as_strings(contribution), separators=(",", ":")),

@@ -19,18 +19,21 @@ version. Then one update of the ``meta`` document makes the new version active.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
+from projections.disk_state import DiskState
 from projections.joins import OrderLink, OrderState
 from projections.projector import Projector, Targets, stored_customer
 from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
@@ -144,7 +147,7 @@ async def read_until(
         await asyncio.gather(*jobs)
         await _with_retries(projector.flush)  # before the progress that relies on it
         if reached:
-            await models.redis.hset(models.key("rebuild_progress"), mapping=reached)
+            await models.redis.hset(models.progress_key, mapping=reached)
         if progress:
             progress(result.records, total)
         pending = await behind()
@@ -152,6 +155,30 @@ async def read_until(
 
 def _progress_field(settings: Settings, tp: TopicPartition) -> str:
     return f"{settings.logical_topic(tp.topic)}:{tp.partition}"
+
+
+@dataclass
+class Workspace:
+    """A rebuild's join state on disk (``projections.disk_state``), one store per side
+    of the join, under ``EVENTFOLD_REBUILD_DATA_DIR``; removed when the rebuild ends."""
+
+    orders: DiskState
+    customers: DiskState
+
+    @staticmethod
+    def root(settings: Settings, version: str) -> Path:
+        return Path(settings.rebuild_data_dir) / f"{settings.mongo_db}-{version}"
+
+    @classmethod
+    def fresh(cls, settings: Settings, version: str) -> Workspace:
+        root = cls.root(settings, version)
+        shutil.rmtree(root, ignore_errors=True)
+        return cls(DiskState(root / "orders"), DiskState(root / "customers"))
+
+    def destroy(self) -> None:
+        self.orders.destroy()
+        self.customers.destroy()
+        shutil.rmtree(self.orders.path.parent, ignore_errors=True)
 
 
 class RebuildInProgress(RuntimeError):
@@ -164,6 +191,7 @@ async def abort(stores: Stores) -> list[str]:
     for build in builds:
         await stores.abandon_build(build.version)
         await stores.version(build.version).drop(build.projections)
+        shutil.rmtree(Workspace.root(stores.settings, build.version), ignore_errors=True)
     return [b.version for b in builds]
 
 
@@ -216,7 +244,11 @@ async def rebuild(
     models = stores.version(version)
     if "orders" in chosen:
         await models.ensure_indexes()
-    projector = Projector(models, Targets.of(models, chosen), buffered=True)
+    # The join state lives on disk for the rebuild's duration (memory stays bounded
+    # whatever the topics hold); a resumed rebuild starts it again from the documents.
+    workspace = Workspace.fresh(settings, version)
+    projector = Projector(models, Targets.of(models, chosen), buffered=True,
+                          state=(workspace.orders, workspace.customers))
     # Resuming from saved positions needs the join state of the records before them,
     # which the documents carry; without both document projections, start over.
     resume_at_saved = resume and {"orders", "customers"} <= set(chosen)
@@ -232,7 +264,7 @@ async def rebuild(
         if since is not None:
             begin = await reader.offsets_for(since, default=await reader.end_offsets())
         if resume_at_saved:
-            saved = await models.hash("rebuild_progress")
+            saved = cast(dict[str, str], await models.redis.hgetall(models.progress_key))
             begin = {tp: int(saved.get(_progress_field(settings, tp), begin[tp]))
                      for tp in reader.partitions}
         for tp in reader.partitions:
@@ -251,6 +283,7 @@ async def rebuild(
                          batch_records)
     finally:
         await reader.stop()  # on any failure the version stays registered: --resume
+        workspace.destroy()
     await _carry_internal_marks(stores, version, chosen)
     result.previous = await stores.activate(version)
     retired = {p: v for p, v in result.previous.items() if v != version}

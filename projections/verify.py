@@ -129,13 +129,15 @@ async def stored_snapshot(models: ReadModels) -> Snapshot:
         snap.orders[doc["_id"]] = {k: v for k, v in doc.items() if not k.startswith("_")}
     async for doc in models.customers.find({}):
         snap.customers[doc["_id"]] = {k: doc.get(k) for k in CUSTOMER_FIELDS}
-    snap.status_counts = {k: int(v) for k, v in (await models.hash("status_counts")).items()}
-    snap.revenue = {k: int(v) for k, v in (await models.hash("revenue")).items()}
+    counts = cast(dict[str, str], await models.redis.hgetall(models.status_counts_key))
+    revenue = cast(dict[str, str], await models.redis.hgetall(models.revenue_key))
+    snap.status_counts = {k: int(v) for k, v in counts.items()}
+    snap.revenue = {k: int(v) for k, v in revenue.items()}
     cursor = 0
     while True:
-        cursor, keys = await models.redis.scan(cursor, match=models.key("top:*"), count=500)
+        cursor, keys = await models.redis.scan(cursor, match=models.top_key("*"), count=500)
         for key in keys:
-            currency = str(key).rsplit(":", 1)[1]
+            currency = str(key)[len(models.top_key("")):]
             members = cast(list[tuple[str, float]],
                            await models.redis.zrange(key, 0, -1, withscores=True))
             snap.top[currency] = {str(m): int(Decimal(str(s))) for m, s in members}

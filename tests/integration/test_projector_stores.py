@@ -60,11 +60,11 @@ async def order_doc(models: ReadModels, order_id: str) -> dict[str, Any]:
 
 
 async def redis_state(models: ReadModels) -> dict[str, Any]:
-    counts = await models.redis.hgetall(models.key("status_counts"))
+    counts = await models.redis.hgetall(models.status_counts_key)
     return {
         "counts": {k: v for k, v in counts.items() if v != "0"},
-        "revenue": await models.redis.hgetall(models.key("revenue")),
-        "top": await models.redis.zrange(models.key("top:EUR"), 0, -1, withscores=True),
+        "revenue": await models.redis.hgetall(models.revenue_key),
+        "top": await models.redis.zrange(models.top_key("EUR"), 0, -1, withscores=True),
     }
 
 
@@ -159,7 +159,7 @@ async def test_customer_view_sums_amount_paid_per_currency(stores: Stores) -> No
     view = await models.customers.find_one({"_id": "c-8"})
     assert view is not None
     assert view["lifetime_value"] == {"EUR": "40.00"}
-    top = await models.redis.zrevrange(models.key("top:EUR"), 0, 0, withscores=True)
+    top = await models.redis.zrevrange(models.top_key("EUR"), 0, 0, withscores=True)
     assert top == [("c-8", 400000.0)]
 
 
