@@ -236,6 +236,9 @@ stop() {  # stop NAME: TERM, then KILL after a grace period; by pid only
     if kill -0 "$pid" 2>/dev/null; then
       log "$1 ignored SIGTERM for 30s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
+      # gone only once the kernel reaped it and released its ports
+      deadline=$((SECONDS + 10))
+      while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
     fi
     log "stopped $1 (pid $pid)"
   fi
