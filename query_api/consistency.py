@@ -8,6 +8,11 @@ token's own positions are applied, the wait goes on until the internal topics
 are applied up to where they ended at that moment: first ``order-links``, then
 ``order-enrichment`` (which the links feed). That waits for a little more than
 the token's own effects, never for less.
+
+The versions waited on are looked up again at each poll (when given as a
+callable: the query API's ``ActiveVersions.models``), so a wait that spans a
+rebuild's switch goes on with the version switched to instead of waiting for
+one that the processors no longer write.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from schemas.catalog import INTERNAL_TOPICS
 
 POLL_INTERVAL_S = 0.02
 LastOffsetsOf = Callable[[str], Awaitable[dict[int, int]]]  # logical topic -> {partition: offset}
+ModelsOf = ReadModels | Callable[[], Awaitable[ReadModels]]  # fixed, or the current ones
 
 
 def missing_positions(positions: Positions, applied: dict[str, int]) -> list[str]:
@@ -36,9 +42,10 @@ def missing_positions(positions: Positions, applied: dict[str, int]) -> list[str
     ]
 
 
-async def _wait(models: ReadModels, positions: Positions, deadline: float) -> list[str]:
+async def _wait(models: ModelsOf, positions: Positions, deadline: float) -> list[str]:
     while True:
-        applied = await models.applied_marks()
+        current = models if isinstance(models, ReadModels) else await models()
+        applied = await current.applied_marks()
         missing = missing_positions(positions, applied)
         if not missing or time.monotonic() >= deadline:
             return missing
@@ -46,12 +53,13 @@ async def _wait(models: ReadModels, positions: Positions, deadline: float) -> li
 
 
 async def wait_for_positions(
-    models: ReadModels, positions: Positions, timeout_s: float,
+    models: ModelsOf, positions: Positions, timeout_s: float,
     last_offsets: LastOffsetsOf | None = None,
 ) -> list[str]:
     """Returns [] once applied, or the partitions still behind when the time is up.
 
-    Without ``last_offsets`` only the token's own positions are waited for."""
+    Without ``last_offsets`` only the token's own positions are waited for. ``models``
+    is a version to wait on, or a callable giving the active one at each poll."""
     deadline = time.monotonic() + timeout_s
     missing = await _wait(models, positions, deadline)
     if missing or last_offsets is None:

@@ -3,16 +3,18 @@
 The projector publishes every new view of an order on a Redis channel of its
 read-model version (inside the same Lua script that stores it). A stream
 subscribes first and then sends the current view, so no change falls between
-the two; it follows the active version when a rebuild switches it.
+the two; it follows the active version when a rebuild switches it (checking,
+each poll interval, the versions the query API keeps in memory: a Redis read of
+the meta stamp, not of the meta document).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from projections.read_models import ReadModels
+from query_api.models import public_order
 
 HEARTBEAT_S = 15.0
 
@@ -26,10 +28,9 @@ def sse(event: str, data: str, event_id: str | None = None) -> bytes:
 
 
 def _public(view_json: str) -> str:
-    view: dict[str, Any] = json.loads(view_json)
-    view.pop("ledger", None)
-    view.pop("placed", None)
-    return json.dumps(view, separators=(",", ":"))
+    """The stored view as GET /v1/orders/{order_id} answers it; ASCII only, so no
+    character splits the ``data:`` line (``str.splitlines`` splits at U+2028 too)."""
+    return json.dumps(public_order(view_json), separators=(",", ":"))
 
 
 async def order_changes(

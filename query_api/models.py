@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from pydantic import BaseModel, Field
 
 
@@ -53,6 +56,16 @@ class OrderView(BaseModel):
     anomalies: list[Anomaly]
     placed_at: str | None
     updated_at: str | None
+
+
+ORDER_VIEW_FIELDS = tuple(OrderView.model_fields)
+
+
+def public_order(view_json: str | bytes) -> dict[str, Any]:
+    """An order view as the Redis projection stores it (JSON with internal fields such
+    as ``ledger`` and ``placed``) in its public form: the fields of ``OrderView``."""
+    view: dict[str, Any] = orjson.loads(view_json)
+    return {name: view[name] for name in ORDER_VIEW_FIELDS if name in view}
 
 
 class OrderPage(BaseModel):
