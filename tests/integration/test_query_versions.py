@@ -1,0 +1,188 @@
+"""The query API's active versions in memory (``query_api.versions``), against real
+FerretDB and Redis: a switch is followed at the next request, a read-your-writes wait
+follows it too, and a GET served from the Redis hot cache sends MongoDB nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient, monitoring
+
+import projections.read_models as read_models
+from eventfold.consistency import encode_token
+from eventfold.settings import Settings
+from projections.read_models import PROJECTIONS, ReadModels, Stores
+from query_api.api import create_app
+
+AT = "2026-02-01T09:00:00.000000Z"
+
+
+def stored_view(order_id: str, status: str) -> str:
+    """An order view as the Redis projection stores it, internal fields included."""
+    return json.dumps(
+        {
+            "order_id": order_id,
+            "customer_id": "c-1",
+            "customer": None,
+            "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 1, "unit_price": "5.00", "line_total": "5.00"}],
+            "total": "5.00",
+            "status": status,
+            "amount_paid": "0.00",
+            "balance_due": "5.00",
+            "payments": [],
+            "timeline": [],
+            "anomalies": [],
+            "ledger": [],
+            "placed_at": AT,
+            "updated_at": AT,
+            "placed": True,
+        },
+        separators=(",", ":"),
+    )
+
+
+async def put_order(models: ReadModels, order_id: str, status: str) -> None:
+    await models.redis.hset(
+        models.key(f"order:{order_id}"),
+        mapping={"status": status, "view": stored_view(order_id, status)},
+    )
+
+
+class Commands(monitoring.CommandListener):
+    """The MongoDB commands a client sends (name and collection)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, event.command.get(event.command_name)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+async def stores(settings: Settings) -> AsyncIterator[Stores]:
+    s = Stores(settings)
+    yield s
+    for version in {"v1", "v2", "v3"}:
+        await s.version(version).drop()
+    await s.redis.delete(s.meta_stamp_key)
+    await s.mongo.drop_database(settings.mongo_db)
+    await s.close()
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> Commands:
+    """Every MongoDB command of the Stores created from now on (the app's own)."""
+    listener = Commands()
+    monkeypatch.setattr(
+        read_models,
+        "AsyncMongoClient",
+        functools.partial(AsyncMongoClient, event_listeners=[listener]),
+    )
+    return listener
+
+
+@pytest.fixture
+async def app(settings: Settings, commands: Commands) -> AsyncIterator[FastAPI]:
+    application = create_app(settings.model_copy(update={"consistency_timeout_s": 10.0}))
+    yield application
+    await application.state.stores.close()
+
+
+@pytest.fixture
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://query", timeout=30
+    ) as client:
+        yield client
+
+
+async def status_of(api: httpx.AsyncClient, order_id: str) -> str:
+    answer = await api.get(f"/v1/orders/{order_id}")
+    assert answer.status_code == 200, answer.text
+    assert "ledger" not in answer.json() and "placed" not in answer.json()
+    return str(answer.json()["status"])
+
+
+async def test_a_switch_is_followed_by_the_next_request(
+    stores: Stores, api: httpx.AsyncClient
+) -> None:
+    await put_order(await stores.active(), "o-1", "placed")
+    assert await status_of(api, "o-1") == "placed"
+    assert (await api.get("/v1/stats")).json()["orders_by_status"] == {}
+
+    version = await stores.begin_build(["redis"])
+    rebuilt = stores.versions({**await stores.active_versions(), "redis": version})
+    await put_order(rebuilt, "o-1", "paid")
+    await rebuilt.redis.hset(rebuilt.key("status_counts"), "paid", 1)
+    assert await status_of(api, "o-1") == "placed"  # being built is not active
+
+    await stores.activate(version)
+    assert await status_of(api, "o-1") == "paid"  # no TTL to wait for
+    assert (await api.get("/v1/stats")).json()["orders_by_status"] == {"paid": 1}
+    missing = await api.get("/v1/orders/o-2")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "order 'o-2' not found"}
+
+
+async def test_a_hot_cache_get_sends_no_mongodb_command(
+    stores: Stores,
+    api: httpx.AsyncClient,
+    commands: Commands,
+) -> None:
+    await put_order(await stores.active(), "o-1", "paid")
+    assert await status_of(api, "o-1") == "paid"  # reads the meta document once
+    commands.sent.clear()
+    for _ in range(20):
+        assert await status_of(api, "o-1") == "paid"
+    assert commands.sent == []
+
+    await put_order(stores.version("v2"), "o-1", "shipped")
+    await stores.activate("v2")  # not built: switches every projection
+    assert await status_of(api, "o-1") == "shipped"
+    assert commands.sent == [("find", "meta")]  # once, after the switch
+    for _ in range(5):
+        assert await status_of(api, "o-1") == "shipped"
+    assert commands.sent == [("find", "meta")]
+
+
+async def test_a_consistency_wait_follows_a_switch(
+    stores: Stores, app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    async def no_internal_partitions(_: str) -> dict[int, int]:
+        return {}
+
+    app.state.last_offsets = no_internal_partitions
+    await put_order(await stores.active(), "o-1", "placed")  # v1 never applies the token
+    version = await stores.begin_build(PROJECTIONS)
+    rebuilt = stores.version(version)
+    await put_order(rebuilt, "o-1", "paid")
+    for projection in PROJECTIONS:
+        await rebuilt.redis.hset(rebuilt.checkpoints_key(projection), "orders:0", 7)
+    token = encode_token({"orders": {0: 7}})
+
+    started = time.monotonic()
+    answer = asyncio.create_task(api.get("/v1/orders/o-1", headers={"X-Consistency-Token": token}))
+    listing = asyncio.create_task(api.get("/v1/orders", params={"consistency_token": token}))
+    await asyncio.sleep(0.5)
+    assert not answer.done() and not listing.done()  # waiting on v1
+    await stores.activate(version)
+    read = await answer
+    assert read.status_code == 200, read.text
+    assert read.json()["status"] == "paid"
+    assert (await listing).status_code == 200
+    assert time.monotonic() - started < 5  # well before the 10 s timeout
