@@ -41,6 +41,8 @@ from projections.joins import (
     OrderStep,
     enrichment_step,
     order_event_step,
+    state_field,
+    stored_state,
 )
 from projections.order_fold import order_id_of, redis_contribution
 from projections.read_models import PROJECTIONS, Document, ReadModels
@@ -87,16 +89,18 @@ def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
 def stored_order(doc: Mapping[str, Any] | None) -> OrderState | None:
     """The state a stored order document was derived from (None: none, or an older layout
     whose content the live state supersedes)."""
-    return None if doc is None or "_state" not in doc else OrderState.from_doc(doc["_state"])
+    state = stored_state(doc)
+    return None if state is None else OrderState.from_doc(state)
 
 
 def stored_customer(doc: Mapping[str, Any] | None) -> CustomerState | None:
-    return None if doc is None or "_state" not in doc else CustomerState.from_doc(doc["_state"])
+    state = stored_state(doc)
+    return None if state is None else CustomerState.from_doc(state)
 
 
 def _order_merge(state: OrderState) -> Callable[[Document | None], OrderState | None]:
     def merge(stored: Document | None) -> OrderState | None:
-        raw = None if stored is None else stored.get("_state")
+        raw = stored_state(stored)
         if raw is not None and state.covers(raw):
             # The common case (the writer knows more): no need to decode the stored events.
             unchanged = (len(raw["offsets"]) == len(state.offsets)
@@ -266,7 +270,7 @@ class BatchWriter:
                 merged = merge(before)
                 if merged is None:
                     continue
-                doc: Document = {"_id": doc_id, **merged.view(), "_state": merged.to_doc()}
+                doc: Document = {"_id": doc_id, **merged.view(), "_state": state_field(merged)}
                 # By _id alone: the lock excludes other writers, and FerretDB scans the
                 # whole collection for any other filter.
                 writes.append(InsertOne(doc) if before is None

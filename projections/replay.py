@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.disk_state import DiskState
-from projections.joins import OrderLink, OrderState
+from projections.joins import OrderLink, OrderState, stored_state
 from projections.projector import Projector, Targets, stored_customer
 from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
 from projections.redis_writer import RedisWriter
@@ -202,9 +202,10 @@ async def _preload(projector: Projector, models: ReadModels) -> None:
     pipeline = projector.pipeline
     summaries: dict[str, list[OrderLink]] = defaultdict(list)
     async for doc in models.orders.find({}):
-        if "_state" in doc:
-            pipeline.orders[doc["_id"]] = doc["_state"]
-            link = OrderState.from_doc(doc["_state"]).summary()
+        state = stored_state(doc)
+        if state is not None:
+            pipeline.orders[doc["_id"]] = state
+            link = OrderState.from_doc(state).summary()
             if link is not None:
                 summaries[link.customer_id].append(link)
     profiles = {}

@@ -290,6 +290,15 @@ async def reset_stall_guard(*args: Any, **kwargs: Any) -> None:
         batches.invalidate()
 
 
+@app.timer(interval=10.0)
+async def log_batches() -> None:
+    """What the agents' batches cost in the last interval (nothing when idle)."""
+    for agent, (batches, _) in _handlers.items():
+        taken = batches.stats.take()
+        if taken.batches:
+            log.info("%s: %s", agent, taken)
+
+
 @app.timer(interval=3.0)
 async def guard_against_stalled_partitions() -> None:
     await stall_guard.check()

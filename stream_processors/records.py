@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,35 @@ class RecordHandler:
                 await asyncio.sleep(self.policy.backoff(failures))
 
 
+@dataclass
+class BatchStats:
+    """What the batches since the last ``take()`` cost: how many, how large, and the
+    seconds spent folding them and writing them (for the processor's log)."""
+
+    batches: int = 0
+    records: int = 0
+    fold_s: float = 0.0
+    write_s: float = 0.0
+
+    def add(self, records: int, fold_s: float, write_s: float) -> None:
+        self.batches += 1
+        self.records += records
+        self.fold_s += fold_s
+        self.write_s += write_s
+
+    def take(self) -> BatchStats:
+        """These figures, and start again from zero."""
+        taken = BatchStats(self.batches, self.records, self.fold_s, self.write_s)
+        self.batches, self.records, self.fold_s, self.write_s = 0, 0, 0.0, 0.0
+        return taken
+
+    def __str__(self) -> str:
+        per = max(1, self.batches)
+        return (f"{self.records} records in {self.batches} batches ({self.records / per:.0f} "
+                f"per batch), fold {1000 * self.fold_s / per:.1f} ms and write "
+                f"{1000 * self.write_s / per:.1f} ms per batch")
+
+
 class BatchHandler:
     """Applies a batch of records: each is folded in memory (``fold``), then what they
     changed is written at once (``flush``), under the policy of ``RecordHandler``.
@@ -142,19 +172,24 @@ class BatchHandler:
         self._single = single
         self.invalidate = invalidate
         """Called when the state stores changed under the handler (a rebalance)."""
+        self.stats = BatchStats()
 
     async def handle(self, records: Sequence[Record],
                      enter: Callable[[int], object] = lambda i: None) -> None:
         """``enter(i)`` is called before the i-th record is applied (the Faust agent
         makes it the current event, which its tables' changelog partitions follow)."""
         alone: list[int] = []
+        started = time.perf_counter()
         for i, record in enumerate(records):
             enter(i)
             try:
                 await self._fold(record)
             except Exception:
                 alone.append(i)
-        if not await self._written():
+        folded = time.perf_counter()
+        written = await self._written()
+        self.stats.add(len(records), folded - started, time.perf_counter() - folded)
+        if not written:
             self._discard()
             alone = list(range(len(records)))
         for i in alone:

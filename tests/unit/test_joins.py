@@ -46,6 +46,8 @@ from projections.joins import (
     enrichment_step,
     order_event_step,
     order_link_step,
+    state_field,
+    stored_state,
 )
 from projections.order_fold import order_id_of
 from schemas.events import Event, parse_event
@@ -1099,3 +1101,13 @@ def test_covers_is_only_said_of_documents_a_merge_would_add_nothing_from(
         assert stored.merge(writer) == writer
     assert writer.covers(json_trip(writer.to_doc()))
     assert writer.covers(OrderState.empty("m-1").to_doc())
+
+
+def test_a_state_is_stored_as_one_json_string_and_read_back_from_either_layout() -> None:
+    state = fold_order("o-1", [(placed("o-1"), 0), (payment("PaymentCaptured", "o-1"), 0)])
+    field_value = state_field(state)
+    assert isinstance(field_value, str)
+    assert stored_state({"_state": field_value}) == state.to_doc()
+    assert stored_state({"_state": state.to_doc()}) == state.to_doc()  # the earlier layout
+    assert stored_state({"order_id": "o-1"}) is None and stored_state(None) is None
+    assert state.view() is state.view()  # computed once per state
