@@ -186,3 +186,19 @@ async def test_a_consistency_wait_follows_a_switch(
     assert read.json()["status"] == "paid"
     assert (await listing).status_code == 200
     assert time.monotonic() - started < 5  # well before the 10 s timeout
+
+
+async def test_a_broken_connection_of_the_hot_path_is_replaced(
+    stores: Stores,
+    app: FastAPI,
+    api: httpx.AsyncClient,
+) -> None:
+    await put_order(await stores.active(), "o-1", "paid")
+    assert await status_of(api, "o-1") == "paid"
+    kept = app.state.versions._idle  # the connections of the pipelined reads
+    assert kept
+    for conn in kept:
+        await conn.send_command("CLIENT", "ID")
+        await stores.redis.execute_command("CLIENT", "KILL", "ID", await conn.read_response())
+    for _ in range(3):
+        assert await status_of(api, "o-1") == "paid"
