@@ -901,7 +901,7 @@ async def queries(d: Deployment, knobs: Knobs, results: Results, order_ids: list
     ids = [
         i
         for i in order_ids[:2000]
-        if await models.redis.hexists(models.key(f"order:{i}"), "view")
+        if await models.redis.hexists(models.order_key(i), "view")
         or await models.orders.find_one({"_id": i, "placed": True}, projection={"_id": 1})
     ]
     if not ids:

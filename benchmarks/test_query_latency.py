@@ -41,7 +41,7 @@ async def test_order_lookup_latency(settings: Settings, stores: Stores, report: 
     order_ids = sorted({e.key for e, topic, _, _ in recs if topic != "customers"})
     hot, cold = order_ids[0::2], order_ids[1::2]
     for order_id in cold:
-        assert await models.redis.hdel(models.key(f"order:{order_id}"), "view") == 1
+        assert await models.redis.hdel(models.order_key(order_id), "view") == 1
 
     app = create_app(settings)
     count_redis_commands(app.state.stores.redis)
@@ -57,7 +57,7 @@ async def test_order_lookup_latency(settings: Settings, stores: Stores, report: 
         return get
 
     async def hget(i: int) -> None:
-        view = await stores.redis.hget(models.key(f"order:{hot[i % len(hot)]}"), "view")
+        view = await stores.redis.hget(models.order_key(hot[i % len(hot)]), "view")
         assert view is not None
 
     async def find_one(i: int) -> None:

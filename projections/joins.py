@@ -404,13 +404,17 @@ def order_event_step(state: OrderState | None, event: Event, offset: int,
                      order_id: str) -> OrderStep:
     """Fold an orders- or payments-stream event into its order.
 
-    The link goes out on every change of a placed order, so the customer side
-    always learns the highest fact count."""
+    The link goes out when the summary the customer side shows changes (placed,
+    paid, refunded: about half of an order's events), not for a shipment or an
+    authorization; its fact count orders the summaries of one order. A duplicate
+    re-emits the current summary."""
     current = state or OrderState.empty(order_id)
     new = current.with_event(event, offset)
     if new is None:
         return OrderStep(current, True, current.summary())
-    return OrderStep(new, False, new.summary())
+    summary, before = new.summary(), current.summary()
+    changed = summary is not None and (before is None or summary.summary != before.summary)
+    return OrderStep(new, False, summary if changed else None)
 
 
 def enrichment_step(state: OrderState | None, message: Enrichment) -> OrderStep:

@@ -191,7 +191,7 @@ class BatchWriter:
             writer = self._redis[id(redis)] = RedisWriter(redis)
         return writer
 
-    async def flush(self, before_marks: Awaitable[None] | None = None) -> None:
+    async def flush(self, before_marks: Awaitable[Any] | None = None) -> None:
         """Write what is held; ``before_marks`` (the batch's messages to Kafka) is awaited
         with the documents, before any mark is raised."""
         held = self._held
@@ -282,10 +282,26 @@ class BatchWriter:
 LinkSender = Callable[[OrderLink], Awaitable[None]]
 EnrichmentSender = Callable[[Enrichment], Awaitable[None]]
 SentWaiter = Callable[[], Awaitable[None]]
-"""Senders hand a message over (to Kafka's producer, or in-process); the waiter returns
-once every message handed over since the last flush is stored. A flush awaits it before
-raising the batch's marks, so a raised mark implies that everything its record caused is
-on its way (read-your-writes relies on it)."""
+SentDetacher = Callable[[], SentWaiter]
+"""Senders hand a message over (to Kafka's producer, or in-process); the detacher returns
+a waiter for the messages handed over since it was last called, which returns once they
+are all stored. A batch's write awaits it before raising the batch's marks, so a raised
+mark implies that everything its record caused is on its way (read-your-writes relies on
+it)."""
+
+
+@dataclass
+class FoldedBatch:
+    """What a batch of records changed, detached from the pipeline (the next records
+    fold into a new batch)."""
+
+    writer: BatchWriter
+    sent: SentWaiter | None = None
+
+    async def write(self) -> None:
+        """Write it; the batch's messages are awaited before any mark is raised. Writing
+        again after a failure is harmless (merges)."""
+        await self.writer.flush(None if self.sent is None else self.sent())
 
 
 class Pipeline:
@@ -293,20 +309,31 @@ class Pipeline:
 
     def __init__(self, orders: StateStore, customers: StateStore, targets: TargetsProvider,
                  send_link: LinkSender, send_enrichment: EnrichmentSender,
-                 sent: SentWaiter | None = None) -> None:
+                 detach_sent: SentDetacher | None = None) -> None:
         self.orders = orders
         self._orders = DecodedStates(orders, OrderState.from_doc)
         self.customer_side = CustomerSide(customers)
         self._targets = targets
         self._send_link = send_link
         self._send_enrichment = send_enrichment
-        self._sent = sent
+        self._detach_sent = detach_sent
         self.writer = BatchWriter()
+        self.folding = asyncio.Lock()
+        """Held while records are folded and their batch detached: a batch being folded
+        and a record applied alone (a retry, a hole) never share a writer."""
+
+    def detach(self) -> FoldedBatch:
+        """The batch folded since the last detach, to be written; the next records fold
+        into a new one."""
+        batch = FoldedBatch(self.writer,
+                            None if self._detach_sent is None else self._detach_sent())
+        self.writer = BatchWriter()
+        return batch
 
     async def flush(self) -> None:
         """Write what the records applied since the last flush changed, and wait for the
         messages they sent; marks last (see ``BatchWriter``)."""
-        await self.writer.flush(None if self._sent is None else self._sent())
+        await self.detach().write()
 
     def discard(self) -> None:
         """Forget the unwritten effects (the records are applied again, one by one)."""

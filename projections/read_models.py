@@ -187,15 +187,21 @@ class ReadModels:
         """Redis pub/sub channel carrying each new view of one order (for live updates)."""
         return self.key(f"changes:{order_id}")
 
-    async def hash(self, name: str) -> dict[str, str]:
-        """A Redis hash of this version (the client decodes responses to str)."""
-        return cast(dict[str, str], await self.redis.hgetall(self.key(name)))
+    async def status_counts(self) -> dict[str, int]:
+        """Orders per status (the Redis projection's counts)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.status_counts_key))
+        return {status: int(n) for status, n in raw.items()}
 
-    async def ranking(self, name: str, limit: int) -> list[tuple[str, float]]:
-        """The top of a sorted set of this version, highest score first."""
+    async def revenue(self) -> dict[str, int]:
+        """``YYYY-MM-DD|CUR`` -> captured minus refunded, in 1e-4 units."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.revenue_key))
+        return {key: int(units) for key, units in raw.items()}
+
+    async def top(self, currency: str, limit: int) -> list[tuple[str, float]]:
+        """The customers with the highest lifetime value in ``currency``, highest first."""
         ranked = cast(
             list[tuple[str, float]],
-            await self.redis.zrevrange(self.key(name), 0, limit - 1, withscores=True),
+            await self.redis.zrevrange(self.top_key(currency), 0, limit - 1, withscores=True),
         )
         return [(str(member), float(score)) for member, score in ranked]
 

@@ -129,10 +129,8 @@ async def stored_snapshot(models: ReadModels) -> Snapshot:
         snap.orders[doc["_id"]] = {k: v for k, v in doc.items() if not k.startswith("_")}
     async for doc in models.customers.find({}):
         snap.customers[doc["_id"]] = {k: doc.get(k) for k in CUSTOMER_FIELDS}
-    counts = cast(dict[str, str], await models.redis.hgetall(models.status_counts_key))
-    revenue = cast(dict[str, str], await models.redis.hgetall(models.revenue_key))
-    snap.status_counts = {k: int(v) for k, v in counts.items()}
-    snap.revenue = {k: int(v) for k, v in revenue.items()}
+    snap.status_counts = await models.status_counts()
+    snap.revenue = await models.revenue()
     cursor = 0
     while True:
         cursor, keys = await models.redis.scan(cursor, match=models.top_key("*"), count=500)

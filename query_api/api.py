@@ -208,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def read_order(order_id: str, reading: Reading, request: Request) -> Response:
         def key(models: ReadModels) -> str:
-            return models.key(f"order:{order_id}")
+            return models.order_key(order_id)
 
         active, cached = await versions.hget(reading.active, key, "view")
         if active is not reading.active and reading.positions is not None:
@@ -303,7 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         currency: Annotated[str, Query(pattern="^[A-Z]{3}$")] = "EUR",
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
     ) -> Any:
-        ranked = [(cid, score) for cid, score in await m.ranking(f"top:{currency}", limit)
+        ranked = [(cid, score) for cid, score in await m.top(currency, limit)
                   if score > 0]
         names = {
             d["_id"]: d.get("name")
@@ -325,17 +325,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @v1.get("/stats", response_model=Stats)
     async def stats(m: Models) -> Any:
-        counts = await m.hash("status_counts")
-        revenue = await m.hash("revenue")
+        counts = await m.status_counts()
+        revenue = await m.revenue()
         entries = []
         for key, units in sorted(revenue.items()):
             day, currency = key.split("|", 1)
-            if int(units):
+            if units:
                 entries.append(RevenueEntry(day=day, currency=currency,
-                                            amount=format_money(from_units(int(units)))))
+                                            amount=format_money(from_units(units))))
         return Stats(
-            orders_by_status={s: int(n) for s, n in sorted(counts.items())
-                              if int(n) and s != "pending"},
+            orders_by_status={s: n for s, n in sorted(counts.items()) if n and s != "pending"},
             revenue=entries,
         )
 

@@ -42,7 +42,7 @@ async def order_changes(
     pubsub = models.redis.pubsub()
     await pubsub.subscribe(models.changes_channel(order_id))
     try:
-        current = await models.redis.hget(models.key(f"order:{order_id}"), "view")
+        current = await models.redis.hget(models.order_key(order_id), "view")
         last_sent = None
         if current is not None:
             last_sent = current

@@ -180,16 +180,23 @@ class KafkaOutbox:
         topic, key, value = message
         return await topic.send(key=key, value=value, force=True)
 
-    async def sent(self) -> None:
-        """Returns once every message handed over is stored; when one failed, all of
-        them are handed over again (the join steps take a message twice harmlessly)
-        and the error is raised, so the flush is retried."""
-        try:
-            await asyncio.gather(*self._futures)
-        except BaseException:
-            self._futures = [await self._hand_over(m) for m in self._messages]
-            raise
+    def detach(self) -> Callable[[], Awaitable[None]]:
+        """A waiter for the messages handed over since the last detach (a batch's); the
+        next ones belong to the next batch."""
+        messages, futures = self._messages, self._futures
         self._messages, self._futures = [], []
+
+        async def sent() -> None:
+            """Returns once every message is stored; when one failed, all of them are
+            handed over again (the join steps take a message twice harmlessly) and the
+            error is raised, so the write is retried."""
+            try:
+                await asyncio.gather(*futures)
+            except BaseException:
+                futures[:] = [await self._hand_over(m) for m in messages]
+                raise
+
+        return sent
 
 
 _stores: Stores | None = None
@@ -235,12 +242,14 @@ def apply_one_with(pipeline: Pipeline) -> Any:
     fold = fold_with(pipeline)
 
     async def apply_one(record: Record) -> None:
-        try:
-            await fold(record)
-            await pipeline.flush()
-        except BaseException:
-            pipeline.discard()  # a retry applies the record again and re-emits its effects
-            raise
+        async with pipeline.folding:
+            try:
+                await fold(record)
+            except BaseException:
+                pipeline.discard()  # a retry applies the record again and re-emits its effects
+                raise
+            batch = pipeline.detach()
+        await batch.write()
 
     return apply_one
 
@@ -248,15 +257,15 @@ def apply_one_with(pipeline: Pipeline) -> Any:
 def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
     """The batch handler of an agent and the single-record handler behind it.
 
-    Each agent has a pipeline of its own: a pipeline holds one batch at a time
-    (its writer and outbox), and the two agents' batches run concurrently."""
+    Each agent has a pipeline of its own: a pipeline folds one batch at a time, and
+    the two agents' batches run concurrently."""
     if agent not in _handlers:
         outbox = KafkaOutbox()
         pipeline = Pipeline(order_state, customer_state, live_targets(), outbox.send_link,
-                            outbox.send_enrichment, outbox.sent)
+                            outbox.send_enrichment, outbox.detach)
         single = RecordHandler(apply_one_with(pipeline), KafkaDeadLetterSink(settings))
-        _handlers[agent] = (BatchHandler(fold_with(pipeline), pipeline.flush, pipeline.discard,
-                                         single, pipeline.invalidate), single)
+        _handlers[agent] = (BatchHandler(fold_with(pipeline), pipeline.detach, single,
+                                         pipeline.invalidate, pipeline.folding), single)
     return _handlers[agent]
 
 

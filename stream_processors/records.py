@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pymongo.errors import ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -149,60 +150,85 @@ class BatchStats:
                 f"{1000 * self.write_s / per:.1f} ms per batch")
 
 
+@dataclass
+class Folded:
+    """A batch of records folded in memory, to be written (``BatchHandler.write``)."""
+
+    records: Sequence[Record]
+    batch: Writable
+    alone: list[int]  # the records whose fold failed: handled alone after the batch
+    fold_s: float
+
+
+class Writable(Protocol):
+    async def write(self) -> None: ...
+
+
 class BatchHandler:
-    """Applies a batch of records: each is folded in memory (``fold``), then what they
-    changed is written at once (``flush``), under the policy of ``RecordHandler``.
+    """Applies a batch of records: each is folded in memory (``fold``, then the batch is
+    detached from the pipeline: ``detach``), then what they changed is written at once
+    (``write``), under the policy of ``RecordHandler``.
 
     A record whose fold fails (undecodable, or one the projections cannot take) is
     left out of the batch and handled alone afterwards, by ``single``, which retries
-    it and dead-letters it if need be. A flush that fails for a dependency is retried
+    it and dead-letters it if need be. A write that fails for a dependency is retried
     with backoff behind the breaker for as long as it takes (the writes are merges,
-    so writing again is harmless). A flush that fails for another reason cannot be
-    pinned on one record: what the batch held is dropped (``discard``) and every
-    record of the batch goes through ``single``, one by one. The caller acks the
-    batch only once ``handle`` returned, so nothing is committed that was not written.
+    so writing again is harmless). A write that fails for another reason cannot be
+    pinned on one record: the batch is dropped and every record of it goes through
+    ``single``, one by one. The caller acks the batch only once ``write`` returned,
+    so nothing is committed that was not written. ``lock`` keeps a batch's fold and a
+    record applied alone from sharing the pipeline's writer.
     """
 
-    def __init__(self, fold: Process, flush: Callable[[], Awaitable[None]],
-                 discard: Callable[[], None], single: RecordHandler,
-                 invalidate: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, fold: Process, detach: Callable[[], Writable], single: RecordHandler,
+                 invalidate: Callable[[], None] = lambda: None,
+                 lock: asyncio.Lock | None = None) -> None:
         self._fold = fold
-        self._flush = flush
-        self._discard = discard
+        self._detach = detach
         self._single = single
+        self._lock = lock or asyncio.Lock()
         self.invalidate = invalidate
         """Called when the state stores changed under the handler (a rebalance)."""
         self.stats = BatchStats()
 
     async def handle(self, records: Sequence[Record],
                      enter: Callable[[int], object] = lambda i: None) -> None:
-        """``enter(i)`` is called before the i-th record is applied (the Faust agent
-        makes it the current event, which its tables' changelog partitions follow)."""
+        """Fold and write one batch. ``enter(i)`` is called before the i-th record is
+        applied (the Faust agent makes it the current event, which its tables'
+        changelog partitions follow)."""
+        await self.write(await self.fold(records, enter), enter)
+
+    async def fold(self, records: Sequence[Record],
+                   enter: Callable[[int], object] = lambda i: None) -> Folded:
         alone: list[int] = []
         started = time.perf_counter()
-        for i, record in enumerate(records):
-            enter(i)
-            try:
-                await self._fold(record)
-            except Exception:
-                alone.append(i)
-        folded = time.perf_counter()
-        written = await self._written()
-        self.stats.add(len(records), folded - started, time.perf_counter() - folded)
-        if not written:
-            self._discard()
-            alone = list(range(len(records)))
+        async with self._lock:
+            for i, record in enumerate(records):
+                enter(i)
+                try:
+                    await self._fold(record)
+                except Exception:
+                    alone.append(i)
+            batch = self._detach()
+        return Folded(records, batch, alone, time.perf_counter() - started)
+
+    async def write(self, folded: Folded,
+                    enter: Callable[[int], object] = lambda i: None) -> None:
+        started = time.perf_counter()
+        written = await self._written(folded.batch.write)
+        self.stats.add(len(folded.records), folded.fold_s, time.perf_counter() - started)
+        alone = folded.alone if written else list(range(len(folded.records)))
         for i in alone:
             enter(i)
-            await self._single.handle(records[i])
+            await self._single.handle(folded.records[i])
 
-    async def _written(self) -> bool:
-        """Flush; False when it failed for a reason retrying will not fix."""
+    async def _written(self, write: Callable[[], Awaitable[None]]) -> bool:
+        """Write; False when it failed for a reason retrying will not fix."""
         policy = self._single.policy
         transient = 0
         while True:
             try:
-                await self._single.breaker.call(self._flush, counts_as_failure=TRANSIENT_ERRORS)
+                await self._single.breaker.call(write, counts_as_failure=TRANSIENT_ERRORS)
                 return True
             except CircuitOpenError as exc:
                 await asyncio.sleep(max(exc.retry_in_s, policy.initial_backoff_s))

@@ -102,8 +102,8 @@ async def test_repeated_outage_opens_the_breaker_and_a_success_closes_it() -> No
 
 
 class ScriptedBatch:
-    """A pipeline stand-in: folds records into ``held``, and a flush that raises the
-    scripted errors in turn before writing what is held."""
+    """A pipeline stand-in: folds records into ``held``; a detached batch's write raises
+    the scripted errors in turn before writing what it holds."""
 
     def __init__(self, flush_errors: Sequence[BaseException] = ()) -> None:
         self.flush_errors = list(flush_errors)
@@ -115,22 +115,27 @@ class ScriptedBatch:
         decode(r.value)  # raises for an undecodable record
         self.held.append(r.offset)
 
-    async def flush(self) -> None:
-        if self.flush_errors:
-            raise self.flush_errors.pop(0)
-        self.written += self.held
-        self.held = []
-
-    def discard(self) -> None:
-        self.held = []
+    def detach(self) -> Detached:
+        held, self.held = self.held, []
+        return Detached(self, held)
 
     async def apply_one(self, r: Record) -> None:
         try:
             await self.fold(r)
-            await self.flush()
         except BaseException:
-            self.discard()
+            self.held = []
             raise
+        await self.detach().write()
+
+
+class Detached:
+    def __init__(self, batch: ScriptedBatch, held: list[int]) -> None:
+        self.batch, self.held = batch, held
+
+    async def write(self) -> None:
+        if self.batch.flush_errors:
+            raise self.batch.flush_errors.pop(0)
+        self.batch.written += self.held
 
 
 def batch_of(values: Sequence[bytes]) -> list[Record]:
@@ -143,7 +148,7 @@ def batch_handler(batch: ScriptedBatch, letters: list[DeadLetter]) -> BatchHandl
 
     single = RecordHandler(batch.apply_one, sink, FAST,
                            CircuitBreaker("test", failure_threshold=100, reset_after_s=0.01))
-    return BatchHandler(batch.fold, batch.flush, batch.discard, single)
+    return BatchHandler(batch.fold, batch.detach, single)
 
 
 async def test_a_batch_is_written_once_and_a_bad_record_goes_alone_to_the_dead_letters() -> None:
