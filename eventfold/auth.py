@@ -43,8 +43,11 @@ def require_scope(settings: Settings, scope: str) -> Callable[..., Awaitable[str
             if kind.lower() == "bearer" and token:
                 presented = token.strip()
         if not presented:
-            raise HTTPException(401, "missing API key: send X-API-Key or Authorization: Bearer",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing API key: send X-API-Key or Authorization: Bearer",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         key = _match(settings, presented)
         if key is None:
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})

@@ -44,17 +44,23 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             aborted = await abort(stores)
         finally:
             await stores.close()
-        console.print(f"aborted and dropped: {', '.join(aborted)}" if aborted
-                      else "no rebuild in progress")
+        console.print(
+            f"aborted and dropped: {', '.join(aborted)}" if aborted else "no rebuild in progress"
+        )
         return 0
     projections = projections_named(args.projection or PROJECTIONS)
     since = datetime.fromisoformat(args.since) if args.since else None
     if since is not None and since.tzinfo is None:
         console.print("--since needs a time zone, e.g. 2026-01-01T00:00:00Z")
         return 2
-    columns = (TextColumn("[bold]rebuild"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]rebuild"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} events/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console, disable=args.quiet) as bar:
             task = bar.add_task("rebuild", total=None, rate="-")
@@ -64,14 +70,23 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
                 bar.update(task, completed=done, total=total, rate=rate)
 
-            result = await rebuild(settings, stores, projections=projections, progress=progress,
-                                   resume=args.resume, since=since, grace_s=args.grace_s)
+            result = await rebuild(
+                settings,
+                stores,
+                projections=projections,
+                progress=progress,
+                resume=args.resume,
+                since=since,
+                grace_s=args.grace_s,
+            )
     except RebuildInProgress as exc:
         console.print(f"[red]{exc}[/red]")
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
-        console.print("interrupted: continue with 'eventfold replay --resume' "
-                      "or discard with 'eventfold replay --abort'")
+        console.print(
+            "interrupted: continue with 'eventfold replay --resume' "
+            "or discard with 'eventfold replay --abort'"
+        )
         return 130
     finally:
         await stores.close()
@@ -134,9 +149,11 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     found = differences(expected, actual, projections=held)
     for line in found:
         console.print(f"[red]diff[/red] {line}", highlight=False)
-    console.print(f"{version} vs {what}: {len(actual.orders)} orders, "
-                  f"{len(actual.customers)} customers; "
-                  + ("identical" if not found else f"{len(found)} difference(s)"))
+    console.print(
+        f"{version} vs {what}: {len(actual.orders)} orders, "
+        f"{len(actual.customers)} customers; "
+        + ("identical" if not found else f"{len(found)} difference(s)")
+    )
     return 1 if found else 0
 
 
@@ -170,16 +187,23 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, RuntimeError, TimeoutError) as exc:  # KafkaError is a RuntimeError
         console.print(f"[red]Kafka unavailable at {settings.bootstrap_servers}: {exc}")
         return 2
-    columns = (TextColumn("[bold]publish"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("lines"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]publish"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lines"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=args.quiet) as bar:
         task = bar.add_task("publish", total=total)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        summary = await publish_jsonl(args.file, settings, batch_size=args.batch_size,
-                                      progress=progress, total=total)
+        summary = await publish_jsonl(
+            args.file, settings, batch_size=args.batch_size, progress=progress, total=total
+        )
     console.print(summary.render())
     return summary.exit_code
 
@@ -199,8 +223,14 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, RuntimeError, TimeoutError) as exc:  # KafkaError is a RuntimeError
         console.print(f"[red]Kafka unavailable at {settings.bootstrap_servers}: {exc}")
         return 2
-    columns = (TextColumn(f"[bold]demo (seed {seed})"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("events"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn(f"[bold]demo (seed {seed})"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=args.quiet) as bar:
         task = bar.add_task("demo", total=None)
 
@@ -233,8 +263,12 @@ async def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
         table.add_column(column)
     for type_name in registry.type_names():
         for version in registry.versions(type_name):
-            table.add_row(type_name, f"v{version.version}", version.fingerprint.hex(),
-                          TOPIC_OF_TYPE[type_name])
+            table.add_row(
+                type_name,
+                f"v{version.version}",
+                version.fingerprint.hex(),
+                TOPIC_OF_TYPE[type_name],
+            )
     if not args.quiet:
         Console().print(table)
     problems = [str(p) for p in check_all(registry)] + check_models_match_schemas(registry)
@@ -253,8 +287,9 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from stream_processors.dlq_admin import list_dead_letters, redrive, render_table
 
     if args.dlq_command == "redrive":
-        result = await redrive(settings, topic=args.topic, dry_run=args.dry_run,
-                               decodable_only=args.decodable_only)
+        result = await redrive(
+            settings, topic=args.topic, dry_run=args.dry_run, decodable_only=args.decodable_only
+        )
         console.print(result.render())
         return 0 if result.ok else 2
     if args.limit is not None and args.limit < 1:
@@ -264,8 +299,10 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         topics = (args.topic,) if args.topic else DEAD_LETTER_SOURCES
         views = await list_dead_letters(settings, topics, limit=args.limit)
     except (OSError, RuntimeError, TimeoutError, ValueError) as exc:  # KafkaError: RuntimeError
-        console.print(f"[red]cannot read the dead letters at {settings.bootstrap_servers}: "
-                      f"{type(exc).__name__}: {exc}")
+        console.print(
+            f"[red]cannot read the dead letters at {settings.bootstrap_servers}: "
+            f"{type(exc).__name__}: {exc}"
+        )
         return 2
     if args.json:
         for view in views:
@@ -275,8 +312,10 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         Console().print(render_table(views))
     pending = sum(not v.redriven for v in views)
     capped = args.limit is not None and len(views) == args.limit
-    console.print(f"{len(views)} dead letter(s), {pending} not re-driven"
-                  + (" (--limit reached)" if capped else ""))
+    console.print(
+        f"{len(views)} dead letter(s), {pending} not re-driven"
+        + (" (--limit reached)" if capped else "")
+    )
     return 0
 
 
@@ -289,78 +328,130 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="rebuild the read models from the topics")
     which = replay.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every projection (the default)")
-    which.add_argument("--projection", action="append", choices=PROJECTIONS,
-                       help="rebuild only this projection (repeatable)")
-    replay.add_argument("--resume", action="store_true",
-                        help="continue an interrupted rebuild from its checkpoints")
-    replay.add_argument("--abort", action="store_true",
-                        help="abandon and drop the rebuild in progress")
-    replay.add_argument("--since", help="start at this time (offsets for times) instead of "
-                                        "the earliest offset, e.g. 2026-01-01T00:00:00Z")
-    replay.add_argument("--grace-s", type=float, default=300.0,
-                        help="keep the previous version this long after the switch (300)")
+    which.add_argument(
+        "--projection",
+        action="append",
+        choices=PROJECTIONS,
+        help="rebuild only this projection (repeatable)",
+    )
+    replay.add_argument(
+        "--resume", action="store_true", help="continue an interrupted rebuild from its checkpoints"
+    )
+    replay.add_argument(
+        "--abort", action="store_true", help="abandon and drop the rebuild in progress"
+    )
+    replay.add_argument(
+        "--since",
+        help="start at this time (offsets for times) instead of "
+        "the earliest offset, e.g. 2026-01-01T00:00:00Z",
+    )
+    replay.add_argument(
+        "--grace-s",
+        type=float,
+        default=300.0,
+        help="keep the previous version this long after the switch (300)",
+    )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("status", help="active read-model version, lag per partition")
-    drop = sub.add_parser("drop", help="drop retired read-model versions whose grace "
-                                       "period is over, or the one named")
+    drop = sub.add_parser(
+        "drop", help="drop retired read-model versions whose grace period is over, or the one named"
+    )
     drop.add_argument("version", nargs="?", help="drop this (inactive) version now")
     verify = sub.add_parser("verify", help="compare read models with a fresh fold of the topics")
     verify.add_argument("--version", help="the version to check (default: the active one)")
     verify.add_argument("--against", help="compare with this version instead of a fresh fold")
     schemas = sub.add_parser("schemas", help="list schema versions, check compatibility")
     schemas.add_argument("--quiet", action="store_true", help="only the check's result")
-    schemas.add_argument("--dir", help="check this schema folder instead of the installed one "
-                                      "(e.g. a candidate new version)")
+    schemas.add_argument(
+        "--dir",
+        help="check this schema folder instead of the installed one (e.g. a candidate new version)",
+    )
     publish = sub.add_parser(
-        "publish", help="publish a JSON-lines file of event envelopes (one per line)",
+        "publish",
+        help="publish a JSON-lines file of event envelopes (one per line)",
         description="Validate every line on its own and publish the valid events in batches; "
         "invalid lines are reported, never published. Exit code 0 when every line was "
-        "published, 1 when some lines were rejected, 2 when publishing failed.")
+        "published, 1 when some lines were rejected, 2 when publishing failed.",
+    )
     publish.add_argument("file", metavar="FILE.jsonl", help="one JSON envelope per line")
-    publish.add_argument("--batch-size", type=int, default=500, metavar="N",
-                         help="events per publish call (default: %(default)s)")
+    publish.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        metavar="N",
+        help="events per publish call (default: %(default)s)",
+    )
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
     demo = sub.add_parser(
-        "demo", help="publish realistic demo traffic at a chosen rate",
+        "demo",
+        help="publish realistic demo traffic at a chosen rate",
         description="Generate a coherent, seeded stream of customers, orders, payments, "
-        "shipments, cancellations and refunds, and publish it at the given rate.")
-    demo.add_argument("--rate", type=float, default=200.0,
-                      metavar="EVENTS_PER_S",
-                      help="events per second; 0 for as fast as Kafka takes them "
-                      "(default: %(default)s)")
-    demo.add_argument("--orders", type=int, default=500, metavar="N",
-                      help="orders to simulate, about 5 events each (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=None, metavar="S",
-                      help="random seed: the same seed gives the same events "
-                      "(default: a new one, printed)")
+        "shipments, cancellations and refunds, and publish it at the given rate.",
+    )
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        metavar="EVENTS_PER_S",
+        help="events per second; 0 for as fast as Kafka takes them (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--orders",
+        type=int,
+        default=500,
+        metavar="N",
+        help="orders to simulate, about 5 events each (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="random seed: the same seed gives the same events (default: a new one, printed)",
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     from schemas.catalog import DEAD_LETTER_SOURCES, dlq_topic
 
     topic_choices = [*DEAD_LETTER_SOURCES, *map(dlq_topic, DEAD_LETTER_SOURCES)]
     dlq = sub.add_parser(
-        "dlq", help="list and re-drive dead letters",
+        "dlq",
+        help="list and re-drive dead letters",
         description="Dead letters are the records the processor could not take, in "
         "<topic>.dlq with the reason in headers. Re-driving publishes them back to their "
         "original topic (once: progress is committed for the consumer group "
-        "<prefix>eventfold-dlq-redrive), for the processor to take again after a fix.")
+        "<prefix>eventfold-dlq-redrive), for the processor to take again after a fix.",
+    )
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list", help="the dead letters, with reason, origin, content "
-                                              "and whether they were re-driven (exit code 0; "
-                                              "2 when Kafka failed)")
+    dlq_list = dlq_sub.add_parser(
+        "list",
+        help="the dead letters, with reason, origin, content "
+        "and whether they were re-driven (exit code 0; "
+        "2 when Kafka failed)",
+    )
     dlq_list.add_argument("--topic", choices=topic_choices, help="one topic (default: all)")
-    dlq_list.add_argument("--limit", type=int, default=None, metavar="N",
-                          help="the first N dead letters only")
-    dlq_list.add_argument("--json", action="store_true",
-                          help="one JSON object per line on stdout instead of a table")
+    dlq_list.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="the first N dead letters only"
+    )
+    dlq_list.add_argument(
+        "--json", action="store_true", help="one JSON object per line on stdout instead of a table"
+    )
     dlq_redrive = dlq_sub.add_parser(
-        "redrive", help="publish the dead letters not yet re-driven back to their original "
-        "topic (exit code 0 done, 2 when Kafka failed)")
+        "redrive",
+        help="publish the dead letters not yet re-driven back to their original "
+        "topic (exit code 0 done, 2 when Kafka failed)",
+    )
     dlq_redrive.add_argument("--topic", choices=topic_choices, help="one topic (default: all)")
-    dlq_redrive.add_argument("--dry-run", action="store_true",
-                             help="show what would be re-driven; publish and record nothing")
-    dlq_redrive.add_argument("--decodable-only", action="store_true",
-                             help="leave the records this command cannot decode in the DLQ "
-                             "(a later run without the option re-drives them)")
+    dlq_redrive.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be re-driven; publish and record nothing",
+    )
+    dlq_redrive.add_argument(
+        "--decodable-only",
+        action="store_true",
+        help="leave the records this command cannot decode in the DLQ "
+        "(a later run without the option re-drives them)",
+    )
     return parser
 
 

@@ -45,9 +45,14 @@ def decode_token(token: str) -> Positions:
         if not isinstance(body, dict):
             raise TypeError("not an object")
         return {
-            str(topic): {int(p): int(o) for p, o in parts.items()}
-            for topic, parts in body.items()
+            str(topic): {int(p): int(o) for p, o in parts.items()} for topic, parts in body.items()
         }
-    except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError,
-            RecursionError) as exc:
+    except (
+        binascii.Error,
+        ValueError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise InvalidConsistencyToken(f"invalid consistency token: {exc}") from exc

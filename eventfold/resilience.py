@@ -32,8 +32,13 @@ class CircuitOpenError(RuntimeError):
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, failure_threshold: int = 5, reset_after_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        failure_threshold: int = 5,
+        reset_after_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_after_s = reset_after_s
@@ -64,8 +69,11 @@ class CircuitBreaker:
         if self._opened_at is not None or self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
 
-    async def call(self, operation: Callable[[], Awaitable[T]],
-                   counts_as_failure: tuple[type[BaseException], ...] = (Exception,)) -> T:
+    async def call(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        counts_as_failure: tuple[type[BaseException], ...] = (Exception,),
+    ) -> T:
         """Run ``operation`` through the breaker."""
         state = self.state
         if state is BreakerState.OPEN:
@@ -77,8 +85,11 @@ class CircuitBreaker:
                 return await self._run(operation, counts_as_failure)
         return await self._run(operation, counts_as_failure)
 
-    async def _run(self, operation: Callable[[], Awaitable[T]],
-                   counts_as_failure: tuple[type[BaseException], ...]) -> T:
+    async def _run(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        counts_as_failure: tuple[type[BaseException], ...],
+    ) -> T:
         try:
             result = await operation()
         except counts_as_failure:

@@ -61,9 +61,11 @@ class Settings(BaseSettings):
         default=5.0, description="how long a query carrying a consistency token may wait"
     )
     batch_max_records: int = Field(
-        default=2000, ge=1, description="records a processor folds per batch at most")
+        default=2000, ge=1, description="records a processor folds per batch at most"
+    )
     batch_max_wait_ms: int = Field(
-        default=100, ge=1, description="how long a processor gathers a batch at most")
+        default=100, ge=1, description="how long a processor gathers a batch at most"
+    )
     topic_partitions: int = 6
     topic_replication_factor: int = Field(default=1, description="3 on a production cluster")
 

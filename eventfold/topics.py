@@ -60,8 +60,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if not missing:
             return []
         new = [
-            NewTopic(s.name, num_partitions=s.partitions,
-                     replication_factor=settings.topic_replication_factor, topic_configs=s.config)
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=s.config,
+            )
             for s in missing
         ]
         try:
@@ -93,8 +97,12 @@ async def _until_visible(admin: AIOKafkaAdminClient, names: list[str], within_s:
     deadline = asyncio.get_running_loop().time() + within_s
     while True:
         described = await admin.describe_topics(names)
-        ready = all(d["error_code"] == 0 and d["partitions"]
-                    and all(p["leader"] >= 0 for p in d["partitions"]) for d in described)
+        ready = all(
+            d["error_code"] == 0
+            and d["partitions"]
+            and all(p["leader"] >= 0 for p in d["partitions"])
+            for d in described
+        )
         if ready:
             return
         if asyncio.get_running_loop().time() > deadline:
@@ -102,8 +110,9 @@ async def _until_visible(admin: AIOKafkaAdminClient, names: list[str], within_s:
         await asyncio.sleep(0.1)
 
 
-async def end_offsets(settings: Settings,
-                      topics: Sequence[str] = TOPICS) -> dict[TopicPartition, int]:
+async def end_offsets(
+    settings: Settings, topics: Sequence[str] = TOPICS
+) -> dict[TopicPartition, int]:
     """The next offset to be written, per partition of ``topics`` (the source topics)."""
     partitions = await source_partitions(settings, topics)
     if not partitions:
@@ -116,15 +125,18 @@ async def end_offsets(settings: Settings,
         await consumer.stop()
 
 
-async def start_group_at_beginning(settings: Settings, group: str,
-                                   topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def start_group_at_beginning(
+    settings: Settings, group: str, topics: Sequence[str]
+) -> dict[TopicPartition, int]:
     """See ``_start_group_at_beginning``; retried while the broker has no group
     coordinator yet (a fresh broker), and never fatal: without it the processors
     still run, only without this protection for partitions nobody committed yet."""
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(KafkaError), wait=wait_fixed(0.5),
-            stop=stop_after_delay(settings.kafka_timeout_s * 3), reraise=True,
+            retry=retry_if_exception_type(KafkaError),
+            wait=wait_fixed(0.5),
+            stop=stop_after_delay(settings.kafka_timeout_s * 3),
+            reraise=True,
         ):
             with attempt:
                 return await _start_group_at_beginning(settings, group, topics)
@@ -133,8 +145,9 @@ async def start_group_at_beginning(settings: Settings, group: str,
     return {}
 
 
-async def _start_group_at_beginning(settings: Settings, group: str,
-                                    topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def _start_group_at_beginning(
+    settings: Settings, group: str, topics: Sequence[str]
+) -> dict[TopicPartition, int]:
     """Commit the beginning offset for every partition of ``topics`` that ``group`` has
     no committed offset for, while the group has no members; returns what it committed.
 
@@ -156,12 +169,12 @@ async def _start_group_at_beginning(settings: Settings, group: str,
         committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
     finally:
         await admin.close()
-    missing = [tp for tp in partitions
-               if committed.get(tp) is None or committed[tp].offset < 0]
+    missing = [tp for tp in partitions if committed.get(tp) is None or committed[tp].offset < 0]
     if not missing:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign(missing)
@@ -187,8 +200,10 @@ class LastOffsets:
         """``partition -> last offset`` of logical ``topic`` (empty partitions left out)."""
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.bootstrap_servers, group_id=None,
-                request_timeout_ms=int(self._settings.kafka_timeout_s * 1000))
+                bootstrap_servers=self._settings.bootstrap_servers,
+                group_id=None,
+                request_timeout_ms=int(self._settings.kafka_timeout_s * 1000),
+            )
             await consumer.start()
             self._consumer = consumer
         physical = self._settings.topic(topic)
@@ -207,8 +222,9 @@ class LastOffsets:
             self._consumer = None
 
 
-async def source_partitions(settings: Settings,
-                            topics: Sequence[str] = TOPICS) -> list[TopicPartition]:
+async def source_partitions(
+    settings: Settings, topics: Sequence[str] = TOPICS
+) -> list[TopicPartition]:
     """Every partition of ``topics`` (the source topics: orders, payments, customers),
     as physical names."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
@@ -219,6 +235,7 @@ async def source_partitions(settings: Settings,
         await admin.close()
     return [
         TopicPartition(d["topic"], p["partition"])
-        for d in described if d["error_code"] == 0
+        for d in described
+        if d["error_code"] == 0
         for p in sorted(d["partitions"], key=lambda p: p["partition"])
     ]

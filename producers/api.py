@@ -85,10 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     publisher = EventPublisher(settings)
     registry = CollectorRegistry()
-    accepted = Counter("eventfold_events_accepted", "Events acknowledged by Kafka", ["type"],
-                       registry=registry)
-    rejected = Counter("eventfold_requests_rejected", "Requests refused", ["reason"],
-                       registry=registry)
+    accepted = Counter(
+        "eventfold_events_accepted", "Events acknowledged by Kafka", ["type"], registry=registry
+    )
+    rejected = Counter(
+        "eventfold_requests_rejected", "Requests refused", ["reason"], registry=registry
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,17 +101,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     writer = Depends(require_scope(settings, "write"))
 
     @app.post(
-        "/v1/events", status_code=202, response_model=PublishResponse,
-        responses={401: {"model": Problem}, 403: {"model": Problem}, 413: {"model": Problem},
-                   422: {"model": Problem}, 503: {"model": Problem}},
+        "/v1/events",
+        status_code=202,
+        response_model=PublishResponse,
+        responses={
+            401: {"model": Problem},
+            403: {"model": Problem},
+            413: {"model": Problem},
+            422: {"model": Problem},
+            503: {"model": Problem},
+        },
         dependencies=[writer],
         # The body is read by hand (size limit, all-or-nothing validation); documented here.
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"oneOf": [{"$ref": "#/components/schemas/EventEnvelope"},
-                                 {"type": "array", "minItems": 1,
-                                  "items": {"$ref": "#/components/schemas/EventEnvelope"}}]},
-            "examples": {t: {"value": e} for t, e in EXAMPLES.items()},
-        }}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/EventEnvelope"},
+                                {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"$ref": "#/components/schemas/EventEnvelope"},
+                                },
+                            ]
+                        },
+                        "examples": {t: {"value": e} for t, e in EXAMPLES.items()},
+                    }
+                },
+            }
+        },
     )
     async def publish_events(request: Request) -> Any:
         """Publish one envelope or a JSON array of envelopes (all or nothing at validation)."""
@@ -122,22 +145,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             rejected.labels("invalid_json").inc()
-            return problem(422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}",
-                                  "type": "json_invalid"}])
+            return problem(
+                422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
+            )
         correlation_id = request.headers.get(CORRELATION_HEADER)
         try:
-            result = await publisher.publish_many(
-                payload if isinstance(payload, list) else [payload],
-                correlation_id=correlation_id,
-                traceparent=request.headers.get("traceparent"),
-            ) if payload != [] else None
+            result = (
+                await publisher.publish_many(
+                    payload if isinstance(payload, list) else [payload],
+                    correlation_id=correlation_id,
+                    traceparent=request.headers.get("traceparent"),
+                )
+                if payload != []
+                else None
+            )
         except ValidationError as exc:
             rejected.labels("invalid_event").inc()
             return problem(422, field_errors(exc, batch=isinstance(payload, list)))
         except CircuitOpenError as exc:
             rejected.labels("kafka_unavailable").inc()
-            return problem(503, f"Kafka unavailable: {exc}",
-                           **{"Retry-After": str(max(1, math.ceil(exc.retry_in_s)))})
+            return problem(
+                503,
+                f"Kafka unavailable: {exc}",
+                **{"Retry-After": str(max(1, math.ceil(exc.retry_in_s)))},
+            )
         except PublishError as exc:
             rejected.labels("kafka_unavailable").inc()
             return problem(503, str(exc), **{"Retry-After": "5"})
@@ -160,8 +191,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             refs = []
             for name, model in EVENT_TYPES.items():
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
-                                                 mode="validation")
+                schema = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}", mode="validation"
+                )
                 components.update(schema.pop("$defs", {}))
                 if "type" not in schema.get("required", []):
                     schema["required"] = ["type", *schema.get("required", [])]
@@ -169,8 +201,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 refs.append({"$ref": f"#/components/schemas/{name}"})
             components["EventEnvelope"] = {
                 "oneOf": refs,
-                "discriminator": {"propertyName": "type", "mapping": {
-                    n: f"#/components/schemas/{n}" for n in EVENT_TYPES}},
+                "discriminator": {
+                    "propertyName": "type",
+                    "mapping": {n: f"#/components/schemas/{n}" for n in EVENT_TYPES},
+                },
             }
             app.openapi_schema = doc
         return app.openapi_schema

@@ -65,8 +65,12 @@ def new_traceparent() -> str:
 class EventPublisher:
     """Publishes events to Kafka; idempotent producer, acks=all."""
 
-    def __init__(self, settings: Settings, breaker: CircuitBreaker | None = None,
-                 initial_backoff_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        breaker: CircuitBreaker | None = None,
+        initial_backoff_s: float = 0.2,
+    ) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -78,7 +82,9 @@ class EventPublisher:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
@@ -115,7 +121,10 @@ class EventPublisher:
         return await self.publish_many([event], **headers)
 
     async def publish_many(
-        self, events: Sequence[EventLike], *, correlation_id: str | None = None,
+        self,
+        events: Sequence[EventLike],
+        *,
+        correlation_id: str | None = None,
         traceparent: str | None = None,
     ) -> PublishResult:
         """Validate all, then publish all; returns once Kafka acknowledged every event.
@@ -124,16 +133,19 @@ class EventPublisher:
         event, PublishError when Kafka did not acknowledge them in the tries
         allowed, CircuitOpenError while the breaker is open."""
         validated: Sequence[EventBase] = (
-            events if all(isinstance(e, EventBase) for e in events)  # type: ignore[assignment]
+            events
+            if all(isinstance(e, EventBase) for e in events)  # type: ignore[assignment]
             else parse_events(list(events))  # errors are located by item index
         )
         correlation_id = correlation_id or str(uuid.uuid4())
         traceparent = traceparent or new_traceparent()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._settings.publish_attempts),
-            wait=backoff(multiplier=self._initial_backoff_s, max=5.0,
-                         jitter=self._initial_backoff_s),
-            retry=retry_if_exception_type(PublishError), reraise=True,
+            wait=backoff(
+                multiplier=self._initial_backoff_s, max=5.0, jitter=self._initial_backoff_s
+            ),
+            retry=retry_if_exception_type(PublishError),
+            reraise=True,
         )
         async for attempt in retrying:
             with attempt:
@@ -143,8 +155,9 @@ class EventPublisher:
                 )
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _send(self, events: Sequence[EventBase], correlation_id: str,
-                    traceparent: str) -> PublishResult:
+    async def _send(
+        self, events: Sequence[EventBase], correlation_id: str, traceparent: str
+    ) -> PublishResult:
         await self.start()
         producer = self._producer
         assert producer is not None

@@ -56,66 +56,143 @@ MAX_BATCH = 500
 # --- reference data ---------------------------------------------------------------------
 
 _CURRENCY_OF_COUNTRY = {
-    "GB": "GBP", "US": "USD", "DE": "EUR", "FR": "EUR", "NL": "EUR", "ES": "EUR",
-    "IT": "EUR", "IE": "EUR", "AT": "EUR", "BE": "EUR",
+    "GB": "GBP",
+    "US": "USD",
+    "DE": "EUR",
+    "FR": "EUR",
+    "NL": "EUR",
+    "ES": "EUR",
+    "IT": "EUR",
+    "IE": "EUR",
+    "AT": "EUR",
+    "BE": "EUR",
 }
 _COUNTRY_WEIGHTS = {
-    "GB": 18, "US": 24, "DE": 16, "FR": 11, "NL": 7, "ES": 7, "IT": 7, "IE": 4, "AT": 3, "BE": 3,
+    "GB": 18,
+    "US": 24,
+    "DE": 16,
+    "FR": 11,
+    "NL": 7,
+    "ES": 7,
+    "IT": 7,
+    "IE": 4,
+    "AT": 3,
+    "BE": 3,
 }
 _NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "GB": (("Oliver", "Amelia", "Harry", "Isla", "George", "Ava", "Jack", "Freya"),
-           ("Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Evans", "Hughes")),
-    "IE": (("Seán", "Aoife", "Conor", "Niamh", "Cian", "Saoirse"),
-           ("Murphy", "Kelly", "O'Sullivan", "Walsh", "Byrne", "Ryan")),
-    "US": (("Liam", "Olivia", "Noah", "Emma", "James", "Sophia", "Lucas", "Mia"),
-           ("Johnson", "Garcia", "Miller", "Davis", "Martinez", "Lee", "Walker", "Young")),
-    "DE": (("Lukas", "Mia", "Leon", "Emma", "Finn", "Hannah", "Jonas", "Lea"),
-           ("Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Wagner", "Becker")),
-    "AT": (("Tobias", "Anna", "Florian", "Lena", "Maximilian", "Sophie"),
-           ("Gruber", "Huber", "Bauer", "Pichler", "Steiner", "Moser")),
-    "FR": (("Gabriel", "Louise", "Raphaël", "Jade", "Arthur", "Chloé", "Hugo", "Léa"),
-           ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Petit", "Durand")),
-    "BE": (("Noah", "Olivia", "Arthur", "Emma", "Louis", "Elena"),
-           ("Peeters", "Janssens", "Maes", "Jacobs", "Dupont", "Lambert")),
-    "NL": (("Daan", "Emma", "Sem", "Julia", "Lucas", "Tess"),
-           ("de Jong", "Jansen", "de Vries", "van Dijk", "Bakker", "Visser")),
-    "ES": (("Hugo", "Lucía", "Martín", "Sofía", "Pablo", "Martina"),
-           ("García", "Fernández", "López", "Martínez", "Sánchez", "Pérez")),
-    "IT": (("Leonardo", "Sofia", "Francesco", "Giulia", "Alessandro", "Aurora"),
-           ("Rossi", "Russo", "Ferrari", "Esposito", "Bianchi", "Romano")),
+    "GB": (
+        ("Oliver", "Amelia", "Harry", "Isla", "George", "Ava", "Jack", "Freya"),
+        ("Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Evans", "Hughes"),
+    ),
+    "IE": (
+        ("Seán", "Aoife", "Conor", "Niamh", "Cian", "Saoirse"),
+        ("Murphy", "Kelly", "O'Sullivan", "Walsh", "Byrne", "Ryan"),
+    ),
+    "US": (
+        ("Liam", "Olivia", "Noah", "Emma", "James", "Sophia", "Lucas", "Mia"),
+        ("Johnson", "Garcia", "Miller", "Davis", "Martinez", "Lee", "Walker", "Young"),
+    ),
+    "DE": (
+        ("Lukas", "Mia", "Leon", "Emma", "Finn", "Hannah", "Jonas", "Lea"),
+        ("Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Wagner", "Becker"),
+    ),
+    "AT": (
+        ("Tobias", "Anna", "Florian", "Lena", "Maximilian", "Sophie"),
+        ("Gruber", "Huber", "Bauer", "Pichler", "Steiner", "Moser"),
+    ),
+    "FR": (
+        ("Gabriel", "Louise", "Raphaël", "Jade", "Arthur", "Chloé", "Hugo", "Léa"),
+        ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Petit", "Durand"),
+    ),
+    "BE": (
+        ("Noah", "Olivia", "Arthur", "Emma", "Louis", "Elena"),
+        ("Peeters", "Janssens", "Maes", "Jacobs", "Dupont", "Lambert"),
+    ),
+    "NL": (
+        ("Daan", "Emma", "Sem", "Julia", "Lucas", "Tess"),
+        ("de Jong", "Jansen", "de Vries", "van Dijk", "Bakker", "Visser"),
+    ),
+    "ES": (
+        ("Hugo", "Lucía", "Martín", "Sofía", "Pablo", "Martina"),
+        ("García", "Fernández", "López", "Martínez", "Sánchez", "Pérez"),
+    ),
+    "IT": (
+        ("Leonardo", "Sofia", "Francesco", "Giulia", "Alessandro", "Aurora"),
+        ("Rossi", "Russo", "Ferrari", "Esposito", "Bianchi", "Romano"),
+    ),
 }
 _EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com")
 _TIERS = ("standard", "silver", "gold")
 
 # sku, list price in EUR
 _CATALOGUE: tuple[tuple[str, str], ...] = (
-    ("TEE-ORGANIC-BLK-M", "24.90"), ("HOODIE-GRY-L", "59.00"), ("SOCKS-MERINO-3PK", "19.95"),
-    ("MUG-ENAMEL-350", "14.50"), ("BOTTLE-STEEL-750", "22.50"), ("COFFEE-BEANS-1KG", "27.80"),
-    ("NOTEBOOK-A5-DOT", "6.95"), ("PEN-GEL-10PK", "8.49"), ("BOOK-DDD-HC", "42.99"),
-    ("USB-C-CABLE-2M", "9.99"), ("CHARGER-65W", "39.00"), ("KBD-MECH-75", "129.00"),
-    ("MOUSE-WIRELESS", "34.90"), ("HEADPHONES-ANC", "199.00"), ("MONITOR-27-QHD", "329.00"),
-    ("LAMP-DESK-LED", "49.90"), ("BACKPACK-24L", "89.95"), ("CHAIR-ERGO-MESH", "449.00"),
-    ("PLANT-POT-CER", "17.40"), ("CANDLE-SOY-200", "12.00"),
+    ("TEE-ORGANIC-BLK-M", "24.90"),
+    ("HOODIE-GRY-L", "59.00"),
+    ("SOCKS-MERINO-3PK", "19.95"),
+    ("MUG-ENAMEL-350", "14.50"),
+    ("BOTTLE-STEEL-750", "22.50"),
+    ("COFFEE-BEANS-1KG", "27.80"),
+    ("NOTEBOOK-A5-DOT", "6.95"),
+    ("PEN-GEL-10PK", "8.49"),
+    ("BOOK-DDD-HC", "42.99"),
+    ("USB-C-CABLE-2M", "9.99"),
+    ("CHARGER-65W", "39.00"),
+    ("KBD-MECH-75", "129.00"),
+    ("MOUSE-WIRELESS", "34.90"),
+    ("HEADPHONES-ANC", "199.00"),
+    ("MONITOR-27-QHD", "329.00"),
+    ("LAMP-DESK-LED", "49.90"),
+    ("BACKPACK-24L", "89.95"),
+    ("CHAIR-ERGO-MESH", "449.00"),
+    ("PLANT-POT-CER", "17.40"),
+    ("CANDLE-SOY-200", "12.00"),
 )
 _FX = {"EUR": Decimal(1), "USD": Decimal("1.09"), "GBP": Decimal("0.86")}
-_METHODS = {"card": 58, "paypal": 17, "apple_pay": 9, "google_pay": 5, "sepa_debit": 6,
-            "klarna": 5}
-_FAILURES = ("card declined", "insufficient funds", "3-D Secure authentication failed",
-             "card expired", "issuer unavailable", "suspected fraud")
-_CARRIERS = {"GB": ("Royal Mail", "DPD", "Evri"), "IE": ("An Post", "DPD"),
-             "US": ("UPS", "USPS", "FedEx"), "DE": ("DHL", "Hermes", "DPD"),
-             "AT": ("Post AG", "DHL"), "FR": ("Colissimo", "Chronopost", "DPD"),
-             "BE": ("bpost", "DHL"), "NL": ("PostNL", "DHL"), "ES": ("Correos", "SEUR"),
-             "IT": ("Poste Italiane", "BRT")}
-_CANCEL_UNPAID = ("customer changed their mind", "ordered by mistake",
-                  "found a better price elsewhere", "delivery date too late")
-_CANCEL_PAID = ("item out of stock", "customer changed their mind",
-                "address could not be verified", "duplicate order")
+_METHODS = {"card": 58, "paypal": 17, "apple_pay": 9, "google_pay": 5, "sepa_debit": 6, "klarna": 5}
+_FAILURES = (
+    "card declined",
+    "insufficient funds",
+    "3-D Secure authentication failed",
+    "card expired",
+    "issuer unavailable",
+    "suspected fraud",
+)
+_CARRIERS = {
+    "GB": ("Royal Mail", "DPD", "Evri"),
+    "IE": ("An Post", "DPD"),
+    "US": ("UPS", "USPS", "FedEx"),
+    "DE": ("DHL", "Hermes", "DPD"),
+    "AT": ("Post AG", "DHL"),
+    "FR": ("Colissimo", "Chronopost", "DPD"),
+    "BE": ("bpost", "DHL"),
+    "NL": ("PostNL", "DHL"),
+    "ES": ("Correos", "SEUR"),
+    "IT": ("Poste Italiane", "BRT"),
+}
+_CANCEL_UNPAID = (
+    "customer changed their mind",
+    "ordered by mistake",
+    "found a better price elsewhere",
+    "delivery date too late",
+)
+_CANCEL_PAID = (
+    "item out of stock",
+    "customer changed their mind",
+    "address could not be verified",
+    "duplicate order",
+)
 
 # scenario, weight: how an order's life goes
 _SCENARIOS = {
-    "delivered": 44, "shipped": 9, "paid": 6, "authorized": 3, "awaiting_payment": 3,
-    "retried": 9, "failed_cancelled": 4, "cancelled_unpaid": 7, "cancelled_refunded": 9,
+    "delivered": 44,
+    "shipped": 9,
+    "paid": 6,
+    "authorized": 3,
+    "awaiting_payment": 3,
+    "retried": 9,
+    "failed_cancelled": 4,
+    "cancelled_unpaid": 7,
+    "cancelled_refunded": 9,
     "returned": 6,
 }
 _OUT_OF_ORDER_SHARE = 1 / 16
@@ -157,8 +234,13 @@ class _Customer:
     orders: int = 0
 
     def data(self) -> dict[str, Any]:
-        return {"customer_id": self.customer_id, "name": f"{self.first} {self.last}",
-                "email": self.email, "tier": self.tier, "country": self.country}
+        return {
+            "customer_id": self.customer_id,
+            "name": f"{self.first} {self.last}",
+            "email": self.email,
+            "tier": self.tier,
+            "country": self.country,
+        }
 
 
 @dataclass(order=True)
@@ -182,11 +264,15 @@ class _Shop:
     def _pick(self, weights: dict[str, int]) -> str:
         return self.rng.choices(list(weights), weights=list(weights.values()))[0]
 
-    def emit(self, type_: str, at: datetime, data: dict[str, Any],
-             publish_at: datetime | None = None) -> None:
-        envelope = {"type": type_, "event_id": str(uuid.UUID(int=self.rng.getrandbits(128),
-                                                             version=4)),
-                    "occurred_at": _timestamp(at), "data": data}
+    def emit(
+        self, type_: str, at: datetime, data: dict[str, Any], publish_at: datetime | None = None
+    ) -> None:
+        envelope = {
+            "type": type_,
+            "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            "occurred_at": _timestamp(at),
+            "data": data,
+        }
         self.events.append(_Scheduled(publish_at or at, len(self.events), envelope))
 
     # customers
@@ -203,9 +289,13 @@ class _Shop:
         first, last = self.rng.choice(firsts), self.rng.choice(lasts)
         number = len(self.customers) + 1
         customer = _Customer(
-            customer_id=f"c-{self.run}-{number:05d}", first=first, last=last,
-            email=self._email(first, last), tier="standard" if self.rng.random() < 0.85
-            else "silver", country=country, last_change=at,
+            customer_id=f"c-{self.run}-{number:05d}",
+            first=first,
+            last=last,
+            email=self._email(first, last),
+            tier="standard" if self.rng.random() < 0.85 else "silver",
+            country=country,
+            last_change=at,
         )
         self.customers.append(customer)
         self.emit("CustomerRegistered", at, customer.data())
@@ -213,8 +303,11 @@ class _Shop:
 
     def _email(self, first: str, last: str) -> str:
         style = self.rng.randrange(3)
-        local = {0: f"{_slug(first)}.{_slug(last)}", 1: f"{_slug(first)[0]}{_slug(last)}",
-                 2: f"{_slug(first)}{self.rng.randrange(1, 99)}"}[style]
+        local = {
+            0: f"{_slug(first)}.{_slug(last)}",
+            1: f"{_slug(first)[0]}{_slug(last)}",
+            2: f"{_slug(first)}{self.rng.randrange(1, 99)}",
+        }[style]
         return f"{local}@{self.rng.choice(_EMAIL_DOMAINS)}"
 
     def maybe_update(self, customer: _Customer, after: datetime) -> None:
@@ -222,8 +315,9 @@ class _Shop:
         A customer's updates are emitted in time order, so the latest one is the truth."""
         if self.rng.random() >= 0.08:
             return
-        at = max(after + self._seconds(3600, 72 * 3600), customer.last_change + timedelta(
-            seconds=1))
+        at = max(
+            after + self._seconds(3600, 72 * 3600), customer.last_change + timedelta(seconds=1)
+        )
         change = self.rng.random()
         if change < 0.55 and customer.tier != "gold":
             customer.tier = _TIERS[_TIERS.index(customer.tier) + 1]
@@ -243,14 +337,19 @@ class _Shop:
         currency = _CURRENCY_OF_COUNTRY[customer.country]
         order_id = f"o-{self.run}-{number + 1:06d}"
         items = []
-        for sku, list_price in rng.sample(_CATALOGUE, k=rng.choices((1, 2, 3, 4),
-                                                                    (50, 30, 13, 7))[0]):
+        for sku, list_price in rng.sample(
+            _CATALOGUE, k=rng.choices((1, 2, 3, 4), (50, 30, 13, 7))[0]
+        ):
             price = _localised_price(list_price, currency)
             most = 6 if price < 15 else 3 if price < 60 else 1
             quantity = min(most, rng.choices((1, 2, 3, 4, 6), (75, 16, 5, 2, 2))[0])
             items.append({"sku": sku, "quantity": quantity, "unit_price": _money(price)})
-        placed: dict[str, Any] = {"order_id": order_id, "customer_id": customer.customer_id,
-                                  "currency": currency, "items": items}
+        placed: dict[str, Any] = {
+            "order_id": order_id,
+            "customer_id": customer.customer_id,
+            "currency": currency,
+            "items": items,
+        }
         if rng.random() < 0.9:  # older clients send OrderPlaced v1, without a channel
             placed["channel"] = self._pick({"web": 55, "ios": 20, "android": 17, "phone": 8})
 
@@ -270,8 +369,9 @@ class _Shop:
 class _Order:
     """One order's events after OrderPlaced, decided by its scenario."""
 
-    def __init__(self, shop: _Shop, order_id: str, currency: str,
-                 items: list[dict[str, Any]], country: str) -> None:
+    def __init__(
+        self, shop: _Shop, order_id: str, currency: str, items: list[dict[str, Any]], country: str
+    ) -> None:
         self.shop = shop
         self.order_id = order_id
         self.currency = currency
@@ -291,16 +391,27 @@ class _Order:
 
     def _authorize(self, at: datetime, method: str) -> str:
         payment_id = self._payment_id()
-        self._event("PaymentAuthorized", at, payment_id=payment_id, amount=_money(self.total),
-                    currency=self.currency, method=method)
+        self._event(
+            "PaymentAuthorized",
+            at,
+            payment_id=payment_id,
+            amount=_money(self.total),
+            currency=self.currency,
+            method=method,
+        )
         return payment_id
 
     def _pay(self, at: datetime, method: str) -> tuple[str, datetime]:
         """Authorize then capture the total; returns the payment id and capture time."""
         payment_id = self._authorize(at, method)
         captured_at = at + self.shop._seconds(2, 900)
-        self._event("PaymentCaptured", captured_at, payment_id=payment_id,
-                    amount=_money(self.total), currency=self.currency)
+        self._event(
+            "PaymentCaptured",
+            captured_at,
+            payment_id=payment_id,
+            amount=_money(self.total),
+            currency=self.currency,
+        )
         if self.first_capture is None:
             self.first_capture = captured_at
         return payment_id, captured_at
@@ -311,8 +422,9 @@ class _Order:
         if self.shop.rng.random() < 0.3:  # authorized, then the capture is refused
             self._authorize(at, method)
             at += self.shop._seconds(5, 600)
-        self._event("PaymentFailed", at, payment_id=payment_id,
-                    reason=self.shop.rng.choice(_FAILURES))
+        self._event(
+            "PaymentFailed", at, payment_id=payment_id, reason=self.shop.rng.choice(_FAILURES)
+        )
         return at
 
     def _ship(self, after: datetime, deliver: bool) -> datetime:
@@ -331,12 +443,18 @@ class _Order:
         parts = [amount]
         if split and amount >= Decimal("2"):
             first = (amount * Decimal(self.shop.rng.randrange(20, 80)) / 100).quantize(
-                Decimal("0.01"))
+                Decimal("0.01")
+            )
             parts = [first, amount - first]
         for part in parts:
             at += self.shop._seconds(300, 48 * 3600)
-            self._event("PaymentRefunded", at, payment_id=payment_id, amount=_money(part),
-                        currency=self.currency)
+            self._event(
+                "PaymentRefunded",
+                at,
+                payment_id=payment_id,
+                amount=_money(part),
+                currency=self.currency,
+            )
 
     def live(self, scenario: str, placed_at: datetime) -> None:
         shop, rng = self.shop, self.shop.rng
@@ -348,19 +466,24 @@ class _Order:
             self._authorize(first_try, method)
             return
         if scenario == "cancelled_unpaid":
-            self._event("OrderCancelled", placed_at + shop._seconds(120, 6 * 3600),
-                        reason=rng.choice(_CANCEL_UNPAID))
+            self._event(
+                "OrderCancelled",
+                placed_at + shop._seconds(120, 6 * 3600),
+                reason=rng.choice(_CANCEL_UNPAID),
+            )
             return
         if scenario == "failed_cancelled":
             failed_at = self._fail(first_try, method)
-            self._event("OrderCancelled", failed_at + shop._seconds(3600, 24 * 3600),
-                        reason="payment failed")
+            self._event(
+                "OrderCancelled",
+                failed_at + shop._seconds(3600, 24 * 3600),
+                reason="payment failed",
+            )
             return
         if scenario == "retried":
             failed_at = self._fail(first_try, method)
             other = [m for m in _METHODS if m != method]
-            payment_id, paid_at = self._pay(failed_at + shop._seconds(30, 1800),
-                                            rng.choice(other))
+            payment_id, paid_at = self._pay(failed_at + shop._seconds(30, 1800), rng.choice(other))
             scenario = rng.choice(("delivered", "delivered", "shipped", "paid"))
         else:
             payment_id, paid_at = self._pay(first_try, method)
@@ -377,8 +500,9 @@ class _Order:
             item = rng.choice(self.items)
             units = rng.randint(1, item["quantity"])
             amount = Decimal(item["unit_price"]) * units
-            self._refund(payment_id, done_at + shop._seconds(86400, 14 * 86400), amount,
-                         split=False)
+            self._refund(
+                payment_id, done_at + shop._seconds(86400, 14 * 86400), amount, split=False
+            )
 
     def flush(self) -> None:
         for type_, at, data in self.pending:
@@ -411,9 +535,13 @@ class TokenBucket:
     ``n`` may not exceed ``capacity``. Clock and sleep are injectable for tests.
     """
 
-    def __init__(self, rate: float, capacity: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        capacity: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0 or capacity <= 0:
             raise ValueError("rate and capacity must be positive")
         self.rate = rate
@@ -468,8 +596,9 @@ class DemoSummary:
         return self.published / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def render(self) -> RenderableType:
-        table = Table(title=f"demo traffic, seed {self.seed}", show_header=False,
-                      title_justify="left")
+        table = Table(
+            title=f"demo traffic, seed {self.seed}", show_header=False, title_justify="left"
+        )
         table.add_column(style="bold")
         table.add_column(justify="right")
         table.add_row("orders", f"{self.orders:,}")
@@ -484,8 +613,12 @@ class DemoSummary:
         parts: list[RenderableType] = [table]
         if self.error is not None:
             parts.append(Text.assemble(("publishing stopped: ", "bold red"), self.error))
-        parts.append(Text(f"the same events again: --seed {self.seed} --orders {self.orders} "
-                          "(event ids repeat, so the read models do not change)"))
+        parts.append(
+            Text(
+                f"the same events again: --seed {self.seed} --orders {self.orders} "
+                "(event ids repeat, so the read models do not change)"
+            )
+        )
         return Group(*parts)
 
 
@@ -523,9 +656,12 @@ async def run_demo(
     envelopes = generate(seed, total_orders, start=start)
     events: list[Event] = [parse_event(e) for e in envelopes]
     summary = DemoSummary(
-        seed=seed, orders=total_orders, events=len(events),
+        seed=seed,
+        orders=total_orders,
+        events=len(events),
         customers=sum(1 for e in envelopes if e["type"] == "CustomerRegistered"),
-        out_of_order_orders=out_of_order_orders(envelopes), correlation_id=str(uuid.uuid4()),
+        out_of_order_orders=out_of_order_orders(envelopes),
+        correlation_id=str(uuid.uuid4()),
     )
     size = batch_size_for(rate_per_s)
     bucket: TokenBucket | None = None

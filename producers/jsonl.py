@@ -48,7 +48,10 @@ class Publisher(Protocol):
     """What this module needs of ``producers.client.EventPublisher``."""
 
     async def publish_many(
-        self, events: Sequence[Event], *, correlation_id: str | None = None,
+        self,
+        events: Sequence[Event],
+        *,
+        correlation_id: str | None = None,
         traceparent: str | None = None,
     ) -> PublishResult: ...
 
@@ -117,19 +120,24 @@ class PublishSummary:
                 reasons.add_row(str(line_no), reason)
             parts.append(reasons)
             if len(self.rejected) > max_reasons:
-                parts.append(Text(f"... and {len(self.rejected) - max_reasons:,} more "
-                                  "rejected lines"))
+                parts.append(
+                    Text(f"... and {len(self.rejected) - max_reasons:,} more rejected lines")
+                )
         if self.failed:
             parts.append(Text.assemble(("publishing stopped: ", "bold red"), str(self.error)))
             parts.append(Text(f"{self.accepted:,} events were acknowledged before the failure."))
             if self.unconfirmed:
-                parts.append(Text(
-                    "sent but not acknowledged (may or may not be stored; re-publishing is "
-                    "safe for envelopes with an event_id): lines "
-                    + line_ranges(self.unconfirmed, limit=20)))
+                parts.append(
+                    Text(
+                        "sent but not acknowledged (may or may not be stored; re-publishing is "
+                        "safe for envelopes with an event_id): lines "
+                        + line_ranges(self.unconfirmed, limit=20)
+                    )
+                )
             if self.not_published:
-                parts.append(Text("not published: lines "
-                                  + line_ranges(self.not_published, limit=20)))
+                parts.append(
+                    Text("not published: lines " + line_ranges(self.not_published, limit=20))
+                )
         return Group(*parts)
 
 

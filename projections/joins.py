@@ -107,8 +107,9 @@ class OrderState:
         """Whether this state holds everything the ``to_doc()`` document ``doc`` holds
         (then merging it changes nothing), judged on offsets alone, without decoding
         its events."""
-        return (int(doc.get("customer_offset", -1)) <= self.customer_offset
-                and all(self.offsets.get(k) == v for k, v in doc["offsets"].items()))
+        return int(doc.get("customer_offset", -1)) <= self.customer_offset and all(
+            self.offsets.get(k) == v for k, v in doc["offsets"].items()
+        )
 
     def view(self) -> Doc:
         """The order view (computed once per state: the pipeline needs it for the
@@ -127,9 +128,12 @@ class OrderState:
         return OrderLink(self.order_id, len(self.offsets), {k: view.get(k) for k in SUMMARY_FIELDS})
 
     def to_doc(self) -> Doc:
-        return {"facts": facts_to_doc(self.facts), "offsets": dict(self.offsets),
-                "customer": None if self.customer is None else dict(self.customer),
-                "customer_offset": self.customer_offset}
+        return {
+            "facts": facts_to_doc(self.facts),
+            "offsets": dict(self.offsets),
+            "customer": None if self.customer is None else dict(self.customer),
+            "customer_offset": self.customer_offset,
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> OrderState:
@@ -138,16 +142,20 @@ class OrderState:
         facts = facts_from_doc(doc["facts"])
         offsets = {str(k): int(v) for k, v in doc["offsets"].items()}
         if set(offsets) != set(facts.event_ids()):
-            raise ValueError(f"order {facts.order_id!r}: the offsets name other events "
-                             "than its facts")
+            raise ValueError(
+                f"order {facts.order_id!r}: the offsets name other events than its facts"
+            )
         return cls(facts, offsets, doc.get("customer"), int(doc.get("customer_offset", -1)))
 
 
 def _sorted_facts(facts: OrderFacts, offsets: Mapping[str, int]) -> OrderFacts:
     """Each stream's events in offset order, whatever order they were learnt in."""
     by_offset = lambda e: offsets[e.event_id]  # noqa: E731
-    return replace(facts, order_events=tuple(sorted(facts.order_events, key=by_offset)),
-                   payment_events=tuple(sorted(facts.payment_events, key=by_offset)))
+    return replace(
+        facts,
+        order_events=tuple(sorted(facts.order_events, key=by_offset)),
+        payment_events=tuple(sorted(facts.payment_events, key=by_offset)),
+    )
 
 
 @dataclass(frozen=True)
@@ -269,18 +277,30 @@ class CustomerTotals:
         latest = max((t for t in (self.last_order_at, placed_at) if t is not None), default=None)
         return CustomerTotals(
             self.order_count - old_count + count,
-            {c: u for c, u in sorted(totals.items()) if u}, latest,
+            {c: u for c, u in sorted(totals.items()) if u},
+            latest,
             self.facts - (0 if old is None else old.facts) + new.facts,
-            self.orders + (old is None))
+            self.orders + (old is None),
+        )
 
     def to_doc(self) -> Doc:
-        return {"order_count": self.order_count, "paid": dict(self.paid),
-                "last_order_at": self.last_order_at, "facts": self.facts, "orders": self.orders}
+        return {
+            "order_count": self.order_count,
+            "paid": dict(self.paid),
+            "last_order_at": self.last_order_at,
+            "facts": self.facts,
+            "orders": self.orders,
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CustomerTotals:
-        return cls(int(doc["order_count"]), {str(k): int(v) for k, v in doc["paid"].items()},
-                   doc.get("last_order_at"), int(doc["facts"]), int(doc["orders"]))
+        return cls(
+            int(doc["order_count"]),
+            {str(k): int(v) for k, v in doc["paid"].items()},
+            doc.get("last_order_at"),
+            int(doc["facts"]),
+            int(doc["orders"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -304,8 +324,10 @@ class CustomerState:
         Raises ValueError for a non-customer event or one of another customer."""
         profile = apply_customer(None, event)
         if profile.customer_id != self.customer_id:
-            raise ValueError(f"{event.type} {event.event_id} belongs to customer "
-                             f"{profile.customer_id!r}, not {self.customer_id!r}")
+            raise ValueError(
+                f"{event.type} {event.event_id} belongs to customer "
+                f"{profile.customer_id!r}, not {self.customer_id!r}"
+            )
         if offset <= self.profile_offset:
             return None
         return replace(self, profile=profile, profile_offset=offset)
@@ -314,18 +336,23 @@ class CustomerState:
         """Whether ``link`` is already in the totals (``known``: the order's summary as
         kept). Raises ValueError for an order of another customer."""
         if link.customer_id != self.customer_id:
-            raise ValueError(f"order {link.order_id!r} belongs to customer "
-                             f"{link.customer_id!r}, not {self.customer_id!r}")
-        return ((known is not None and known.facts >= link.facts)
-                or self.pending == (link.order_id, link.facts))
+            raise ValueError(
+                f"order {link.order_id!r} belongs to customer "
+                f"{link.customer_id!r}, not {self.customer_id!r}"
+            )
+        return (known is not None and known.facts >= link.facts) or self.pending == (
+            link.order_id,
+            link.facts,
+        )
 
     def with_order(self, known: OrderLink | None, link: OrderLink) -> CustomerState | None:
         """The state with ``link``'s summary in place of ``known``; None when it is
         applied already (``applied``)."""
         if self.applied(known, link):
             return None
-        return replace(self, totals=self.totals.with_summary(known, link),
-                       pending=(link.order_id, link.facts))
+        return replace(
+            self, totals=self.totals.with_summary(known, link), pending=(link.order_id, link.facts)
+        )
 
     def merge(self, other: CustomerState) -> CustomerState:
         """The newer profile, and the totals that know more.
@@ -361,10 +388,13 @@ class CustomerState:
         }
 
     def to_doc(self) -> Doc:
-        return {"customer_id": self.customer_id,
-                "profile": None if self.profile is None else profile_to_doc(self.profile),
-                "profile_offset": self.profile_offset, "totals": self.totals.to_doc(),
-                "pending": None if self.pending is None else list(self.pending)}
+        return {
+            "customer_id": self.customer_id,
+            "profile": None if self.profile is None else profile_to_doc(self.profile),
+            "profile_offset": self.profile_offset,
+            "totals": self.totals.to_doc(),
+            "pending": None if self.pending is None else list(self.pending),
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CustomerState:
@@ -372,14 +402,18 @@ class CustomerState:
         summary inside the state): its totals are computed from them, and
         ``legacy_summaries`` returns them so the caller can keep them apart."""
         profile = doc.get("profile")
-        state = cls(str(doc["customer_id"]),
-                    None if profile is None else profile_from_doc(profile),
-                    int(doc.get("profile_offset", -1)))
+        state = cls(
+            str(doc["customer_id"]),
+            None if profile is None else profile_from_doc(profile),
+            int(doc.get("profile_offset", -1)),
+        )
         if "totals" in doc:
             pending = doc.get("pending")
-            return replace(state, totals=CustomerTotals.from_doc(doc["totals"]),
-                           pending=None if pending is None else (str(pending[0]),
-                                                                 int(pending[1])))
+            return replace(
+                state,
+                totals=CustomerTotals.from_doc(doc["totals"]),
+                pending=None if pending is None else (str(pending[0]), int(pending[1])),
+            )
         for link in legacy_summaries(doc):
             state = state.with_order(None, link) or state
         return replace(state, pending=None)
@@ -400,8 +434,9 @@ class OrderStep:
     link: OrderLink | None  # to send to the customer side (None: nothing new to tell)
 
 
-def order_event_step(state: OrderState | None, event: Event, offset: int,
-                     order_id: str) -> OrderStep:
+def order_event_step(
+    state: OrderState | None, event: Event, offset: int, order_id: str
+) -> OrderStep:
     """Fold an orders- or payments-stream event into its order.
 
     The link goes out when the summary the customer side shows changes (placed,
@@ -435,19 +470,26 @@ class CustomerStep:
     enrich_all: bool = False  # send the profile's enrichment to every order of the customer
 
 
-def customer_event_step(state: CustomerState | None, event: Event, offset: int,
-                        customer_id: str) -> CustomerStep:
+def customer_event_step(
+    state: CustomerState | None, event: Event, offset: int, customer_id: str
+) -> CustomerStep:
     """A profile re-enriches every known order of the customer (also when it is a
     duplicate: the enrichments are re-emitted)."""
     current = state or CustomerState(customer_id)
     new = current.with_profile(event, offset)
     result = current if new is None else new
-    return CustomerStep(result, new is None, new is not None, (),
-                        enrich_all=result.profile is not None and result.totals.orders > 0)
+    return CustomerStep(
+        result,
+        new is None,
+        new is not None,
+        (),
+        enrich_all=result.profile is not None and result.totals.orders > 0,
+    )
 
 
-def order_link_step(state: CustomerState | None, known: OrderLink | None,
-                    link: OrderLink) -> CustomerStep:
+def order_link_step(
+    state: CustomerState | None, known: OrderLink | None, link: OrderLink
+) -> CustomerStep:
     """A newer summary of an order (``known``: the one kept so far); a new order is
     enriched at once if the profile is known."""
     current = state or CustomerState(link.customer_id)
@@ -455,12 +497,24 @@ def order_link_step(state: CustomerState | None, known: OrderLink | None,
     if new is None:
         enrich = current.enrichment_for(link.order_id)
         unkept = known is None or known.facts < link.facts  # see CustomerState.pending
-        return CustomerStep(current, True, False, () if enrich is None else (enrich,),
-                            summary=link if unkept else None, new_order=known is None)
+        return CustomerStep(
+            current,
+            True,
+            False,
+            () if enrich is None else (enrich,),
+            summary=link if unkept else None,
+            new_order=known is None,
+        )
     view_changed = known is None or dict(known.summary) != dict(link.summary)
     enrich = new.enrichment_for(link.order_id) if known is None else None
-    return CustomerStep(new, False, view_changed, () if enrich is None else (enrich,),
-                        summary=link, new_order=known is None)
+    return CustomerStep(
+        new,
+        False,
+        view_changed,
+        () if enrich is None else (enrich,),
+        summary=link,
+        new_order=known is None,
+    )
 
 
 # --- keyed state: a cache over a store, and the customer side over its store -------------
@@ -477,8 +531,9 @@ class DecodedStates(Generic[S]):
     its changelog. Then ``invalidate()`` (the processor calls it when partitions
     are assigned)."""
 
-    def __init__(self, store: MutableMapping[Any, Any], decode: Callable[[Any], S],
-                 size: int = 10_000) -> None:
+    def __init__(
+        self, store: MutableMapping[Any, Any], decode: Callable[[Any], S], size: int = 10_000
+    ) -> None:
         self._store = store
         self._decode: Callable[[Any], S] = decode
         self._size = size
@@ -545,15 +600,22 @@ class CustomerSide:
     def order_ids(self, customer_id: str, count: int) -> list[str]:
         """The ids of the customer's first ``count`` orders (whole pages are read)."""
         pages = (count + ORDER_INDEX_PAGE - 1) // ORDER_INDEX_PAGE
-        return [str(order_id) for page in range(pages)
-                for order_id in self.store.get(order_index_key(customer_id, page)) or []]
+        return [
+            str(order_id)
+            for page in range(pages)
+            for order_id in self.store.get(order_index_key(customer_id, page)) or []
+        ]
 
-    def restore(self, customer_id: str, stored: CustomerState | None,
-                summaries: Sequence[OrderLink]) -> None:
+    def restore(
+        self, customer_id: str, stored: CustomerState | None, summaries: Sequence[OrderLink]
+    ) -> None:
         """Set a customer's state from its stored profile (``stored``) and the summaries
         of its orders (a resumed rebuild, from the documents it wrote)."""
-        state = (CustomerState(customer_id) if stored is None
-                 else CustomerState(customer_id, stored.profile, stored.profile_offset))
+        state = (
+            CustomerState(customer_id)
+            if stored is None
+            else CustomerState(customer_id, stored.profile, stored.profile_offset)
+        )
         for link in summaries:
             known = self.summary(customer_id, link.order_id)
             new = state.with_order(known, link)
@@ -576,11 +638,14 @@ class CustomerSide:
             self._states.put(customer_key(customer_id), step.state)
         if step.summary is not None:
             self.store[order_summary_key(customer_id, step.summary.order_id)] = (
-                step.summary.to_doc())
+                step.summary.to_doc()
+            )
         if not step.enrich_all:
             return step
-        every = (step.state.enrichment_for(o)
-                 for o in self.order_ids(customer_id, step.state.totals.orders))
+        every = (
+            step.state.enrichment_for(o)
+            for o in self.order_ids(customer_id, step.state.totals.orders)
+        )
         return replace(step, enrichments=tuple(e for e in every if e is not None))
 
     def _index(self, customer_id: str, ordinal: int, order_id: str) -> None:

@@ -103,8 +103,10 @@ def _order_merge(state: OrderState) -> Callable[[Document | None], OrderState | 
         raw = stored_state(stored)
         if raw is not None and state.covers(raw):
             # The common case (the writer knows more): no need to decode the stored events.
-            unchanged = (len(raw["offsets"]) == len(state.offsets)
-                         and int(raw.get("customer_offset", -1)) == state.customer_offset)
+            unchanged = (
+                len(raw["offsets"]) == len(state.offsets)
+                and int(raw.get("customer_offset", -1)) == state.customer_offset
+            )
             return None if unchanged else state
         known = stored_order(stored)
         merged = state if known is None else known.merge(state)
@@ -130,7 +132,7 @@ matches 100 or more documents: the stack builds it patched, see stack/stack.sh).
 
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -202,16 +204,21 @@ class BatchWriter:
         for targets, state, _ in orders:
             for models in targets.orders:
                 by_collection.setdefault((id(models), "orders"), (models, []))[1].append(
-                    (state.order_id, _order_merge(state)))
+                    (state.order_id, _order_merge(state))
+                )
         for targets, customer in held.customers.values():
             for models in targets.customers:
                 by_collection.setdefault((id(models), "customers"), (models, []))[1].append(
-                    (customer.customer_id, _customer_merge(customer)))
+                    (customer.customer_id, _customer_merge(customer))
+                )
         outcomes = await asyncio.gather(
-            *(self._write_documents(models, projection, items)
-              for (_, projection), (models, items) in by_collection.items()),
+            *(
+                self._write_documents(models, projection, items)
+                for (_, projection), (models, items) in by_collection.items()
+            ),
             *([before_marks] if before_marks is not None else []),
-            return_exceptions=True)  # every write ends before the flush does, even on errors
+            return_exceptions=True,
+        )  # every write ends before the flush does, even on errors
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failed is not None:
             raise failed
@@ -219,8 +226,12 @@ class BatchWriter:
         if self._held is held:
             self._held = _Held()
 
-    async def _write_redis(self, held: _Held, orders: list[tuple[Targets, OrderState, Doc]],
-                           contributions: list[dict[str, Any]]) -> None:
+    async def _write_redis(
+        self,
+        held: _Held,
+        orders: list[tuple[Targets, OrderState, Doc]],
+        contributions: list[dict[str, Any]],
+    ) -> None:
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
 
         def pipe_of(models: ReadModels) -> tuple[RedisWriter, Any]:
@@ -233,20 +244,28 @@ class BatchWriter:
             view_json = json.dumps(view, separators=(",", ":"))
             for models in targets.redis:
                 writer, pipe = pipe_of(models)
-                await writer.apply_order(pipe, models.for_projection("redis"), state.order_id,
-                                         state.revision, contribution, view_json)
+                await writer.apply_order(
+                    pipe,
+                    models.for_projection("redis"),
+                    state.order_id,
+                    state.revision,
+                    contribution,
+                    view_json,
+                )
         marks: dict[tuple[int, str], tuple[ReadModels, list[str], dict[str, int]]] = {}
         for (topic, partition), (targets, offset) in held.marks.items():
             for projection, versions in targets.by_projection().items():
                 for models in versions:
                     version = models.for_projection(projection)
-                    entry = marks.setdefault((id(models.redis), version.versions[projection]),
-                                             (version, [], {}))
+                    entry = marks.setdefault(
+                        (id(models.redis), version.versions[projection]), (version, [], {})
+                    )
                     key = version.checkpoints_key(projection)
                     if key not in entry[1]:
                         entry[1].append(key)
                     entry[2][f"{topic}:{partition}"] = max(
-                        offset, entry[2].get(f"{topic}:{partition}", -1))
+                        offset, entry[2].get(f"{topic}:{partition}", -1)
+                    )
         for models, keys, version_marks in marks.values():
             writer, pipe = pipe_of(models)
             await writer.raise_marks(pipe, keys, version_marks)
@@ -254,8 +273,9 @@ class BatchWriter:
             await pipe.execute()
 
     @staticmethod
-    async def _write_documents(models: ReadModels, projection: str,
-                               items: list[tuple[str, Merge]]) -> None:
+    async def _write_documents(
+        models: ReadModels, projection: str, items: list[tuple[str, Merge]]
+    ) -> None:
         """Read-merge-write of many documents of one collection under its batch lock:
         one find and one bulk write (per chunk)."""
         collection = models.db[models.collection(projection)]
@@ -273,8 +293,9 @@ class BatchWriter:
                 doc: Document = {"_id": doc_id, **merged.view(), "_state": state_field(merged)}
                 # By _id alone: the lock excludes other writers, and FerretDB scans the
                 # whole collection for any other filter.
-                writes.append(InsertOne(doc) if before is None
-                              else ReplaceOne({"_id": doc_id}, doc))
+                writes.append(
+                    InsertOne(doc) if before is None else ReplaceOne({"_id": doc_id}, doc)
+                )
             for part in _chunks(writes, BULK_CHUNK):
                 await collection.bulk_write(list(part), ordered=False)
 
@@ -307,9 +328,15 @@ class FoldedBatch:
 class Pipeline:
     """The join logic bound to state stores, senders and target versions."""
 
-    def __init__(self, orders: StateStore, customers: StateStore, targets: TargetsProvider,
-                 send_link: LinkSender, send_enrichment: EnrichmentSender,
-                 detach_sent: SentDetacher | None = None) -> None:
+    def __init__(
+        self,
+        orders: StateStore,
+        customers: StateStore,
+        targets: TargetsProvider,
+        send_link: LinkSender,
+        send_enrichment: EnrichmentSender,
+        detach_sent: SentDetacher | None = None,
+    ) -> None:
         self.orders = orders
         self._orders = DecodedStates(orders, OrderState.from_doc)
         self.customer_side = CustomerSide(customers)
@@ -325,8 +352,7 @@ class Pipeline:
     def detach(self) -> FoldedBatch:
         """The batch folded since the last detach, to be written; the next records fold
         into a new one."""
-        batch = FoldedBatch(self.writer,
-                            None if self._detach_sent is None else self._detach_sent())
+        batch = FoldedBatch(self.writer, None if self._detach_sent is None else self._detach_sent())
         self.writer = BatchWriter()
         return batch
 
@@ -404,9 +430,13 @@ class Projector:
     ``buffered``: documents are written on ``flush`` only, once each (a rebuild's
     batches); otherwise after every event."""
 
-    def __init__(self, models: ReadModels, targets: Targets | None = None,
-                 buffered: bool = False,
-                 state: tuple[StateStore, StateStore] | None = None) -> None:
+    def __init__(
+        self,
+        models: ReadModels,
+        targets: Targets | None = None,
+        buffered: bool = False,
+        state: tuple[StateStore, StateStore] | None = None,
+    ) -> None:
         """``state``: the order side's and the customer side's stores (dicts when not
         given; a rebuild gives stores on disk)."""
         self.models = models

@@ -37,8 +37,12 @@ ORDER_KEY = "order:{order_id}"  # hash: facts, customer, contribution, status, v
 STATUS_COUNTS_KEY = "status_counts"  # hash: status -> orders
 REVENUE_KEY = "revenue"  # hash: "YYYY-MM-DD|CUR" -> 1e-4 units
 TOP_KEY = "top:{currency}"  # sorted set: customer_id -> lifetime value in 1e-4 units
-REDIS_PROJECTION_KEYS = (ORDER_KEY.format(order_id="*"), STATUS_COUNTS_KEY, REVENUE_KEY,
-                         TOP_KEY.format(currency="*"))
+REDIS_PROJECTION_KEYS = (
+    ORDER_KEY.format(order_id="*"),
+    STATUS_COUNTS_KEY,
+    REVENUE_KEY,
+    TOP_KEY.format(currency="*"),
+)
 
 
 def projections_named(names: Iterable[str]) -> tuple[str, ...]:
@@ -46,8 +50,9 @@ def projections_named(names: Iterable[str]) -> tuple[str, ...]:
     wanted = set(names)
     unknown = wanted - set(PROJECTIONS)
     if unknown:
-        raise ValueError(f"unknown projection(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(PROJECTIONS)}")
+        raise ValueError(
+            f"unknown projection(s) {', '.join(sorted(unknown))}; known: {', '.join(PROJECTIONS)}"
+        )
     return tuple(p for p in PROJECTIONS if p in wanted)
 
 
@@ -73,18 +78,26 @@ class Meta:
         active = doc.get("active", FIRST_VERSION)
         if isinstance(active, str):
             active = dict.fromkeys(PROJECTIONS, active)
-        building = [Build(b, PROJECTIONS) if isinstance(b, str)
-                    else Build(str(b["version"]), tuple(b["projections"]))
-                    for b in doc.get("building", [])]
+        building = [
+            Build(b, PROJECTIONS)
+            if isinstance(b, str)
+            else Build(str(b["version"]), tuple(b["projections"]))
+            for b in doc.get("building", [])
+        ]
         retired = [{"projections": list(PROJECTIONS), **r} for r in doc.get("retired", [])]
-        return cls({p: str(active.get(p, FIRST_VERSION)) for p in PROJECTIONS}, building,
-                   retired)
+        return cls({p: str(active.get(p, FIRST_VERSION)) for p in PROJECTIONS}, building, retired)
 
     def targets(self, projection: str) -> list[str]:
         """Versions live processors write ``projection`` to: active, then being built."""
         active = self.active[projection]
-        return [active, *(b.version for b in self.building
-                          if projection in b.projections and b.version != active)]
+        return [
+            active,
+            *(
+                b.version
+                for b in self.building
+                if projection in b.projections and b.version != active
+            ),
+        ]
 
 
 @dataclass(frozen=True)
@@ -154,8 +167,11 @@ class ReadModels:
         marks: dict[str, int] | None = None
         for projection in PROJECTIONS:
             these = await self.marks(projection)
-            marks = these if marks is None else {
-                k: min(v, these[k]) for k, v in marks.items() if k in these}
+            marks = (
+                these
+                if marks is None
+                else {k: min(v, these[k]) for k, v in marks.items() if k in these}
+            )
         return marks or {}
 
     def batch_lock(self, projection: str) -> Lock:
@@ -171,8 +187,13 @@ class ReadModels:
         per batch: one lock for the batch's read-merge-write, two Redis round
         trips per batch instead of two per document. It expires after
         ``LOCK_TTL_S`` so a killed writer cannot block others."""
-        return Lock(self.redis, self.key(f"lock:{projection}", projection),
-                    timeout=LOCK_TTL_S, sleep=0.002, blocking_timeout=LOCK_WAIT_S)
+        return Lock(
+            self.redis,
+            self.key(f"lock:{projection}", projection),
+            timeout=LOCK_TTL_S,
+            sleep=0.002,
+            blocking_timeout=LOCK_WAIT_S,
+        )
 
     def for_projection(self, projection: str) -> ReadModels:
         """These handles with ``projection``'s version for every projection (so
@@ -180,8 +201,9 @@ class ReadModels:
         version = self.versions[projection]
         if all(v == version for v in self.versions.values()):
             return self
-        return ReadModels(self.db, self.redis, dict.fromkeys(PROJECTIONS, version),
-                          self.redis_prefix)
+        return ReadModels(
+            self.db, self.redis, dict.fromkeys(PROJECTIONS, version), self.redis_prefix
+        )
 
     def changes_channel(self, order_id: str) -> str:
         """Redis pub/sub channel carrying each new view of one order (for live updates)."""
@@ -241,11 +263,16 @@ class Stores:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mongo: AsyncMongoClient[Document] = AsyncMongoClient(
-            settings.mongo_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
-            socketTimeoutMS=10000, tz_aware=True,
+            settings.mongo_uri,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            socketTimeoutMS=10000,
+            tz_aware=True,
         )
         self.redis: Redis = Redis.from_url(
-            settings.redis_uri, decode_responses=True, socket_timeout=5,
+            settings.redis_uri,
+            decode_responses=True,
+            socket_timeout=5,
             socket_connect_timeout=5,
         )
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_db]
@@ -303,17 +330,19 @@ class Stores:
             return
         meta = Meta.from_doc(doc)
         last = max([1, *(int(v[1:]) for v in meta.active.values())])
-        layout = {"active": dict(meta.active),
-                  "building": [{"version": b.version, "projections": list(b.projections)}
-                               for b in meta.building],
-                  "retired": list(meta.retired)}
+        layout = {
+            "active": dict(meta.active),
+            "building": [
+                {"version": b.version, "projections": list(b.projections)} for b in meta.building
+            ],
+            "retired": list(meta.retired),
+        }
         if doc is None:
-            await self.meta.update_one({"_id": META_ID},
-                                       {"$setOnInsert": {**layout, "last_version": last}},
-                                       upsert=True)
+            await self.meta.update_one(
+                {"_id": META_ID}, {"$setOnInsert": {**layout, "last_version": last}}, upsert=True
+            )
         else:
-            await self.meta.update_one({"_id": META_ID, "active": doc["active"]},
-                                       {"$set": layout})
+            await self.meta.update_one({"_id": META_ID, "active": doc["active"]}, {"$set": layout})
         await self._meta_changed()
 
     async def begin_build(self, projections: Sequence[str] = PROJECTIONS) -> str:
@@ -326,8 +355,9 @@ class Stores:
         )
         assert doc is not None
         version = f"v{doc['last_version']}"
-        await self.meta.update_one({"_id": META_ID}, {"$push": {"building": {
-            "version": version, "projections": chosen}}})
+        await self.meta.update_one(
+            {"_id": META_ID}, {"$push": {"building": {"version": version, "projections": chosen}}}
+        )
         await self._meta_changed()
         return version
 
@@ -341,8 +371,12 @@ class Stores:
         previous = {p: meta.active[p] for p in projections}
         await self.meta.update_one(
             {"_id": META_ID},
-            {"$set": {**{f"active.{p}": version for p in projections},
-                      "building": await self._entries_without("building", version)}},
+            {
+                "$set": {
+                    **{f"active.{p}": version for p in projections},
+                    "building": await self._entries_without("building", version),
+                }
+            },
         )
         await self._meta_changed()
         return previous
@@ -350,7 +384,8 @@ class Stores:
     async def _remove_entry(self, field: str, version: str) -> None:
         """Take ``version`` out of the meta document's ``building`` or ``retired`` list."""
         await self.meta.update_one(
-            {"_id": META_ID}, {"$set": {field: await self._entries_without(field, version)}})
+            {"_id": META_ID}, {"$set": {field: await self._entries_without(field, version)}}
+        )
         await self._meta_changed()
 
     async def _entries_without(self, field: str, version: str) -> list[Any]:
@@ -359,8 +394,11 @@ class Stores:
         (Written back with ``$set``: FerretDB 1.24's ``$pull`` removes only elements
         equal to the whole condition document, not those matching it.)"""
         doc = await self.meta.find_one({"_id": META_ID}) or {}
-        return [e for e in doc.get(field, [])
-                if (e if isinstance(e, str) else e.get("version")) != version]
+        return [
+            e
+            for e in doc.get(field, [])
+            if (e if isinstance(e, str) else e.get("version")) != version
+        ]
 
     async def retire(self, previous: Mapping[str, str], drop_after_s: float) -> None:
         """Mark versions no longer active for dropping after a grace period."""
@@ -368,21 +406,27 @@ class Stores:
         for projection, version in previous.items():
             by_version.setdefault(version, []).append(projection)
         for version, projections in by_version.items():
-            entry = {"version": version, "projections": projections,
-                     "drop_after": time.time() + drop_after_s}
+            entry = {
+                "version": version,
+                "projections": projections,
+                "drop_after": time.time() + drop_after_s,
+            }
             await self.meta.update_one({"_id": META_ID}, {"$push": {"retired": entry}})
         await self._meta_changed()
 
-    async def drop_retired(self, now: float | None = None,
-                           version: str | None = None) -> list[str]:
+    async def drop_retired(self, now: float | None = None, version: str | None = None) -> list[str]:
         """Drop retired versions whose grace period is over (or ``version`` now)."""
         meta = await self.read_meta()
         now = time.time() if now is None else now
-        due = [r for r in meta.retired
-               if (version is None and r["drop_after"] <= now) or r["version"] == version]
+        due = [
+            r
+            for r in meta.retired
+            if (version is None and r["drop_after"] <= now) or r["version"] == version
+        ]
         if version is not None and not due:
             in_use = version in meta.active.values() or any(
-                b.version == version for b in meta.building)
+                b.version == version for b in meta.building
+            )
             if in_use:
                 raise ValueError(f"{version} is in use (active or being rebuilt)")
             due.append({"version": version, "projections": list(PROJECTIONS)})
@@ -404,8 +448,9 @@ class Stores:
         if not held:
             raise ValueError(f"no projection has a version {version}")
         chosen = projections_named(held)
-        return self.versions({p: version if p in chosen else meta.active[p]
-                              for p in PROJECTIONS}), chosen
+        return self.versions(
+            {p: version if p in chosen else meta.active[p] for p in PROJECTIONS}
+        ), chosen
 
     async def abandon_build(self, version: str) -> None:
         await self._remove_entry("building", version)

@@ -86,22 +86,35 @@ class RedisWriter:
         return self._redis.pipeline(transaction=False)
 
     async def apply_order(
-        self, pipe: Pipeline, models: ReadModels, order_id: str, revision: tuple[int, int],
-        contribution: dict[str, Any], view_json: str,
+        self,
+        pipe: Pipeline,
+        models: ReadModels,
+        order_id: str,
+        revision: tuple[int, int],
+        contribution: dict[str, Any],
+        view_json: str,
     ) -> None:
         """Queue the replacement of an order's contribution in ``models``' version; the
         script does nothing when Redis already holds this revision or a newer one."""
-        keys = [models.order_key(order_id), models.status_counts_key, models.revenue_key,
-                models.top_key("")]
+        keys = [
+            models.order_key(order_id),
+            models.status_counts_key,
+            models.revenue_key,
+            models.top_key(""),
+        ]
         await self._apply_order(
             keys=keys,
-            args=[revision[0], json.dumps(_as_strings(contribution), separators=(",", ":")),
-                  view_json, models.changes_channel(order_id), revision[1]],
+            args=[
+                revision[0],
+                json.dumps(_as_strings(contribution), separators=(",", ":")),
+                view_json,
+                models.changes_channel(order_id),
+                revision[1],
+            ],
             client=pipe,
         )
 
-    async def raise_marks(self, pipe: Pipeline, keys: list[str],
-                          marks: Mapping[str, int]) -> None:
+    async def raise_marks(self, pipe: Pipeline, keys: list[str], marks: Mapping[str, int]) -> None:
         """Queue raising the applied-position marks (``topic:partition`` -> offset) in
         each of ``keys`` (checkpoint hashes of one version, so one slot), never lowering
         one.
@@ -111,5 +124,7 @@ class RedisWriter:
         before them in the same pipeline."""
         if marks:
             await self._raise_marks(
-                keys=keys, args=[x for field, offset in marks.items() for x in (field, offset)],
-                client=pipe)
+                keys=keys,
+                args=[x for field, offset in marks.items() for x in (field, offset)],
+                client=pipe,
+            )

@@ -62,9 +62,12 @@ class TopicReader:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
         )
         self.partitions: list[TopicPartition] = []
 
@@ -85,7 +88,8 @@ class TopicReader:
     ) -> dict[TopicPartition, int]:
         """The first offset at or after ``moment`` per partition (``default`` when none)."""
         found = await self.consumer.offsets_for_times(
-            {tp: int(moment.timestamp() * 1000) for tp in self.partitions})
+            {tp: int(moment.timestamp() * 1000) for tp in self.partitions}
+        )
         return {tp: found[tp].offset if found.get(tp) else default[tp] for tp in self.partitions}
 
     async def stop(self) -> None:
@@ -93,7 +97,10 @@ class TopicReader:
 
 
 async def _apply_partition_batch(
-    settings: Settings, projector: Projector, tp: TopicPartition, records: list[ConsumerRecord],
+    settings: Settings,
+    projector: Projector,
+    tp: TopicPartition,
+    records: list[ConsumerRecord],
     result: RebuildResult,
 ) -> None:
     topic = settings.logical_topic(tp.topic)
@@ -111,16 +118,24 @@ async def _with_retries(write: Callable[[], Awaitable[None]], within_s: float = 
     """Retry a store that is slow or briefly unavailable (timeouts, a contended document
     lock), as the live record handler does; writing again is harmless."""
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(TRANSIENT_ERRORS), stop=stop_after_delay(within_s),
-        wait=wait_exponential(multiplier=0.05, max=5.0), reraise=True,
+        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        stop=stop_after_delay(within_s),
+        wait=wait_exponential(multiplier=0.05, max=5.0),
+        reraise=True,
     ):
         with attempt:
             await write()
 
 
 async def read_until(
-    settings: Settings, reader: TopicReader, projector: Projector, ends: dict[TopicPartition, int],
-    result: RebuildResult, progress: Progress | None, total: int, batch_records: int = 2000,
+    settings: Settings,
+    reader: TopicReader,
+    projector: Projector,
+    ends: dict[TopicPartition, int],
+    result: RebuildResult,
+    progress: Progress | None,
+    total: int,
+    batch_records: int = 2000,
 ) -> None:
     """Apply every record below ``ends``; partitions are applied concurrently.
 
@@ -214,14 +229,22 @@ async def _preload(projector: Projector, models: ReadModels) -> None:
         if stored is not None:
             profiles[stored.customer_id] = stored
     for customer_id in set(profiles) | set(summaries):
-        pipeline.customer_side.restore(customer_id, profiles.get(customer_id),
-                                  summaries.get(customer_id, []))
+        pipeline.customer_side.restore(
+            customer_id, profiles.get(customer_id), summaries.get(customer_id, [])
+        )
 
 
 async def rebuild(
-    settings: Settings, stores: Stores, *, projections: Sequence[str] = PROJECTIONS,
-    targets_ttl_s: float = 1.0, progress: Progress | None = None, resume: bool = False,
-    since: datetime | None = None, grace_s: float = 300.0, batch_records: int = 2000,
+    settings: Settings,
+    stores: Stores,
+    *,
+    projections: Sequence[str] = PROJECTIONS,
+    targets_ttl_s: float = 1.0,
+    progress: Progress | None = None,
+    resume: bool = False,
+    since: datetime | None = None,
+    grace_s: float = 300.0,
+    batch_records: int = 2000,
 ) -> RebuildResult:
     """Rebuild ``projections`` into a new version and make it active for them.
 
@@ -234,8 +257,10 @@ async def rebuild(
     if resume and not building:
         raise RebuildInProgress("there is no interrupted rebuild to resume")
     if not resume and building:
-        raise RebuildInProgress(f"{', '.join(b.version for b in building)} is being rebuilt: "
-                                "resume it (--resume) or abort it (--abort) first")
+        raise RebuildInProgress(
+            f"{', '.join(b.version for b in building)} is being rebuilt: "
+            "resume it (--resume) or abort it (--abort) first"
+        )
     if resume:
         version, chosen = building[0].version, building[0].projections
     else:
@@ -248,16 +273,21 @@ async def rebuild(
     # The join state lives on disk for the rebuild's duration (memory stays bounded
     # whatever the topics hold); a resumed rebuild starts it again from the documents.
     workspace = Workspace.fresh(settings, version)
-    projector = Projector(models, Targets.of(models, chosen), buffered=True,
-                          state=(workspace.orders, workspace.customers))
+    projector = Projector(
+        models,
+        Targets.of(models, chosen),
+        buffered=True,
+        state=(workspace.orders, workspace.customers),
+    )
     # Resuming from saved positions needs the join state of the records before them,
     # which the documents carry; without both document projections, start over.
     resume_at_saved = resume and {"orders", "customers"} <= set(chosen)
     if resume_at_saved:
         await _preload(projector, models)
     reader = TopicReader(settings)
-    result = RebuildResult(version=version, projections=tuple(chosen),
-                           previous=dict(await stores.active_versions()))
+    result = RebuildResult(
+        version=version, projections=tuple(chosen), previous=dict(await stores.active_versions())
+    )
     await reader.start()
     try:
         registered_at = time.monotonic()
@@ -266,22 +296,22 @@ async def rebuild(
             begin = await reader.offsets_for(since, default=await reader.end_offsets())
         if resume_at_saved:
             saved = cast(dict[str, str], await models.redis.hgetall(models.progress_key))
-            begin = {tp: int(saved.get(_progress_field(settings, tp), begin[tp]))
-                     for tp in reader.partitions}
+            begin = {
+                tp: int(saved.get(_progress_field(settings, tp), begin[tp]))
+                for tp in reader.partitions
+            }
         for tp in reader.partitions:
             reader.consumer.seek(tp, begin[tp])
         ends = await reader.end_offsets()
         total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
-        await read_until(settings, reader, projector, ends, result, progress, total,
-                         batch_records)
+        await read_until(settings, reader, projector, ends, result, progress, total, batch_records)
         # Live processors re-read their targets within targets_ttl_s; once that has
         # surely happened, records past the then-current ends reach the new version
         # through them.
         await asyncio.sleep(max(0.0, registered_at + 2 * targets_ttl_s - time.monotonic()))
         ends = await reader.end_offsets()
         total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
-        await read_until(settings, reader, projector, ends, result, progress, total,
-                         batch_records)
+        await read_until(settings, reader, projector, ends, result, progress, total, batch_records)
     finally:
         await reader.stop()  # on any failure the version stays registered: --resume
         workspace.destroy()
@@ -302,8 +332,11 @@ async def _carry_internal_marks(stores: Stores, version: str, chosen: Sequence[s
     read-your-writes waits on these marks (``query_api.consistency``)."""
     active = await stores.active()
     for projection in chosen:
-        marks = {k: v for k, v in (await active.marks(projection)).items()
-                 if k.split(":")[0] in INTERNAL_TOPICS}
+        marks = {
+            k: v
+            for k, v in (await active.marks(projection)).items()
+            if k.split(":")[0] in INTERNAL_TOPICS
+        }
         target = stores.version(version)
         writer = RedisWriter(target.redis)
         pipe = writer.pipeline()

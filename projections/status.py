@@ -41,14 +41,24 @@ class StatusReport:
             rebuilding = [b.version for b in self.building if projection in b.projections]
             versions.add_row(projection, self.active[projection], ", ".join(rebuilding) or "-")
         lag = Table(title="lag per partition (applied: highest offset in the active version)")
-        for column in ("topic", "partition", "end offset", "committed", "lag",
-                       *(f"applied: {p}" for p in PROJECTIONS)):
+        for column in (
+            "topic",
+            "partition",
+            "end offset",
+            "committed",
+            "lag",
+            *(f"applied: {p}" for p in PROJECTIONS),
+        ):
             lag.add_column(column, justify="right" if column != "topic" else "left")
         for p in self.partitions:
-            lag.add_row(p.topic, str(p.partition), str(p.end_offset),
-                        "-" if p.committed is None else str(p.committed), str(p.lag),
-                        *("-" if p.applied[x] is None else str(p.applied[x])
-                          for x in PROJECTIONS))
+            lag.add_row(
+                p.topic,
+                str(p.partition),
+                str(p.end_offset),
+                "-" if p.committed is None else str(p.committed),
+                str(p.lag),
+                *("-" if p.applied[x] is None else str(p.applied[x]) for x in PROJECTIONS),
+            )
         return Group(versions, lag)
 
 
@@ -61,8 +71,9 @@ async def gather_status(settings: Settings, stores: Stores) -> StatusReport:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.processor_app_id,
-                                                            partitions=partitions)
+        committed = await admin.list_consumer_group_offsets(
+            settings.processor_app_id, partitions=partitions
+        )
     finally:
         await admin.close()
     rows = []
@@ -70,9 +81,13 @@ async def gather_status(settings: Settings, stores: Stores) -> StatusReport:
         topic = settings.logical_topic(tp.topic)
         meta_offset = committed.get(tp)
         field = f"{topic}:{tp.partition}"
-        rows.append(PartitionStatus(
-            topic, tp.partition, ends[tp],
-            None if meta_offset is None or meta_offset.offset < 0 else meta_offset.offset,
-            {p: applied[p].get(field) for p in PROJECTIONS},
-        ))
+        rows.append(
+            PartitionStatus(
+                topic,
+                tp.partition,
+                ends[tp],
+                None if meta_offset is None or meta_offset.offset < 0 else meta_offset.offset,
+                {p: applied[p].get(field) for p in PROJECTIONS},
+            )
+        )
     return StatusReport(dict(meta.active), list(meta.building), rows)

@@ -24,8 +24,16 @@ from projections.read_models import PROJECTIONS, ReadModels
 from schemas.codec import CodecError, decode
 from schemas.events import Event
 
-CUSTOMER_FIELDS = ("customer_id", "name", "tier", "country", "email", "order_count",
-                   "lifetime_value", "last_order_at")
+CUSTOMER_FIELDS = (
+    "customer_id",
+    "name",
+    "tier",
+    "country",
+    "email",
+    "order_count",
+    "lifetime_value",
+    "last_order_at",
+)
 
 
 @dataclass
@@ -48,8 +56,12 @@ class SourceEvents:
 async def read_source_events(settings: Settings) -> SourceEvents:
     """Every source record up to the current end, each partition in offset order."""
     partitions = await source_partitions(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_bytes=32 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
     result = SourceEvents()
     await consumer.start()
     try:
@@ -84,8 +96,7 @@ def reference_snapshot(source: SourceEvents) -> Snapshot:
     profiles: dict[str, CustomerProfile] = {}
     for event in source.streams.get("customers", []):
         profiles[event.key] = apply_customer(profiles.get(event.key), event)
-    facts = reference_fold([*source.streams.get("orders", []),
-                            *source.streams.get("payments", [])])
+    facts = reference_fold([*source.streams.get("orders", []), *source.streams.get("payments", [])])
     snap = Snapshot()
     for order_id, order_facts in facts.items():
         bare = order_view(order_facts, None)
@@ -97,8 +108,10 @@ def reference_snapshot(source: SourceEvents) -> Snapshot:
             by_customer[view["customer_id"]].append(view)
     for cid in set(profiles) | set(by_customer):
         profile = profiles.get(cid)
-        snap.customers[cid] = {**customer_view(cid, profile, by_customer.get(cid, ())),
-                               "email": profile.email if profile else None}
+        snap.customers[cid] = {
+            **customer_view(cid, profile, by_customer.get(cid, ())),
+            "email": profile.email if profile else None,
+        }
     for view in snap.orders.values():
         _add_contribution(snap, redis_contribution(view))
     _drop_zeros(snap)
@@ -106,8 +119,9 @@ def reference_snapshot(source: SourceEvents) -> Snapshot:
 
 
 def _add_contribution(snap: Snapshot, contribution: Mapping[str, Any]) -> None:
-    snap.status_counts[contribution["status"]] = snap.status_counts.get(
-        contribution["status"], 0) + 1
+    snap.status_counts[contribution["status"]] = (
+        snap.status_counts.get(contribution["status"], 0) + 1
+    )
     for key, units in contribution["revenue"].items():
         snap.revenue[key] = snap.revenue.get(key, 0) + units
     if contribution["customer_id"] is not None:
@@ -135,9 +149,10 @@ async def stored_snapshot(models: ReadModels) -> Snapshot:
     while True:
         cursor, keys = await models.redis.scan(cursor, match=models.top_key("*"), count=500)
         for key in keys:
-            currency = str(key)[len(models.top_key("")):]
-            members = cast(list[tuple[str, float]],
-                           await models.redis.zrange(key, 0, -1, withscores=True))
+            currency = str(key)[len(models.top_key("")) :]
+            members = cast(
+                list[tuple[str, float]], await models.redis.zrange(key, 0, -1, withscores=True)
+            )
             snap.top[currency] = {str(m): int(Decimal(str(s))) for m, s in members}
         if cursor == 0:
             break
@@ -145,8 +160,9 @@ async def stored_snapshot(models: ReadModels) -> Snapshot:
     return snap
 
 
-def differences(expected: Snapshot, actual: Snapshot, limit: int = 50,
-                projections: Sequence[str] = PROJECTIONS) -> list[str]:
+def differences(
+    expected: Snapshot, actual: Snapshot, limit: int = 50, projections: Sequence[str] = PROJECTIONS
+) -> list[str]:
     """Human-readable differences, document by document and field by field, in the
     given projections."""
     found: list[str] = []
@@ -161,10 +177,14 @@ def differences(expected: Snapshot, actual: Snapshot, limit: int = 50,
             else:
                 for key in sorted(set(want[doc_id]) | set(have[doc_id])):
                     if want[doc_id].get(key) != have[doc_id].get(key):
-                        found.append(f"{name}/{doc_id}.{key}: expected "
-                                     f"{want[doc_id].get(key)!r}, stored {have[doc_id].get(key)!r}")
+                        found.append(
+                            f"{name}/{doc_id}.{key}: expected "
+                            f"{want[doc_id].get(key)!r}, stored {have[doc_id].get(key)!r}"
+                        )
     for name in ("status_counts", "revenue", "top") if "redis" in projections else ():
         if getattr(expected, name) != getattr(actual, name):
-            found.append(f"redis {name}: expected {getattr(expected, name)!r}, "
-                         f"stored {getattr(actual, name)!r}")
+            found.append(
+                f"redis {name}: expected {getattr(expected, name)!r}, "
+                f"stored {getattr(actual, name)!r}"
+            )
     return found[:limit] + ([f"... and {len(found) - limit} more"] if len(found) > limit else [])

@@ -70,8 +70,9 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
             raise TypeError
         return placed_at, order_id
     except (binascii.Error, ValueError, TypeError):
-        raise _invalid("query", "cursor",
-                       "invalid cursor: pass next_cursor from a previous page") from None
+        raise _invalid(
+            "query", "cursor", "invalid cursor: pass next_cursor from a previous page"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -97,16 +98,17 @@ async def consistent(request: Request, positions: Positions, deadline: float) ->
         polled[:] = [await versions.current()]
         return polled[0].models
 
-    missing = await wait_for_positions(current, positions,
-                                       max(0.0, deadline - time.monotonic()),
-                                       request.app.state.last_offsets)
+    missing = await wait_for_positions(
+        current, positions, max(0.0, deadline - time.monotonic()), request.app.state.last_offsets
+    )
     if missing:
         raise NotYetConsistent(missing)
     return polled[0]
 
 
-async def _reading(request: Request, x_consistency_token: str | None,
-                   consistency_token: str | None, checked: bool) -> Reading:
+async def _reading(
+    request: Request, x_consistency_token: str | None, consistency_token: str | None, checked: bool
+) -> Reading:
     versions: ActiveVersions = request.app.state.versions
     stores: Stores = request.app.state.stores
     deadline = time.monotonic() + stores.settings.consistency_timeout_s
@@ -117,8 +119,11 @@ async def _reading(request: Request, x_consistency_token: str | None,
     try:
         positions = decode_token(token)
     except InvalidConsistencyToken as exc:
-        where = (("header", "x-consistency-token") if x_consistency_token
-                 else ("query", "consistency_token"))
+        where = (
+            ("header", "x-consistency-token")
+            if x_consistency_token
+            else ("query", "consistency_token")
+        )
         raise _invalid(*where, str(exc)) from None
     return Reading(await consistent(request, positions, deadline), positions, deadline)
 
@@ -127,15 +132,17 @@ TokenHeader = Annotated[str | None, Header()]
 TokenQuery = Annotated[str | None, Query(max_length=4096)]
 
 
-async def active_models(request: Request, x_consistency_token: TokenHeader = None,
-                        consistency_token: TokenQuery = None) -> ReadModels:
+async def active_models(
+    request: Request, x_consistency_token: TokenHeader = None, consistency_token: TokenQuery = None
+) -> ReadModels:
     """The active read models (checked against the meta stamp), once they applied the
     caller's token (if any)."""
     return (await _reading(request, x_consistency_token, consistency_token, True)).models
 
 
-async def cached_reading(request: Request, x_consistency_token: TokenHeader = None,
-                         consistency_token: TokenQuery = None) -> Reading:
+async def cached_reading(
+    request: Request, x_consistency_token: TokenHeader = None, consistency_token: TokenQuery = None
+) -> Reading:
     """As ``active_models``, but without a token the versions in memory unchecked: for
     an endpoint reading the stamp in the same round trip as its data
     (``ActiveVersions.hget``)."""
@@ -170,8 +177,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     stores = Stores(settings)
     versions = ActiveVersions(stores)
     registry = CollectorRegistry()
-    requests = Counter("eventfold_query_requests", "Query requests", ["endpoint", "source"],
-                       registry=registry)
+    requests = Counter(
+        "eventfold_query_requests", "Query requests", ["endpoint", "source"], registry=registry
+    )
 
     last_offsets = LastOffsets(settings)
 
@@ -189,18 +197,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(NotYetConsistent)
     async def not_yet(_: Any, exc: NotYetConsistent) -> JSONResponse:
         return JSONResponse(
-            {"detail": "the read models have not applied the consistency token yet "
-                       f"(behind on {', '.join(exc.missing)}); retry later",
-             "missing": exc.missing},
-            status_code=409, headers={"Retry-After": "1"},
+            {
+                "detail": "the read models have not applied the consistency token yet "
+                f"(behind on {', '.join(exc.missing)}); retry later",
+                "missing": exc.missing,
+            },
+            status_code=409,
+            headers={"Retry-After": "1"},
         )
 
     errors: dict[int | str, dict[str, Any]] = {
-        401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem},
         409: {"model": Problem},
     }
-    v1 = APIRouter(prefix="/v1", responses=errors,
-                   dependencies=[Depends(require_scope(settings, "read"))])
+    v1 = APIRouter(
+        prefix="/v1", responses=errors, dependencies=[Depends(require_scope(settings, "read"))]
+    )
 
     from_redis = requests.labels("order", "redis")
     from_mongo = requests.labels("order", "mongo")
@@ -223,11 +237,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return Response(orjson.dumps(view), media_type="application/json")
         else:
             from_mongo.inc()
-            doc = await active.models.orders.find_one({"_id": order_id},
-                                                      projection=ORDER_FIELDS)
+            doc = await active.models.orders.find_one({"_id": order_id}, projection=ORDER_FIELDS)
             if doc is not None and doc.get("status") != "pending":
-                return Response(OrderView.model_validate(doc).model_dump_json(),
-                                media_type="application/json")
+                return Response(
+                    OrderView.model_validate(doc).model_dump_json(), media_type="application/json"
+                )
         raise HTTPException(404, f"order {order_id!r} not found")
 
     async def get_order(order_id: Id, reading: CachedReading, request: Request) -> Response:
@@ -242,24 +256,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         errors."""
         headers = request.headers
         order_id: str = request.path_params["order_id"]
-        if ("x-consistency-token" in headers or "consistency_token" in request.query_params
-                or not 1 <= len(order_id) <= 128):
+        if (
+            "x-consistency-token" in headers
+            or "consistency_token" in request.query_params
+            or not 1 <= len(order_id) <= 128
+        ):
             return None
         try:
-            await authorize(x_api_key=headers.get("x-api-key"),
-                            authorization=headers.get("authorization"))
+            await authorize(
+                x_api_key=headers.get("x-api-key"), authorization=headers.get("authorization")
+            )
         except HTTPException:
             return None
         return await read_order(order_id, Reading(await versions.cached(), None, 0.0), request)
 
-    v1.add_api_route("/orders/{order_id}", get_order, methods=["GET"], response_model=OrderView,
-                     route_class_override=with_fast_path(get_order_fast))
+    v1.add_api_route(
+        "/orders/{order_id}",
+        get_order,
+        methods=["GET"],
+        response_model=OrderView,
+        route_class_override=with_fast_path(get_order_fast),
+    )
 
-    @v1.get("/orders/{order_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "Server-Sent Events: `event: order`, `data:` the "
-                                            "order view (as GET /v1/orders/{order_id}), "
-                                            "first the current one, then each change"}})
+    @v1.get(
+        "/orders/{order_id}/events",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "Server-Sent Events: `event: order`, `data:` the "
+                "order view (as GET /v1/orders/{order_id}), "
+                "first the current one, then each change",
+            }
+        },
+    )
     async def order_events(order_id: Id, request: Request) -> StreamingResponse:
         """Live updates of one order as Server-Sent Events."""
         return StreamingResponse(
@@ -284,11 +314,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conditions.append({"status": status})
         if cursor is not None:
             placed_at, order_id = _decode_cursor(cursor)
-            conditions.append({"$or": [{"placed_at": {"$lt": placed_at}},
-                                       {"placed_at": placed_at, "_id": {"$lt": order_id}}]})
+            conditions.append(
+                {
+                    "$or": [
+                        {"placed_at": {"$lt": placed_at}},
+                        {"placed_at": placed_at, "_id": {"$lt": order_id}},
+                    ]
+                }
+            )
         docs = await m.orders.find(
-            {"$and": conditions}, projection=ORDER_FIELDS,
-            sort=[("placed_at", -1), ("_id", -1)], limit=limit + 1,
+            {"$and": conditions},
+            projection=ORDER_FIELDS,
+            sort=[("placed_at", -1), ("_id", -1)],
+            limit=limit + 1,
         ).to_list(None)
         requests.labels("orders", "mongo").inc()
         next_cursor = None
@@ -303,18 +341,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         currency: Annotated[str, Query(pattern="^[A-Z]{3}$")] = "EUR",
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
     ) -> Any:
-        ranked = [(cid, score) for cid, score in await m.top(currency, limit)
-                  if score > 0]
+        ranked = [(cid, score) for cid, score in await m.top(currency, limit) if score > 0]
         names = {
             d["_id"]: d.get("name")
-            async for d in m.customers.find({"_id": {"$in": [c for c, _ in ranked]}},
-                                            projection={"name": 1})
+            async for d in m.customers.find(
+                {"_id": {"$in": [c for c, _ in ranked]}}, projection={"name": 1}
+            )
         }
-        return {"items": [
-            TopCustomer(customer_id=cid, name=names.get(cid),
-                        lifetime_value=format_money(from_units(int(score))))
-            for cid, score in ranked
-        ], "next_cursor": None}
+        return {
+            "items": [
+                TopCustomer(
+                    customer_id=cid,
+                    name=names.get(cid),
+                    lifetime_value=format_money(from_units(int(score))),
+                )
+                for cid, score in ranked
+            ],
+            "next_cursor": None,
+        }
 
     @v1.get("/customers/{customer_id}", response_model=CustomerView)
     async def get_customer(customer_id: Id, m: Models) -> Any:
@@ -331,8 +375,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for key, units in sorted(revenue.items()):
             day, currency = key.split("|", 1)
             if units:
-                entries.append(RevenueEntry(day=day, currency=currency,
-                                            amount=format_money(from_units(units))))
+                entries.append(
+                    RevenueEntry(day=day, currency=currency, amount=format_money(from_units(units)))
+                )
         return Stats(
             orders_by_status={s: n for s, n in sorted(counts.items()) if n and s != "pending"},
             revenue=entries,

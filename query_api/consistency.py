@@ -53,7 +53,9 @@ async def _wait(models: ModelsOf, positions: Positions, deadline: float) -> list
 
 
 async def wait_for_positions(
-    models: ModelsOf, positions: Positions, timeout_s: float,
+    models: ModelsOf,
+    positions: Positions,
+    timeout_s: float,
     last_offsets: LastOffsetsOf | None = None,
 ) -> list[str]:
     """Returns [] once applied, or the partitions still behind when the time is up.
@@ -66,8 +68,9 @@ async def wait_for_positions(
         return missing
     for topic in INTERNAL_TOPICS:  # order-links first: it feeds order-enrichment
         try:
-            ends = await asyncio.wait_for(last_offsets(topic),
-                                          max(0.0, deadline - time.monotonic()))
+            ends = await asyncio.wait_for(
+                last_offsets(topic), max(0.0, deadline - time.monotonic())
+            )
         except (TimeoutError, OSError, KafkaError) as exc:
             return [f"{topic} (its end offsets are unavailable: {type(exc).__name__})"]
         missing = await _wait(models, {topic: ends}, deadline)

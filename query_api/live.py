@@ -34,8 +34,10 @@ def _public(view_json: str) -> str:
 
 
 async def order_changes(
-    order_id: str, active: Callable[[], Awaitable[ReadModels]],
-    disconnected: Callable[[], Awaitable[bool]], poll_s: float = 1.0,
+    order_id: str,
+    active: Callable[[], Awaitable[ReadModels]],
+    disconnected: Callable[[], Awaitable[bool]],
+    poll_s: float = 1.0,
 ) -> AsyncIterator[bytes]:
     """The SSE byte stream of one order: its current view, then every new one."""
     models = await active()

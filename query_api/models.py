@@ -79,8 +79,9 @@ class CustomerView(BaseModel):
     tier: str | None = None
     country: str | None = None
     order_count: int = 0
-    lifetime_value: dict[str, str] = Field(default_factory=dict,
-                                           description="currency -> decimal string")
+    lifetime_value: dict[str, str] = Field(
+        default_factory=dict, description="currency -> decimal string"
+    )
     last_order_at: str | None = None
 
 

@@ -67,11 +67,11 @@ class ProcessorApp(faust.App):
         created = await ensure_topics(settings)
         if created:
             log.info("created topics %s", created)
-        started = await start_group_at_beginning(settings, settings.processor_app_id,
-                                                 (*TOPICS, *INTERNAL_TOPICS))
+        started = await start_group_at_beginning(
+            settings, settings.processor_app_id, (*TOPICS, *INTERNAL_TOPICS)
+        )
         if started:
-            log.info("committed beginning offsets for %d partitions new to the group",
-                     len(started))
+            log.info("committed beginning offsets for %d partitions new to the group", len(started))
         # Faust stops delivering records whenever more than 100 messages (table
         # changelog writes) wait in its producer buffer, a fixed class attribute; a
         # batch writes a few per record, so the agents stalled on it (measured: 18% of
@@ -106,8 +106,13 @@ app = ProcessorApp(
 
 
 def _raw_topic(*names: str) -> faust.TopicT:
-    return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,
-                     key_serializer="raw", value_serializer="raw")
+    return app.topic(
+        *(settings.topic(n) for n in names),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
 
 order_topics = _raw_topic("orders", "payments", ORDER_ENRICHMENT)
@@ -119,16 +124,30 @@ _JSON: faust.types.SchemaT = faust.Schema(key_serializer="json", value_serialize
 # RocksDB (rocksdict) keeps the tables on disk, so state for millions of orders does not
 # live in RAM; small write buffers and caches per partition keep the process's memory
 # bounded (Faust's defaults are sized for one big table: 64 MB write buffers, 2 GB cache).
-_ROCKSDB = {"write_buffer_size": 4 * 1024 * 1024, "max_write_buffer_number": 2,
-            "target_file_size_base": 16 * 1024 * 1024, "block_cache_size": 8 * 1024 * 1024,
-            "block_cache_compressed_size": 0, "max_open_files": 256}
-order_state = app.Table("order-state", default=None, partitions=settings.topic_partitions,
-                        schema=_JSON, options=dict(_ROCKSDB),
-                        help="per order_id: facts with offsets, and the customer block")
-customer_state = app.Table("customer-state", default=None,
-                           partitions=settings.topic_partitions, schema=_JSON,
-                           options=dict(_ROCKSDB),
-                           help="per customer_id: latest profile and order summaries")
+_ROCKSDB = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 8 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+    "max_open_files": 256,
+}
+order_state = app.Table(
+    "order-state",
+    default=None,
+    partitions=settings.topic_partitions,
+    schema=_JSON,
+    options=dict(_ROCKSDB),
+    help="per order_id: facts with offsets, and the customer block",
+)
+customer_state = app.Table(
+    "customer-state",
+    default=None,
+    partitions=settings.topic_partitions,
+    schema=_JSON,
+    options=dict(_ROCKSDB),
+    help="per customer_id: latest profile and order summaries",
+)
 
 
 class LiveTargets:
@@ -147,8 +166,9 @@ class LiveTargets:
             if self._cached is None or versions != self._versions:
                 for v in set(versions["orders"]):
                     await self._stores.version(v).ensure_indexes()
-                self._cached = Targets(*([self._stores.version(v) for v in versions[p]]
-                                         for p in PROJECTIONS))
+                self._cached = Targets(
+                    *([self._stores.version(v) for v in versions[p]] for p in PROJECTIONS)
+                )
                 self._versions = versions
             self._read_at = time.monotonic()
         return self._cached
@@ -261,11 +281,21 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
     the two agents' batches run concurrently."""
     if agent not in _handlers:
         outbox = KafkaOutbox()
-        pipeline = Pipeline(order_state, customer_state, live_targets(), outbox.send_link,
-                            outbox.send_enrichment, outbox.detach)
+        pipeline = Pipeline(
+            order_state,
+            customer_state,
+            live_targets(),
+            outbox.send_link,
+            outbox.send_enrichment,
+            outbox.detach,
+        )
         single = RecordHandler(apply_one_with(pipeline), KafkaDeadLetterSink(settings))
-        _handlers[agent] = (BatchHandler(fold_with(pipeline), pipeline.detach, single,
-                                         pipeline.invalidate, pipeline.folding), single)
+        _handlers[agent] = (
+            BatchHandler(
+                fold_with(pipeline), pipeline.detach, single, pipeline.invalidate, pipeline.folding
+            ),
+            single,
+        )
     return _handlers[agent]
 
 
@@ -282,8 +312,12 @@ def to_record(event: Any) -> Record:
     if isinstance(headers, dict):
         headers = list(headers.items())
     return Record(
-        topic=settings.logical_topic(message.topic), partition=message.partition,
-        offset=message.offset, key=message.key, value=message.value, headers=list(headers),
+        topic=settings.logical_topic(message.topic),
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=list(headers),
     )
 
 
@@ -341,16 +375,18 @@ async def project(agent: str, stream: faust.StreamT[bytes]) -> None:
     committed and their partition's next owner reads them again."""
     batches, single = handlers(agent)
     manual = stream.noack()  # type: ignore[attr-defined]  # Stream has it, StreamT not
-    async for events in manual.noack_take(settings.batch_max_records,
-                                          within=settings.batch_max_wait_ms / 1000):
+    async for events in manual.noack_take(
+        settings.batch_max_records, within=settings.batch_max_wait_ms / 1000
+    ):
         seen = 0
         try:
             for event in events:
                 _make_current(event)
                 seen += 1
                 await stall_guard.seen(event.message.tp, event.message.offset, single.handle)
-            await batches.handle([to_record(e) for e in events],
-                                 functools.partial(_make_current_of, events))
+            await batches.handle(
+                [to_record(e) for e in events], functools.partial(_make_current_of, events)
+            )
         finally:
             for _ in range(seen):
                 stall_guard.done()
@@ -366,4 +402,3 @@ async def project_orders(stream: faust.StreamT[bytes]) -> None:
 @app.agent(customer_topics)
 async def project_customers(stream: faust.StreamT[bytes]) -> None:
     await project("customers", stream)
-

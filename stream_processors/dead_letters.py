@@ -10,8 +10,14 @@ from eventfold.settings import Settings
 from schemas.catalog import dlq_topic
 from stream_processors.records import DeadLetter
 
-ORIGINAL_HEADERS_KEPT = ("event-type", "event-id", "correlation-id", "traceparent", "content-type",
-                         "dlq-redriven-from")
+ORIGINAL_HEADERS_KEPT = (
+    "event-type",
+    "event-id",
+    "correlation-id",
+    "traceparent",
+    "content-type",
+    "dlq-redriven-from",
+)
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
@@ -40,13 +46,16 @@ class KafkaDeadLetterSink:
     async def __call__(self, letter: DeadLetter) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.bootstrap_servers, acks="all",
-                enable_idempotence=True, client_id="eventfold-dlq",
+                bootstrap_servers=self._settings.bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+                client_id="eventfold-dlq",
             )
             await self._producer.start()
         await self._producer.send_and_wait(
             self._settings.topic(dlq_topic(letter.record.topic)),
-            value=letter.record.value, key=letter.record.key,
+            value=letter.record.value,
+            key=letter.record.key,
             headers=dead_letter_headers(letter),
         )
 

@@ -62,8 +62,10 @@ def source_topic(name: str) -> str:
     """The logical source topic of ``orders`` or ``orders.dlq``; ValueError otherwise."""
     base = name.removesuffix(DLQ_SUFFIX)
     if base not in DEAD_LETTER_SOURCES:
-        raise ValueError(f"unknown topic {name!r}; known: {', '.join(DEAD_LETTER_SOURCES)} "
-                         f"(or their {DLQ_SUFFIX} topics)")
+        raise ValueError(
+            f"unknown topic {name!r}; known: {', '.join(DEAD_LETTER_SOURCES)} "
+            f"(or their {DLQ_SUFFIX} topics)"
+        )
     return base
 
 
@@ -137,7 +139,7 @@ class RedriveProgress:
         if not text.startswith(prefix):
             raise ValueError(f"unrecognised re-drive progress metadata {text!r}")
         pending: list[tuple[int, int]] = []
-        for part in text[len(prefix):].split(","):
+        for part in text[len(prefix) :].split(","):
             match = _RANGE.fullmatch(part)
             if match is None:
                 raise ValueError(f"bad range {part!r} in re-drive progress metadata {text!r}")
@@ -213,8 +215,12 @@ def describe_value(value: bytes | None, topic: str | None = None) -> Content:
             message = json.loads(payload)
         except ValueError as exc:
             return Content(False, None, f"not JSON: {exc}", payload[:PREVIEW_BYTES].hex(" "))
-        return Content(isinstance(message, dict), message if isinstance(message, dict) else None,
-                       None if isinstance(message, dict) else "not a JSON object", None)
+        return Content(
+            isinstance(message, dict),
+            message if isinstance(message, dict) else None,
+            None if isinstance(message, dict) else "not a JSON object",
+            None,
+        )
     try:
         return Content(True, event_to_json(decode(payload)), None, None)
     except CodecError as exc:
@@ -259,24 +265,40 @@ class DeadLetterView:
 
 
 def dead_letter_view(
-    dlq: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-    headers: Sequence[tuple[str, bytes]], *, timestamp_ms: int | None = None,
+    dlq: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    *,
+    timestamp_ms: int | None = None,
     redriven: bool = False,
 ) -> DeadLetterView:
     """What a dead letter's headers and bytes say (``dlq`` is the logical dlq topic)."""
     content = describe_value(value, source_topic(dlq))
     h = headers
     return DeadLetterView(
-        dlq_topic=dlq, dlq_partition=partition, dlq_offset=offset, timestamp_ms=timestamp_ms,
+        dlq_topic=dlq,
+        dlq_partition=partition,
+        dlq_offset=offset,
+        timestamp_ms=timestamp_ms,
         original_topic=header_text(h, "dlq-original-topic"),
         original_partition=_header_int(h, "dlq-original-partition"),
         original_offset=_header_int(h, "dlq-original-offset"),
-        reason=header_text(h, "dlq-reason"), error_type=header_text(h, "dlq-error-type"),
-        error=header_text(h, "dlq-error"), event_type=header_text(h, "event-type"),
-        event_id=header_text(h, "event-id"), correlation_id=header_text(h, "correlation-id"),
+        reason=header_text(h, "dlq-reason"),
+        error_type=header_text(h, "dlq-error-type"),
+        error=header_text(h, "dlq-error"),
+        event_type=header_text(h, "event-type"),
+        event_id=header_text(h, "event-id"),
+        correlation_id=header_text(h, "correlation-id"),
         key=None if key is None else key.decode("utf-8", errors="backslashreplace"),
-        value_bytes=len(value or b""), decodable=content.decodable, envelope=content.envelope,
-        decode_error=content.decode_error, preview_hex=content.preview_hex, redriven=redriven,
+        value_bytes=len(value or b""),
+        decodable=content.decodable,
+        envelope=content.envelope,
+        decode_error=content.decode_error,
+        preview_hex=content.preview_hex,
+        redriven=redriven,
         redriven_from=header_text(h, REDRIVEN_FROM_HEADER),
     )
 
@@ -290,14 +312,25 @@ def _or_unknown(value: int | None) -> str:
 
 
 def render_table(views: Sequence[DeadLetterView]) -> Table:
-    table = Table(title=f"dead letters: {len(views)} "
-                        f"({sum(not v.redriven for v in views)} not re-driven)")
-    for column in ("dead letter", "from", "reason", "error", "event", "key", "content",
-                   "re-driven"):
+    table = Table(
+        title=f"dead letters: {len(views)} ({sum(not v.redriven for v in views)} not re-driven)"
+    )
+    for column in (
+        "dead letter",
+        "from",
+        "reason",
+        "error",
+        "event",
+        "key",
+        "content",
+        "re-driven",
+    ):
         table.add_column(column)
     for v in views:
-        origin = f"{v.original_topic or '?'}:{_or_unknown(v.original_partition)}" \
-                 f"@{_or_unknown(v.original_offset)}"
+        origin = (
+            f"{v.original_topic or '?'}:{_or_unknown(v.original_partition)}"
+            f"@{_or_unknown(v.original_offset)}"
+        )
         # The header is the formatted exception ("KeyError: 'customer'"): its last line.
         error = ((v.error or "").strip().splitlines() or [v.error_type or ""])[-1]
         if v.envelope is not None:
@@ -305,11 +338,16 @@ def render_table(views: Sequence[DeadLetterView]) -> Table:
             content = ("" if v.decodable else "[not decodable] ") + content
         else:
             content = f"{v.value_bytes} bytes: {v.preview_hex or ''}"
-        table.add_row(f"{v.dlq_topic}:{v.dlq_partition}@{v.dlq_offset}", origin,
-                      v.reason or "-", _clip(error, 80) or "-",
-                      " ".join(x for x in (v.event_type, v.event_id) if x) or "-",
-                      v.key if v.key is not None else "-", _clip(content, 100),
-                      "yes" if v.redriven else "no")
+        table.add_row(
+            f"{v.dlq_topic}:{v.dlq_partition}@{v.dlq_offset}",
+            origin,
+            v.reason or "-",
+            _clip(error, 80) or "-",
+            " ".join(x for x in (v.event_type, v.event_id) if x) or "-",
+            v.key if v.key is not None else "-",
+            _clip(content, 100),
+            "yes" if v.redriven else "no",
+        )
     return table
 
 
@@ -327,8 +365,9 @@ async def _partitions(admin: AIOKafkaAdminClient, physical: Sequence[str]) -> li
     ]
 
 
-async def _progress(admin: AIOKafkaAdminClient, group: str,
-                    tps: list[TopicPartition]) -> dict[TopicPartition, RedriveProgress]:
+async def _progress(
+    admin: AIOKafkaAdminClient, group: str, tps: list[TopicPartition]
+) -> dict[TopicPartition, RedriveProgress]:
     committed = await admin.list_consumer_group_offsets(group, partitions=tps)
     result = {}
     for tp in tps:
@@ -340,8 +379,9 @@ async def _progress(admin: AIOKafkaAdminClient, group: str,
 Batches = AsyncGenerator[list[ConsumerRecord[bytes, bytes]], None]
 
 
-async def _read_partition(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int,
-                          stall_s: float) -> Batches:
+async def _read_partition(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, stall_s: float
+) -> Batches:
     """The records of ``tp`` in [start, end), in batches; the partition stays assigned
     while the caller handles a batch (so it can commit)."""
     if start >= end:
@@ -356,8 +396,10 @@ async def _read_partition(consumer: AIOKafkaConsumer, tp: TopicPartition, start:
             last_progress = time.monotonic()
             yield records
         elif time.monotonic() - last_progress > stall_s:
-            raise KafkaTimeoutError(f"no records from {tp.topic}:{tp.partition} at offset "
-                                    f"{await consumer.position(tp)} within {stall_s:.0f}s")
+            raise KafkaTimeoutError(
+                f"no records from {tp.topic}:{tp.partition} at offset "
+                f"{await consumer.position(tp)} within {stall_s:.0f}s"
+            )
 
 
 @dataclass
@@ -371,11 +413,17 @@ class _Session:
 
 
 async def _open(settings: Settings, topics: Sequence[str], group_id: str | None) -> _Session:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                request_timeout_ms=int(settings.kafka_timeout_s * 1000))
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                group_id=group_id, enable_auto_commit=False,
-                                auto_offset_reset="earliest", client_id="eventfold-dlq-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=int(settings.kafka_timeout_s * 1000),
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="eventfold-dlq-admin",
+    )
     try:
         await admin.start()
         await consumer.start()
@@ -398,7 +446,9 @@ async def _close(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None
 
 
 async def list_dead_letters(
-    settings: Settings, topics: Sequence[str] = DEAD_LETTER_SOURCES, limit: int | None = None,
+    settings: Settings,
+    topics: Sequence[str] = DEAD_LETTER_SOURCES,
+    limit: int | None = None,
 ) -> list[DeadLetterView]:
     """Every dead letter of the given source topics' dlq topics (up to their current end),
     by topic, partition and offset; the first ``limit`` of them when given."""
@@ -411,14 +461,22 @@ async def list_dead_letters(
                 break
             logical = settings.logical_topic(tp.topic)
             progress = s.progress[tp]
-            reader = _read_partition(s.consumer, tp, s.begins[tp], s.ends[tp],
-                                     settings.kafka_timeout_s)
+            reader = _read_partition(
+                s.consumer, tp, s.begins[tp], s.ends[tp], settings.kafka_timeout_s
+            )
             async with aclosing(reader) as batches:
                 async for records in batches:
                     views += [
-                        dead_letter_view(logical, r.partition, r.offset, r.key, r.value,
-                                         list(r.headers), timestamp_ms=r.timestamp,
-                                         redriven=progress.is_redriven(r.offset))
+                        dead_letter_view(
+                            logical,
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            list(r.headers),
+                            timestamp_ms=r.timestamp,
+                            redriven=progress.is_redriven(r.offset),
+                        )
                         for r in records
                     ]
                     if limit is not None and len(views) >= limit:
@@ -471,32 +529,48 @@ class RedriveResult:
         per_topic: dict[str, int] = {}
         for r in self.redriven:
             per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
-        lines = [f"{'dry run: ' if self.dry_run else ''}{verb} {len(self.redriven)} dead "
-                 f"letter(s)" + (" (" + ", ".join(f"{t}: {n}" for t, n in per_topic.items())
-                                 + ")" if per_topic else "")]
+        lines = [
+            f"{'dry run: ' if self.dry_run else ''}{verb} {len(self.redriven)} dead "
+            f"letter(s)"
+            + (
+                " (" + ", ".join(f"{t}: {n}" for t, n in per_topic.items()) + ")"
+                if per_topic
+                else ""
+            )
+        ]
         if self.undecodable:
             lines.append(
                 f"{len(self.undecodable)} of them cannot be decoded with the schemas this "
                 "command knows; the processor will dead-letter them again unless it runs a "
-                "fix (a newer schema) by now: " + ", ".join(r.ref for r in self.undecodable))
+                "fix (a newer schema) by now: " + ", ".join(r.ref for r in self.undecodable)
+            )
         if self.skipped:
-            lines.append(f"left in the DLQ for a later re-drive: {len(self.skipped)} ("
-                         + "; ".join(f"{s.ref}: {s.why}" for s in self.skipped[:20])
-                         + ("; …" if len(self.skipped) > 20 else "") + ")")
+            lines.append(
+                f"left in the DLQ for a later re-drive: {len(self.skipped)} ("
+                + "; ".join(f"{s.ref}: {s.why}" for s in self.skipped[:20])
+                + ("; …" if len(self.skipped) > 20 else "")
+                + ")"
+            )
         if self.already_redriven:
-            lines.append(f"{self.already_redriven} dead letter(s) re-driven by earlier runs "
-                         "were not sent again")
+            lines.append(
+                f"{self.already_redriven} dead letter(s) re-driven by earlier runs "
+                "were not sent again"
+            )
         if self.not_found:
             lines.append(f"not found: {', '.join(self.not_found)}")
         if self.error:
-            lines.append(f"Kafka failed: {self.error}; what was re-driven before is recorded, "
-                         "run again to continue")
+            lines.append(
+                f"Kafka failed: {self.error}; what was re-driven before is recorded, "
+                "run again to continue"
+            )
         return "\n".join(lines)
 
 
 async def redrive(
-    settings: Settings, topic: str | None = None,
-    only_offsets: Collection[tuple[int, int]] | None = None, dry_run: bool = False,
+    settings: Settings,
+    topic: str | None = None,
+    only_offsets: Collection[tuple[int, int]] | None = None,
+    dry_run: bool = False,
     decodable_only: bool = False,
 ) -> RedriveResult:
     """Re-publish the dead letters not yet re-driven to their original topics.
@@ -523,8 +597,10 @@ async def redrive(
     try:
         if not dry_run:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap_servers, acks="all",
-                enable_idempotence=True, client_id="eventfold-dlq-redrive",
+                bootstrap_servers=settings.bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+                client_id="eventfold-dlq-redrive",
                 request_timeout_ms=int(settings.kafka_timeout_s * 1000),
             )
             await producer.start()
@@ -535,8 +611,9 @@ async def redrive(
                 selection = {o for p, o in only_offsets if p == tp.partition}
                 if not selection:
                     continue
-            await _redrive_partition(settings, s, tp, producer, selection, decodable_only,
-                                     partition_counts, result)
+            await _redrive_partition(
+                settings, s, tp, producer, selection, decodable_only, partition_counts, result
+            )
     except KAFKA_ERRORS as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -562,8 +639,13 @@ class _Partition:
 
 
 async def _redrive_partition(
-    settings: Settings, s: _Session, tp: TopicPartition, producer: AIOKafkaProducer | None,
-    selection: set[int] | None, decodable_only: bool, partition_counts: dict[str, int],
+    settings: Settings,
+    s: _Session,
+    tp: TopicPartition,
+    producer: AIOKafkaProducer | None,
+    selection: set[int] | None,
+    decodable_only: bool,
+    partition_counts: dict[str, int],
     result: RedriveResult,
 ) -> None:
     dlq = settings.logical_topic(tp.topic)
@@ -571,8 +653,9 @@ async def _redrive_partition(
     state = s.progress[tp]
     begin, end = s.begins[tp], s.ends[tp]
     if selection is not None:
-        result.not_found += [dead_letter_ref(dlq, tp.partition, o) for o in sorted(selection)
-                             if not begin <= o < end]
+        result.not_found += [
+            dead_letter_ref(dlq, tp.partition, o) for o in sorted(selection) if not begin <= o < end
+        ]
         selection = {o for o in selection if begin <= o < end}
         result.already_redriven += sum(state.is_redriven(o) for o in selection)
         selection = {o for o in selection if not state.is_redriven(o)}
@@ -581,21 +664,25 @@ async def _redrive_partition(
         end = max(selection) + 1
     else:
         result.already_redriven += max(0, min(state.watermark, end) - begin) - sum(
-            max(0, min(e, end) - max(st, begin)) for st, e in state.pending)
+            max(0, min(e, end) - max(st, begin)) for st, e in state.pending
+        )
     if target not in partition_counts and producer is not None:
         partition_counts[target] = len(await producer.partitions_for(target))
     part = _Partition(tp, dlq, target, partition_counts.get(target, 0), selection, state)
-    reader = _read_partition(s.consumer, tp, max(begin, state.first_needed), end,
-                             settings.kafka_timeout_s)
+    reader = _read_partition(
+        s.consumer, tp, max(begin, state.first_needed), end, settings.kafka_timeout_s
+    )
     async with aclosing(reader) as batches:
         async for records in batches:
-            if not await _redrive_batch(s.consumer, producer, part, records, decodable_only,
-                                        result):
+            if not await _redrive_batch(
+                s.consumer, producer, part, records, decodable_only, result
+            ):
                 return
 
 
-def _why_not(record: ConsumerRecord[bytes, bytes], content: Content, part: _Partition,
-             decodable_only: bool) -> str | None:
+def _why_not(
+    record: ConsumerRecord[bytes, bytes], content: Content, part: _Partition, decodable_only: bool
+) -> str | None:
     """Why a record not yet re-driven stays in the DLQ this time; None to re-drive it."""
     if part.selection is not None and record.offset not in part.selection:
         return "not selected"
@@ -607,8 +694,12 @@ def _why_not(record: ConsumerRecord[bytes, bytes], content: Content, part: _Part
 
 
 async def _redrive_batch(
-    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer | None, part: _Partition,
-    records: list[ConsumerRecord[bytes, bytes]], decodable_only: bool, result: RedriveResult,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer | None,
+    part: _Partition,
+    records: list[ConsumerRecord[bytes, bytes]],
+    decodable_only: bool,
+    result: RedriveResult,
 ) -> bool:
     """Re-drive one batch and commit what Kafka acknowledged (progress in ``part.state``).
 
@@ -627,9 +718,13 @@ async def _redrive_batch(
         why = _why_not(r, content, part, decodable_only)
         candidate = planned.advance(r.offset, redriven=why is None)
         if not candidate.fits():
-            result.skipped.append(SkippedLetter(
-                ref, "stopped here: too many records left behind in this partition to "
-                "record; re-drive without --decodable-only or an offset selection"))
+            result.skipped.append(
+                SkippedLetter(
+                    ref,
+                    "stopped here: too many records left behind in this partition to "
+                    "record; re-drive without --decodable-only or an offset selection",
+                )
+            )
             go_on = False
             break
         planned = candidate
@@ -638,17 +733,28 @@ async def _redrive_batch(
                 result.skipped.append(SkippedLetter(ref, why))
             skips.append(r.offset)
             continue
-        letter = RedrivenLetter(ref, source_topic(part.dlq),
-                                None if r.key is None else r.key.decode("utf-8", "replace"),
-                                header_text(headers, "event-type"), content.decodable)
+        letter = RedrivenLetter(
+            ref,
+            source_topic(part.dlq),
+            None if r.key is None else r.key.decode("utf-8", "replace"),
+            header_text(headers, "event-type"),
+            content.decodable,
+        )
         future = None
         if producer is not None:
             original = _header_int(headers, "dlq-original-partition")
-            partition = (original if original is not None
-                         and 0 <= original < part.target_partitions else None)
-            future = await producer.send(part.target, value=r.value, key=r.key,
-                                         partition=partition,
-                                         headers=redrive_headers(headers, ref))
+            partition = (
+                original
+                if original is not None and 0 <= original < part.target_partitions
+                else None
+            )
+            future = await producer.send(
+                part.target,
+                value=r.value,
+                key=r.key,
+                partition=partition,
+                headers=redrive_headers(headers, ref),
+            )
         sends[r.offset] = (letter, future)
     # Apply, in offset order, what Kafka acknowledged; stop at the first failure.
     acked = part.state
@@ -662,8 +768,15 @@ async def _redrive_batch(
                 except KAFKA_ERRORS as exc:
                     failure = exc
                     break
-                letter = RedrivenLetter(letter.ref, letter.topic, letter.key, letter.event_type,
-                                        letter.decodable, meta.partition, meta.offset)
+                letter = RedrivenLetter(
+                    letter.ref,
+                    letter.topic,
+                    letter.key,
+                    letter.event_type,
+                    letter.decodable,
+                    meta.partition,
+                    meta.offset,
+                )
             result.redriven.append(letter)
         acked = acked.advance(offset, redriven=offset in sends)
     if producer is not None and acked != part.state:

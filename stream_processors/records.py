@@ -29,8 +29,15 @@ from schemas.codec import CodecError
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError, RedisConnectionError,
-    RedisTimeoutError, ConcurrentUpdateError, LockError, ConnectionError, TimeoutError,
+    ConnectionFailure,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConcurrentUpdateError,
+    LockError,
+    ConnectionError,
+    TimeoutError,
 )
 
 
@@ -76,16 +83,21 @@ class RetryPolicy:
 class RecordHandler:
     """Runs ``process`` on a record under the retry, breaker and dead-letter policy."""
 
-    def __init__(self, process: Process, dead_letter: DeadLetterSink,
-                 policy: RetryPolicy | None = None,
-                 breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self,
+        process: Process,
+        dead_letter: DeadLetterSink,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._process = process
         self._dead_letter = dead_letter
         self.policy = policy or RetryPolicy()
         # Opens after repeated dependency failures: records then wait for the
         # breaker instead of each hammering a store that is down.
-        self.breaker = breaker or CircuitBreaker("read-model stores", failure_threshold=5,
-                                                 reset_after_s=2.0)
+        self.breaker = breaker or CircuitBreaker(
+            "read-model stores", failure_threshold=5, reset_after_s=2.0
+        )
 
     async def handle(self, record: Record) -> bool:
         """True when applied (or already applied), False when dead-lettered."""
@@ -107,15 +119,26 @@ class RecordHandler:
             except TRANSIENT_ERRORS as exc:
                 delay = self.policy.backoff(transient)
                 transient += 1
-                log.warning("dependency unavailable at %s:%s@%s (%r); retrying in %.2fs",
-                            record.topic, record.partition, record.offset, exc, delay)
+                log.warning(
+                    "dependency unavailable at %s:%s@%s (%r); retrying in %.2fs",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
             except Exception as exc:  # a bug or a record the projections cannot take
                 failures += 1
                 if failures >= self.policy.attempts:
-                    log.error("dead-lettering %s:%s@%s after %d attempts: %s", record.topic,
-                              record.partition, record.offset, failures,
-                              "".join(traceback.format_exception_only(exc)).strip())
+                    log.error(
+                        "dead-lettering %s:%s@%s after %d attempts: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        failures,
+                        "".join(traceback.format_exception_only(exc)).strip(),
+                    )
                     await self._dead_letter(DeadLetter(record, "processing_failed", exc))
                     return False
                 await asyncio.sleep(self.policy.backoff(failures))
@@ -145,9 +168,11 @@ class BatchStats:
 
     def __str__(self) -> str:
         per = max(1, self.batches)
-        return (f"{self.records} records in {self.batches} batches ({self.records / per:.0f} "
-                f"per batch), fold {1000 * self.fold_s / per:.1f} ms and write "
-                f"{1000 * self.write_s / per:.1f} ms per batch")
+        return (
+            f"{self.records} records in {self.batches} batches ({self.records / per:.0f} "
+            f"per batch), fold {1000 * self.fold_s / per:.1f} ms and write "
+            f"{1000 * self.write_s / per:.1f} ms per batch"
+        )
 
 
 @dataclass
@@ -180,9 +205,14 @@ class BatchHandler:
     record applied alone from sharing the pipeline's writer.
     """
 
-    def __init__(self, fold: Process, detach: Callable[[], Writable], single: RecordHandler,
-                 invalidate: Callable[[], None] = lambda: None,
-                 lock: asyncio.Lock | None = None) -> None:
+    def __init__(
+        self,
+        fold: Process,
+        detach: Callable[[], Writable],
+        single: RecordHandler,
+        invalidate: Callable[[], None] = lambda: None,
+        lock: asyncio.Lock | None = None,
+    ) -> None:
         self._fold = fold
         self._detach = detach
         self._single = single
@@ -191,15 +221,17 @@ class BatchHandler:
         """Called when the state stores changed under the handler (a rebalance)."""
         self.stats = BatchStats()
 
-    async def handle(self, records: Sequence[Record],
-                     enter: Callable[[int], object] = lambda i: None) -> None:
+    async def handle(
+        self, records: Sequence[Record], enter: Callable[[int], object] = lambda i: None
+    ) -> None:
         """Fold and write one batch. ``enter(i)`` is called before the i-th record is
         applied (the Faust agent makes it the current event, which its tables'
         changelog partitions follow)."""
         await self.write(await self.fold(records, enter), enter)
 
-    async def fold(self, records: Sequence[Record],
-                   enter: Callable[[int], object] = lambda i: None) -> Folded:
+    async def fold(
+        self, records: Sequence[Record], enter: Callable[[int], object] = lambda i: None
+    ) -> Folded:
         alone: list[int] = []
         started = time.perf_counter()
         async with self._lock:
@@ -212,8 +244,7 @@ class BatchHandler:
             batch = self._detach()
         return Folded(records, batch, alone, time.perf_counter() - started)
 
-    async def write(self, folded: Folded,
-                    enter: Callable[[int], object] = lambda i: None) -> None:
+    async def write(self, folded: Folded, enter: Callable[[int], object] = lambda i: None) -> None:
         started = time.perf_counter()
         written = await self._written(folded.batch.write)
         self.stats.add(len(folded.records), folded.fold_s, time.perf_counter() - started)
@@ -235,10 +266,13 @@ class BatchHandler:
             except TRANSIENT_ERRORS as exc:
                 delay = policy.backoff(transient)
                 transient += 1
-                log.warning("dependency unavailable writing a batch (%r); retrying in %.2fs",
-                            exc, delay)
+                log.warning(
+                    "dependency unavailable writing a batch (%r); retrying in %.2fs", exc, delay
+                )
                 await asyncio.sleep(delay)
             except Exception as exc:
-                log.warning("a batch could not be written (%s); applying its records one "
-                            "by one", "".join(traceback.format_exception_only(exc)).strip())
+                log.warning(
+                    "a batch could not be written (%s); applying its records one by one",
+                    "".join(traceback.format_exception_only(exc)).strip(),
+                )
                 return False

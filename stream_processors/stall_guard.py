@@ -71,21 +71,26 @@ class StallGuard:
         committed = self._app.consumer._committed_offset.get(tp)
         return 0 if committed is None else int(committed)
 
-    async def seen(self, tp: Any, offset: int,
-                   handle: Callable[[Record], Awaitable[object]]) -> None:
+    async def seen(
+        self, tp: Any, offset: int, handle: Callable[[Record], Awaitable[object]]
+    ) -> None:
         """Call before handling the record at ``offset``: hands any hole before it to
         ``handle`` first. The worker counts as busy until ``done()``."""
         self._in_flight += 1
         self._last_activity = time.monotonic()
         mark = self._mark(tp)
         if offset > mark:
-            log.warning("%s:%s: records from offset %s to %s were not delivered; reading "
-                        "them directly", tp.topic, tp.partition, mark, offset - 1)
+            log.warning(
+                "%s:%s: records from offset %s to %s were not delivered; reading them directly",
+                tp.topic,
+                tp.partition,
+                mark,
+                offset - 1,
+            )
             try:
                 hole = await asyncio.wait_for(self._read(tp, mark, offset), READ_TIMEOUT_S)
             except Exception as exc:  # Kafka unreachable: the next record or check retries
-                log.warning("could not read %s:%s from %s: %r", tp.topic, tp.partition, mark,
-                            exc)
+                log.warning("could not read %s:%s from %s: %r", tp.topic, tp.partition, mark, exc)
                 self._watermark[tp] = mark
                 return
             for record in hole:
@@ -103,8 +108,11 @@ class StallGuard:
         async with self._reader_lock:
             if self._reader is None:
                 self._reader = AIOKafkaConsumer(
-                    bootstrap_servers=self._settings.bootstrap_servers, group_id=None,
-                    enable_auto_commit=False, auto_offset_reset="earliest")
+                    bootstrap_servers=self._settings.bootstrap_servers,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                )
                 await self._reader.start()
             reader = self._reader
             part = TopicPartition(tp.topic, tp.partition)
@@ -115,10 +123,16 @@ class StallGuard:
                 batch = await reader.getmany(part, timeout_ms=1000)
                 for r in batch.get(part, []):
                     if r.offset < end:
-                        found.append(Record(
-                            topic=self._settings.logical_topic(tp.topic), partition=tp.partition,
-                            offset=r.offset, key=r.key, value=r.value,
-                            headers=list(r.headers or [])))
+                        found.append(
+                            Record(
+                                topic=self._settings.logical_topic(tp.topic),
+                                partition=tp.partition,
+                                offset=r.offset,
+                                key=r.key,
+                                value=r.value,
+                                headers=list(r.headers or []),
+                            )
+                        )
             return found
 
     async def close(self) -> None:
@@ -127,8 +141,13 @@ class StallGuard:
             self._reader = None
 
     async def _reread(self, tp: Any, offset: int, why: str) -> None:
-        log.warning("%s:%s: records from offset %s were not delivered (%s); re-reading",
-                    tp.topic, tp.partition, offset, why)
+        log.warning(
+            "%s:%s: records from offset %s were not delivered (%s); re-reading",
+            tp.topic,
+            tp.partition,
+            offset,
+            why,
+        )
         try:
             await self._app.consumer.seek(tp, offset)
             self.rereads += 1
@@ -137,10 +156,13 @@ class StallGuard:
 
     def _quiet(self) -> bool:
         app = self._app
-        return (self._in_flight == 0
-                and time.monotonic() - self._last_activity >= self._idle_s
-                and not app.in_recovery and not app.rebalancing
-                and app.flow_control.is_active())
+        return (
+            self._in_flight == 0
+            and time.monotonic() - self._last_activity >= self._idle_s
+            and not app.in_recovery
+            and not app.rebalancing
+            and app.flow_control.is_active()
+        )
 
     async def check(self) -> None:
         """While idle: a partition whose end is past the watermark, unchanged over two
@@ -160,8 +182,11 @@ class StallGuard:
             return
         consumer = self._app.consumer
         changelogs = self._app.tables.changelog_topics
-        tps = [tp for tp in consumer.assignment()
-               if tp.topic not in changelogs and "__assignor" not in tp.topic]
+        tps = [
+            tp
+            for tp in consumer.assignment()
+            if tp.topic not in changelogs and "__assignor" not in tp.topic
+        ]
         if not tps:
             return
         ends = await consumer.highwaters(*tps)

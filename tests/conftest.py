@@ -51,9 +51,13 @@ def isolated_settings(servers: StackPorts, **overrides: Any) -> Settings:
     ``overrides`` configure them."""
     name = unique_name()
     fields: dict[str, Any] = {
-        "kafka_port": servers.kafka_port, "mongo_port": servers.mongo_port,
-        "redis_port": servers.redis_port, "topic_prefix": f"{name}-", "mongo_db": name,
-        "redis_prefix": f"{name}:", "auth_disabled": "api_keys" not in overrides,
+        "kafka_port": servers.kafka_port,
+        "mongo_port": servers.mongo_port,
+        "redis_port": servers.redis_port,
+        "topic_prefix": f"{name}-",
+        "mongo_db": name,
+        "redis_prefix": f"{name}:",
+        "auth_disabled": "api_keys" not in overrides,
     }
     return Settings(**(fields | overrides))
 
@@ -66,14 +70,25 @@ def settings(servers: StackPorts) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess the same settings."""
-    fields = ("kafka_port", "mongo_port", "redis_port", "topic_prefix", "mongo_db",
-              "redis_prefix", "kafka_timeout_s", "consistency_timeout_s", "auth_disabled")
+    fields = (
+        "kafka_port",
+        "mongo_port",
+        "redis_port",
+        "topic_prefix",
+        "mongo_db",
+        "redis_prefix",
+        "kafka_timeout_s",
+        "consistency_timeout_s",
+        "auth_disabled",
+    )
     return {f"EVENTFOLD_{f.upper()}": str(getattr(settings, f)) for f in fields}
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool] = bool,
-    within_s: float = 30.0, interval: float = 0.05,
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool] = bool,
+    within_s: float = 30.0,
+    interval: float = 0.05,
 ) -> T:
     """Poll ``probe`` until ``accept`` holds for its result (a wait for a condition)."""
     deadline = time.monotonic() + within_s

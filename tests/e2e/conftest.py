@@ -22,8 +22,10 @@ def deployment(servers: StackPorts) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def processor(deployment: Settings, tmp_path_factory: pytest.TempPathFactory,
-                    ) -> AsyncIterator[ProcessorProcess]:
+async def processor(
+    deployment: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[ProcessorProcess]:
     await ensure_topics(deployment)
     log = tmp_path_factory.mktemp("processor") / "processor.log"
     worker = ProcessorProcess(deployment, settings_env(deployment), log)
@@ -35,17 +37,21 @@ async def processor(deployment: Settings, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 async def producer_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_producer_app(deployment)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://producer") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://producer"
+    ) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 async def query_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_query_app(deployment)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://query",
-            timeout=30) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://query", timeout=30
+        ) as client,
+    ):
         yield client
 
 
@@ -61,8 +67,15 @@ async def query_server(deployment: Settings) -> AsyncIterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_query_app(deployment), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_query_app(deployment),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -71,5 +84,3 @@ async def query_server(deployment: Settings) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
-
-

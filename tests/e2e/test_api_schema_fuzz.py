@@ -30,14 +30,24 @@ from projections.read_models import Stores
 from query_api.api import create_app as create_query_app
 from schemas.events import parse_event
 
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
-          checks.content_type_conformance, checks.response_headers_conformance,
-          checks.response_schema_conformance]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
 FUZZ = hypothesis_settings(
-    max_examples=30, deadline=None, derandomize=True, database=None,
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
     phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                           HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 STREAM = "/v1/orders/{order_id}/events"  # Server-Sent Events: never ends by itself
 STREAM_FUZZ = hypothesis_settings(FUZZ, max_examples=5)
@@ -56,23 +66,52 @@ def _envelopes() -> list[dict[str, Any]]:
     Every test has its own topics, database and Redis keys, so fixed ids do not collide."""
     at = "2026-03-01T10:00:00Z"
     events: list[dict[str, Any]] = [
-        {"type": "CustomerRegistered", "data": {"customer_id": cid, "name": name,
-                                                "email": f"{cid}@example.com", "tier": tier,
-                                                "country": country}}
+        {
+            "type": "CustomerRegistered",
+            "data": {
+                "customer_id": cid,
+                "name": name,
+                "email": f"{cid}@example.com",
+                "tier": tier,
+                "country": country,
+            },
+        }
         for cid, (name, tier, country) in CUSTOMERS.items()
     ]
     for order_id, (cid, paid) in ORDERS.items():
-        events.append({"type": "OrderPlaced", "data": {
-            "order_id": order_id, "customer_id": cid, "currency": "EUR",
-            "items": [{"sku": "A-1", "quantity": 2, "unit_price": "9.99"}]}})
+        events.append(
+            {
+                "type": "OrderPlaced",
+                "data": {
+                    "order_id": order_id,
+                    "customer_id": cid,
+                    "currency": "EUR",
+                    "items": [{"sku": "A-1", "quantity": 2, "unit_price": "9.99"}],
+                },
+            }
+        )
         if paid:
-            events.append({"type": "PaymentCaptured", "data": {
-                "payment_id": f"p-{order_id}", "order_id": order_id, "amount": "19.98",
-                "currency": "EUR"}})
-    events.append({"type": "OrderShipped", "data": {"order_id": "o-3", "carrier": "DHL",
-                                                    "tracking_number": "JD0146000031"}})
-    return [{**e, "event_id": f"00000000-0000-4000-8000-{n:012d}", "occurred_at": at}
-            for n, e in enumerate(events)]
+            events.append(
+                {
+                    "type": "PaymentCaptured",
+                    "data": {
+                        "payment_id": f"p-{order_id}",
+                        "order_id": order_id,
+                        "amount": "19.98",
+                        "currency": "EUR",
+                    },
+                }
+            )
+    events.append(
+        {
+            "type": "OrderShipped",
+            "data": {"order_id": "o-3", "carrier": "DHL", "tracking_number": "JD0146000031"},
+        }
+    )
+    return [
+        {**e, "event_id": f"00000000-0000-4000-8000-{n:012d}", "occurred_at": at}
+        for n, e in enumerate(events)
+    ]
 
 
 @pytest.fixture
@@ -101,8 +140,7 @@ async def seeded(topics: Settings) -> AsyncIterator[Settings]:
 # they are loaded at import and each request goes to the app of the test's isolated settings.
 PLACEHOLDER = Settings(auth_disabled=True)
 query_schema = schemathesis.openapi.from_asgi("/openapi.json", create_query_app(PLACEHOLDER))
-producer_schema = schemathesis.openapi.from_asgi("/openapi.json",
-                                                 create_producer_app(PLACEHOLDER))
+producer_schema = schemathesis.openapi.from_asgi("/openapi.json", create_producer_app(PLACEHOLDER))
 
 
 def _sometimes_seeded(values: dict[str, Any] | None) -> st.SearchStrategy[Any]:
@@ -110,12 +148,14 @@ def _sometimes_seeded(values: dict[str, Any] | None) -> st.SearchStrategy[Any]:
     if not values:
         return st.just(values)
     ids = {k: st.sampled_from(SEEDED_IDS[k]) for k in values if k in SEEDED_IDS}
-    tokens = {k: st.builds(lambda: seed_token["token"]) for k in values
-              if k.lower() in TOKEN_PARAMETERS}
+    tokens = {
+        k: st.builds(lambda: seed_token["token"]) for k in values if k.lower() in TOKEN_PARAMETERS
+    }
     if not ids and not tokens:
         return st.just(values)
-    return st.one_of(st.just(values),
-                     st.fixed_dictionaries({**ids, **tokens}).map(lambda s: {**values, **s}))
+    return st.one_of(
+        st.just(values), st.fixed_dictionaries({**ids, **tokens}).map(lambda s: {**values, **s})
+    )
 
 
 @query_schema.hook
@@ -152,7 +192,8 @@ def test_query_api_conforms_to_its_openapi_document(case: Case, query_app: FastA
 @query_schema.include(path=STREAM).parametrize()
 @STREAM_FUZZ
 def test_query_api_event_stream_conforms_to_its_openapi_document(
-    case: Case, query_app: FastAPI,
+    case: Case,
+    query_app: FastAPI,
 ) -> None:
     """An open stream never ends: the answer is what arrived within a short read timeout."""
     case.call_and_validate(app=query_app, checks=CHECKS, timeout=STREAM_READ_S)
@@ -160,24 +201,33 @@ def test_query_api_event_stream_conforms_to_its_openapi_document(
 
 @producer_schema.parametrize()
 @FUZZ
-def test_producer_api_conforms_to_its_openapi_document(case: Case, producer_app: FastAPI,
-                                                       ) -> None:
+def test_producer_api_conforms_to_its_openapi_document(
+    case: Case,
+    producer_app: FastAPI,
+) -> None:
     case.call_and_validate(app=producer_app, checks=CHECKS)
 
 
 # --- authentication and NoSQL injection (plain requests) --------------------
 
-V1_GETS = ["/v1/orders/o-1", "/v1/orders", "/v1/customers/top", "/v1/customers/c-alice",
-           "/v1/stats"]
+V1_GETS = [
+    "/v1/orders/o-1",
+    "/v1/orders",
+    "/v1/customers/top",
+    "/v1/customers/c-alice",
+    "/v1/stats",
+]
 
 
 @pytest.fixture
 async def secured_query_api(seeded: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    secured = seeded.model_copy(update={"auth_disabled": False,
-                                        "api_keys": {"r": ["read"], "w": ["write"]}})
+    secured = seeded.model_copy(
+        update={"auth_disabled": False, "api_keys": {"r": ["read"], "w": ["write"]}}
+    )
     app = create_query_app(secured)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://query", timeout=30) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://query", timeout=30
+    ) as client:
         yield client
     await app.state.stores.close()
 
@@ -216,9 +266,14 @@ async def test_query_api_needs_a_read_key_and_passes_ids_as_plain_strings(
         answer = await api.get("/v1/orders", params={name: '{"$ne": null}'}, headers=read)
         assert answer.status_code == 422, (name, answer.text)
 
-    for path in ('/v1/customers/{"$gt": ""}', '/v1/customers/{"$ne": null}',
-                 "/v1/customers/$where", '/v1/orders/{"$ne":1}', '/v1/orders/{"$gt":""}',
-                 "/v1/orders/.*"):
+    for path in (
+        '/v1/customers/{"$gt": ""}',
+        '/v1/customers/{"$ne": null}',
+        "/v1/customers/$where",
+        '/v1/orders/{"$ne":1}',
+        '/v1/orders/{"$gt":""}',
+        "/v1/orders/.*",
+    ):
         answer = await api.get(path, headers=read)
         assert answer.status_code == 404, (path, answer.text)
         assert set(answer.json()) == {"detail"}, path

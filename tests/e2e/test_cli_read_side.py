@@ -26,8 +26,9 @@ class Cli:
         for name, value in settings_env(deployment).items():
             monkeypatch.setenv(name, value)
         self._out = io.StringIO()
-        monkeypatch.setattr(cli, "console", Console(file=self._out, width=250,
-                                                    force_terminal=False))
+        monkeypatch.setattr(
+            cli, "console", Console(file=self._out, width=250, force_terminal=False)
+        )
 
     async def __call__(self, *argv: str) -> tuple[int, str]:
         """Exit code and what this command printed."""
@@ -49,7 +50,9 @@ def projection_rows(status: str) -> dict[str, list[str]]:
 
 @pytest.mark.timeout(600)
 async def test_replay_verify_status_and_drop_from_the_command_line(
-    processor: ProcessorProcess, deployment: Settings, monkeypatch: pytest.MonkeyPatch,
+    processor: ProcessorProcess,
+    deployment: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run = Cli(deployment, monkeypatch)
     await publish(deployment, generate(21, 40))

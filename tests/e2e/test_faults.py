@@ -64,7 +64,8 @@ def events(seed: int) -> list[dict[str, Any]]:
 
 
 async def test_worker_killed_mid_stream_applies_nothing_twice(
-    deployment: Settings, workers: Workers,
+    deployment: Settings,
+    workers: Workers,
 ) -> None:
     stream = events(1)
     first = workers.start()
@@ -77,15 +78,17 @@ async def test_worker_killed_mid_stream_applies_nothing_twice(
 
 
 async def test_poison_messages_go_to_the_dlq_and_the_stream_keeps_flowing(
-    deployment: Settings, workers: Workers,
+    deployment: Settings,
+    workers: Workers,
 ) -> None:
     stream = events(2)
     workers.start()
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        poison = await producer.send_and_wait(deployment.topic("orders"), b"\x00not avro",
-                                              key=b"o-poison")
+        poison = await producer.send_and_wait(
+            deployment.topic("orders"), b"\x00not avro", key=b"o-poison"
+        )
     finally:
         await producer.stop()
     await publish(deployment, stream)
@@ -104,7 +107,10 @@ async def test_poison_messages_go_to_the_dlq_and_the_stream_keeps_flowing(
 
 @pytest.mark.parametrize(("server", "outage_s"), [("ferretdb", 30.0), ("redis", 5.0)])
 async def test_a_store_outage_is_waited_out_and_nothing_is_lost(
-    server: str, outage_s: float, deployment: Settings, workers: Workers,
+    server: str,
+    outage_s: float,
+    deployment: Settings,
+    workers: Workers,
 ) -> None:
     stream = events(3)
     worker = workers.start()
@@ -125,7 +131,8 @@ async def test_a_store_outage_is_waited_out_and_nothing_is_lost(
 
 
 async def test_two_workers_split_partitions_and_survive_losing_one(
-    deployment: Settings, workers: Workers,
+    deployment: Settings,
+    workers: Workers,
 ) -> None:
     stream = events(4)
     first = workers.start()
@@ -142,7 +149,8 @@ async def test_two_workers_split_partitions_and_survive_losing_one(
 
 
 async def test_processing_resumes_after_a_kafka_broker_restart(
-    deployment: Settings, workers: Workers,
+    deployment: Settings,
+    workers: Workers,
 ) -> None:
     stream = events(5)
     workers.start()

@@ -26,7 +26,9 @@ def placed_ids(events: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.timeout(900)  # about 2 minutes here: the live side applies some 50 events/s
 async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
-    processor: ProcessorProcess, deployment: Settings, producer_api: httpx.AsyncClient,
+    processor: ProcessorProcess,
+    deployment: Settings,
+    producer_api: httpx.AsyncClient,
     query_api: httpx.AsyncClient,
 ) -> None:
     before, during = generate(11, 620), generate(12, 130)  # ~3,000 events, then ~600 more
@@ -40,7 +42,7 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
 
     async def keep_publishing() -> None:
         for start in range(0, len(during), BATCH):
-            response = await producer_api.post("/v1/events", json=during[start:start + BATCH])
+            response = await producer_api.post("/v1/events", json=during[start : start + BATCH])
             if response.status_code != 202:
                 failures.append(f"publish: {response.status_code} {response.text[:200]}")
 
@@ -78,7 +80,8 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
 
 @pytest.mark.timeout(900)
 async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
-    processor: ProcessorProcess, deployment: Settings,
+    processor: ProcessorProcess,
+    deployment: Settings,
 ) -> None:
     await wait_caught_up(deployment)
     stores = Stores(deployment)
@@ -90,8 +93,9 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
         if done >= 2 * total // 3:
             progressed.set()
 
-    task = asyncio.create_task(rebuild(deployment, stores, progress=progress, grace_s=0,
-                                       batch_records=50))
+    task = asyncio.create_task(
+        rebuild(deployment, stores, progress=progress, grace_s=0, batch_records=50)
+    )
     await progressed.wait()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -114,7 +118,8 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
 
 @pytest.mark.timeout(600)
 async def test_rebuilding_one_projection_replaces_only_that_one(
-    processor: ProcessorProcess, deployment: Settings,
+    processor: ProcessorProcess,
+    deployment: Settings,
 ) -> None:
     await wait_caught_up(deployment)
     stores = Stores(deployment)

@@ -17,18 +17,34 @@ from tests.support.processes import ProcessorProcess
 
 def order_events(order_id: str, customer_id: str) -> list[dict[str, Any]]:
     return [
-        {"type": "OrderPlaced",
-         "data": {"order_id": order_id, "customer_id": customer_id, "currency": "EUR",
-                  "items": [{"sku": "A-1", "quantity": 2, "unit_price": "9.99"},
-                            {"sku": "B-2", "quantity": 1, "unit_price": "5.00"}]}},
-        {"type": "PaymentCaptured",
-         "data": {"payment_id": f"p-{order_id}", "order_id": order_id, "amount": "24.98",
-                  "currency": "EUR"}},
+        {
+            "type": "OrderPlaced",
+            "data": {
+                "order_id": order_id,
+                "customer_id": customer_id,
+                "currency": "EUR",
+                "items": [
+                    {"sku": "A-1", "quantity": 2, "unit_price": "9.99"},
+                    {"sku": "B-2", "quantity": 1, "unit_price": "5.00"},
+                ],
+            },
+        },
+        {
+            "type": "PaymentCaptured",
+            "data": {
+                "payment_id": f"p-{order_id}",
+                "order_id": order_id,
+                "amount": "24.98",
+                "currency": "EUR",
+            },
+        },
     ]
 
 
 async def test_posted_order_and_payment_are_read_back(
-    processor: ProcessorProcess, producer_api: httpx.AsyncClient, query_api: httpx.AsyncClient,
+    processor: ProcessorProcess,
+    producer_api: httpx.AsyncClient,
+    query_api: httpx.AsyncClient,
 ) -> None:
     order_id = f"o-{uuid.uuid4().hex[:8]}"
     posted = await producer_api.post("/v1/events", json=order_events(order_id, "c-1"))
@@ -41,8 +57,9 @@ async def test_posted_order_and_payment_are_read_back(
     async def read() -> httpx.Response:
         return await query_api.get(f"/v1/orders/{order_id}")
 
-    response = await eventually(read, lambda r: r.status_code == 200
-                                and r.json()["status"] == "paid")
+    response = await eventually(
+        read, lambda r: r.status_code == 200 and r.json()["status"] == "paid"
+    )
     order = response.json()
     assert order["total"] == "24.98"
     assert order["amount_paid"] == "24.98"
@@ -51,14 +68,15 @@ async def test_posted_order_and_payment_are_read_back(
 
 
 async def test_consistency_token_gives_read_your_writes(
-    processor: ProcessorProcess, producer_api: httpx.AsyncClient, query_api: httpx.AsyncClient,
+    processor: ProcessorProcess,
+    producer_api: httpx.AsyncClient,
+    query_api: httpx.AsyncClient,
 ) -> None:
     order_id = f"o-{uuid.uuid4().hex[:8]}"
     posted = await producer_api.post("/v1/events", json=order_events(order_id, "c-2")[:1])
     token = posted.json()["consistency_token"]
     # No polling here: the query itself waits until the token's position is applied.
-    response = await query_api.get(f"/v1/orders/{order_id}",
-                                   headers={"X-Consistency-Token": token})
+    response = await query_api.get(f"/v1/orders/{order_id}", headers={"X-Consistency-Token": token})
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "placed"
     assert response.json()["amount_paid"] == "0.00"
@@ -74,22 +92,38 @@ async def _snapshot(settings: Settings) -> tuple[str, Snapshot]:
 
 
 async def test_replay_rebuilds_documents_equal_to_the_live_ones(
-    processor: ProcessorProcess, deployment: Settings, producer_api: httpx.AsyncClient,
+    processor: ProcessorProcess,
+    deployment: Settings,
+    producer_api: httpx.AsyncClient,
     query_api: httpx.AsyncClient,
 ) -> None:
     ids = [f"o-{uuid.uuid4().hex[:8]}" for _ in range(12)]
     batch = [e for i, oid in enumerate(ids) for e in order_events(oid, f"c-{i % 3}")]
-    batch += [{"type": "CustomerRegistered",
-               "data": {"customer_id": f"c-{i}", "name": f"Customer {i}",
-                        "email": f"c{i}@example.com", "tier": "gold", "country": "DE"}}
-              for i in range(3)]
-    batch.append({"type": "OrderShipped", "data": {"order_id": ids[0], "carrier": "DHL",
-                                                   "tracking_number": "T-1"}})
+    batch += [
+        {
+            "type": "CustomerRegistered",
+            "data": {
+                "customer_id": f"c-{i}",
+                "name": f"Customer {i}",
+                "email": f"c{i}@example.com",
+                "tier": "gold",
+                "country": "DE",
+            },
+        }
+        for i in range(3)
+    ]
+    batch.append(
+        {
+            "type": "OrderShipped",
+            "data": {"order_id": ids[0], "carrier": "DHL", "tracking_number": "T-1"},
+        }
+    )
     posted = await producer_api.post("/v1/events", json=batch)
     assert posted.status_code == 202, posted.text
     token = posted.json()["consistency_token"]
-    assert (await query_api.get(f"/v1/orders/{ids[0]}", params={"consistency_token": token})
-            ).json()["status"] == "shipped"
+    assert (
+        await query_api.get(f"/v1/orders/{ids[0]}", params={"consistency_token": token})
+    ).json()["status"] == "shipped"
 
     live_version, live = await _snapshot(deployment)
     assert set(ids) <= set(live.orders)

@@ -46,12 +46,16 @@ def cli_output(topics: Settings, monkeypatch: pytest.MonkeyPatch) -> io.StringIO
 
 async def read_back(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """Every event of every source topic, decoded, per topic."""
-    return {topic: [event_to_json(decode(r.value)) for r in await read_all(settings, topic)]
-            for topic in TOPICS}
+    return {
+        topic: [event_to_json(decode(r.value)) for r in await read_all(settings, topic)]
+        for topic in TOPICS
+    }
 
 
 async def test_publish_sends_exactly_the_valid_lines_and_reports_the_others(
-    topics: Settings, cli_output: io.StringIO, tmp_path: Path,
+    topics: Settings,
+    cli_output: io.StringIO,
+    tmp_path: Path,
 ) -> None:
     valid = [
         envelope("CustomerRegistered", customer_id="c-42"),
@@ -65,9 +69,9 @@ async def test_publish_sends_exactly_the_valid_lines_and_reports_the_others(
     lines = [
         json.dumps(valid[0]),
         json.dumps(valid[1]),
-        '{"type": "OrderPlaced", "data": ',                     # 3: truncated JSON
-        json.dumps(negative_quantity),                            # 4: invalid field
-        "",                                                       # 5: blank, skipped
+        '{"type": "OrderPlaced", "data": ',  # 3: truncated JSON
+        json.dumps(negative_quantity),  # 4: invalid field
+        "",  # 5: blank, skipped
         json.dumps(valid[2]),
         json.dumps(envelope("PaymentCaptured", currency="EURO")),  # 7: bad currency
         json.dumps(valid[3]),
@@ -76,8 +80,7 @@ async def test_publish_sends_exactly_the_valid_lines_and_reports_the_others(
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n")
 
-    code = await asyncio.to_thread(cli.main, ["publish", str(path), "--batch-size", "2",
-                                              "--quiet"])
+    code = await asyncio.to_thread(cli.main, ["publish", str(path), "--batch-size", "2", "--quiet"])
 
     assert code == 1  # some lines rejected, the rest published
     stored = await read_back(topics)
@@ -91,13 +94,16 @@ async def test_publish_sends_exactly_the_valid_lines_and_reports_the_others(
     assert "data.items[0].quantity: Input should be greater than 0" in text
     assert "invalid JSON" in text
     assert "data.currency:" in text and "EURO" in text
-    rejected_rows = [row for row in text.splitlines() if "│" in row and (
-        "invalid JSON" in row or "data." in row)]
+    rejected_rows = [
+        row for row in text.splitlines() if "│" in row and ("invalid JSON" in row or "data." in row)
+    ]
     assert [row.split("│")[1].strip() for row in rejected_rows] == ["3", "4", "7"]
 
 
 async def test_publish_of_a_clean_file_exits_0(
-    topics: Settings, cli_output: io.StringIO, tmp_path: Path,
+    topics: Settings,
+    cli_output: io.StringIO,
+    tmp_path: Path,
 ) -> None:
     valid = [envelope("OrderDelivered", order_id=f"o-{i}") for i in range(7)]
     path = tmp_path / "clean.jsonl"
@@ -107,16 +113,17 @@ async def test_publish_of_a_clean_file_exits_0(
 
     assert code == 0
     stored = await read_back(topics)
-    assert sorted(e["event_id"] for e in stored["orders"]) == sorted(
-        e["event_id"] for e in valid)
+    assert sorted(e["event_id"] for e in stored["orders"]) == sorted(e["event_id"] for e in valid)
     assert "rejected lines" not in cli_output.getvalue()
 
 
 async def test_demo_publishes_the_seeded_stream_in_order(
-    topics: Settings, cli_output: io.StringIO,
+    topics: Settings,
+    cli_output: io.StringIO,
 ) -> None:
-    code = await asyncio.to_thread(cli.main, ["demo", "--orders", "25", "--seed", "5",
-                                              "--rate", "0", "--quiet"])
+    code = await asyncio.to_thread(
+        cli.main, ["demo", "--orders", "25", "--seed", "5", "--rate", "0", "--quiet"]
+    )
 
     assert code == 0
     expected = generate(5, 25)

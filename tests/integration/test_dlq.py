@@ -48,18 +48,35 @@ async def dead_letter(settings: Settings, letters: list[DeadLetter]) -> None:
 
 
 def garbage_letter(offset: int = 17) -> DeadLetter:
-    record = Record("orders", 2, offset, b"o-garbage", GARBAGE,
-                    headers=[("event-type", b"OrderPlaced"), ("correlation-id", b"corr-g"),
-                             ("x-not-kept", b"dropped by the sink")])
+    record = Record(
+        "orders",
+        2,
+        offset,
+        b"o-garbage",
+        GARBAGE,
+        headers=[
+            ("event-type", b"OrderPlaced"),
+            ("correlation-id", b"corr-g"),
+            ("x-not-kept", b"dropped by the sink"),
+        ],
+    )
     return DeadLetter(record, "undecodable", DecodeError("bad marker 0001: not Avro"))
 
 
 def payment_letter(offset: int = 99) -> tuple[DeadLetter, dict[str, Any]]:
     envelope, value = captured()
-    record = Record("payments", 4, offset, b"o-1", value,
-                    headers=[("event-type", b"PaymentCaptured"),
-                             ("event-id", envelope["event_id"].encode()),
-                             ("correlation-id", b"corr-p")])
+    record = Record(
+        "payments",
+        4,
+        offset,
+        b"o-1",
+        value,
+        headers=[
+            ("event-type", b"PaymentCaptured"),
+            ("event-id", envelope["event_id"].encode()),
+            ("correlation-id", b"corr-p"),
+        ],
+    )
     return DeadLetter(record, "processing_failed", RuntimeError("projection bug")), envelope
 
 
@@ -76,7 +93,8 @@ def by_topic(views: list[Any]) -> dict[str, Any]:
 
 
 async def test_list_shows_reasons_origins_and_content(
-    topics: Settings, letters: dict[str, Any],
+    topics: Settings,
+    letters: dict[str, Any],
 ) -> None:
     views = await list_dead_letters(topics)
     assert len(views) == 2
@@ -84,7 +102,10 @@ async def test_list_shows_reasons_origins_and_content(
     garbage, payment = found["orders.dlq"], found["payments.dlq"]
 
     assert (garbage.original_topic, garbage.original_partition, garbage.original_offset) == (
-        "orders", 2, 17)
+        "orders",
+        2,
+        17,
+    )
     assert garbage.reason == "undecodable"
     assert garbage.error_type == "DecodeError"
     assert "bad marker 0001" in (garbage.error or "")
@@ -96,7 +117,10 @@ async def test_list_shows_reasons_origins_and_content(
     assert garbage.redriven is False
 
     assert (payment.original_topic, payment.original_partition, payment.original_offset) == (
-        "payments", 4, 99)
+        "payments",
+        4,
+        99,
+    )
     assert payment.reason == "processing_failed"
     assert payment.error_type == "RuntimeError"
     assert payment.error == "RuntimeError: projection bug"
@@ -113,10 +137,12 @@ async def test_list_shows_reasons_origins_and_content(
 
 
 async def test_redrive_puts_them_back_once_and_list_flags_them(
-    topics: Settings, letters: dict[str, Any],
+    topics: Settings,
+    letters: dict[str, Any],
 ) -> None:
-    dlq_records = {r.value: r for t in ("orders.dlq", "payments.dlq")
-                   for r in await read_all(topics, t)}
+    dlq_records = {
+        r.value: r for t in ("orders.dlq", "payments.dlq") for r in await read_all(topics, t)
+    }
     result = await redrive(topics)
     assert result.ok, result.error
     assert sorted(r.topic for r in result.redriven) == ["orders", "payments"]
@@ -133,7 +159,8 @@ async def test_redrive_puts_them_back_once_and_list_flags_them(
         headers = dict(back.headers)
         source = dlq_records[letter.record.value]
         assert headers[REDRIVEN_FROM_HEADER] == (
-            f"{topic}.dlq:{source.partition}:{source.offset}".encode())
+            f"{topic}.dlq:{source.partition}:{source.offset}".encode()
+        )
         assert headers["event-type"] == dict(letter.record.headers)["event-type"]
         assert headers["correlation-id"] == dict(letter.record.headers)["correlation-id"]
         assert not [k for k in headers if k.startswith("dlq-") and k != REDRIVEN_FROM_HEADER]
@@ -150,7 +177,8 @@ async def test_redrive_puts_them_back_once_and_list_flags_them(
 
 
 async def test_only_new_dead_letters_are_redriven_by_a_later_run(
-    topics: Settings, letters: dict[str, Any],
+    topics: Settings,
+    letters: dict[str, Any],
 ) -> None:
     assert len((await redrive(topics)).redriven) == 2
     newer, envelope = payment_letter(offset=123)
@@ -158,19 +186,22 @@ async def test_only_new_dead_letters_are_redriven_by_a_later_run(
 
     views = await list_dead_letters(topics)
     assert sorted((v.dlq_topic, v.original_offset, v.redriven) for v in views) == [
-        ("orders.dlq", 17, True), ("payments.dlq", 99, True), ("payments.dlq", 123, False)]
+        ("orders.dlq", 17, True),
+        ("payments.dlq", 99, True),
+        ("payments.dlq", 123, False),
+    ]
 
     result = await redrive(topics)
     assert [(r.topic, r.key) for r in result.redriven] == [("payments", "o-1")]
     assert result.already_redriven == 2
     payments = await read_all(topics, "payments")
-    assert [dict(r.headers)["event-id"].decode() for r in payments].count(
-        envelope["event_id"]) == 1
+    assert [dict(r.headers)["event-id"].decode() for r in payments].count(envelope["event_id"]) == 1
     assert len(payments) == 2
 
 
 async def test_decodable_only_leaves_the_garbage_pending_for_a_later_run(
-    topics: Settings, letters: dict[str, Any],
+    topics: Settings,
+    letters: dict[str, Any],
 ) -> None:
     result = await redrive(topics, decodable_only=True)
     assert result.ok, result.error
@@ -192,7 +223,8 @@ async def test_decodable_only_leaves_the_garbage_pending_for_a_later_run(
 
 
 async def test_dry_run_publishes_and_records_nothing(
-    topics: Settings, letters: dict[str, Any],
+    topics: Settings,
+    letters: dict[str, Any],
 ) -> None:
     result = await redrive(topics, dry_run=True)
     assert result.ok, result.error
@@ -213,12 +245,14 @@ async def test_a_topic_and_selected_offsets(topics: Settings, letters: dict[str,
     assert len(views) == 3 and len({v.dlq_partition for v in views}) == 1
     middle = sorted(views, key=lambda v: v.dlq_offset)[1]
 
-    picked = await redrive(topics, topic="payments.dlq",
-                           only_offsets=[(middle.dlq_partition, middle.dlq_offset)])
+    picked = await redrive(
+        topics, topic="payments.dlq", only_offsets=[(middle.dlq_partition, middle.dlq_offset)]
+    )
     assert [r.ref for r in picked.redriven] == [middle.ref]
     assert picked.skipped == []
-    flags = {v.original_offset: v.redriven
-             for v in await list_dead_letters(topics, topics=("payments",))}
+    flags = {
+        v.original_offset: v.redriven for v in await list_dead_letters(topics, topics=("payments",))
+    }
     assert flags == {99: False, 200: True, 201: False}
 
     rest = await redrive(topics, topic="payments")
@@ -238,20 +272,29 @@ def cli_env(topics: Settings, monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 
 async def test_cli_list_json_and_redrive(
-    topics: Settings, letters: dict[str, Any], cli_env: io.StringIO,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    topics: Settings,
+    letters: dict[str, Any],
+    cli_env: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert await asyncio.to_thread(cli.main, ["dlq", "list", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted((j["dlq_topic"], j["reason"], j["redriven"]) for j in lines) == [
-        ("orders.dlq", "undecodable", False), ("payments.dlq", "processing_failed", False)]
+        ("orders.dlq", "undecodable", False),
+        ("payments.dlq", "processing_failed", False),
+    ]
 
     assert await asyncio.to_thread(cli.main, ["dlq", "redrive", "--dry-run"]) == 0
     assert "dry run: would re-drive 2" in cli_env.getvalue()
     assert await read_all(topics, "orders") == []
 
-    assert await asyncio.to_thread(cli.main, ["dlq", "redrive", "--topic", "payments",
-                                              "--decodable-only"]) == 0
+    assert (
+        await asyncio.to_thread(
+            cli.main, ["dlq", "redrive", "--topic", "payments", "--decodable-only"]
+        )
+        == 0
+    )
     assert "re-drove 1 dead letter(s) (payments: 1)" in cli_env.getvalue()
     assert len(await read_all(topics, "payments")) == 1
 
@@ -268,10 +311,10 @@ async def test_cli_list_json_and_redrive(
 
 
 async def test_cli_redrive_exit_code_2_when_kafka_is_unreachable(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    unreachable = settings.model_copy(update={"kafka_port": closed_port(),
-                                              "kafka_timeout_s": 2.0})
+    unreachable = settings.model_copy(update={"kafka_port": closed_port(), "kafka_timeout_s": 2.0})
     for name, value in settings_env(unreachable).items():
         monkeypatch.setenv(name, value)
     out = io.StringIO()
@@ -283,7 +326,8 @@ async def test_cli_redrive_exit_code_2_when_kafka_is_unreachable(
 
 
 async def test_progress_lives_in_the_redrive_group(
-    topics: Settings, letters: dict[str, Any],
+    topics: Settings,
+    letters: dict[str, Any],
 ) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 

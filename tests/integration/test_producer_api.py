@@ -34,7 +34,8 @@ async def deployment(servers: StackPorts) -> Settings:
 @pytest.fixture(scope="module")
 async def api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(deployment)), base_url="http://producer",
+        transport=httpx.ASGITransport(app=create_app(deployment)),
+        base_url="http://producer",
         headers={"X-API-Key": WRITE_KEY},
     ) as client:
         yield client
@@ -45,7 +46,8 @@ async def total_records(settings: Settings) -> int:
 
 
 async def test_every_event_type_round_trips_http_kafka_decode(
-    api: httpx.AsyncClient, deployment: Settings,
+    api: httpx.AsyncClient,
+    deployment: Settings,
 ) -> None:
     before = {t: len(await read_all(deployment, t)) for t in TOPICS}
     response = await api.post("/v1/events", json=list(EXAMPLES.values()))
@@ -53,12 +55,13 @@ async def test_every_event_type_round_trips_http_kafka_decode(
     receipts = response.json()["events"]
     assert [r["type"] for r in receipts] == list(EXAMPLES)
     for topic in TOPICS:
-        records = (await read_all(deployment, topic))[before[topic]:]
+        records = (await read_all(deployment, topic))[before[topic] :]
         expected = [parse_event(e) for e in EXAMPLES.values() if parse_event(e).topic == topic]
         assert [decode(r.value) for r in records] == expected
         assert [r.key.decode() for r in records] == [e.key for e in expected]
         assert {dict(r.headers)["event-type"].decode() for r in records} == {
-            e.type for e in expected}
+            e.type for e in expected
+        }
 
 
 def mutated(path: list[Any], value: Any, base: str = "OrderPlaced") -> dict[str, Any]:
@@ -94,7 +97,9 @@ BAD_ENVELOPES = {
 
 @pytest.mark.parametrize("case", list(BAD_ENVELOPES))
 async def test_bad_envelope_gets_422_naming_the_field_and_publishes_nothing(
-    case: str, api: httpx.AsyncClient, deployment: Settings,
+    case: str,
+    api: httpx.AsyncClient,
+    deployment: Settings,
 ) -> None:
     envelope, field = BAD_ENVELOPES[case]
     before = await total_records(deployment)
@@ -110,18 +115,23 @@ async def test_bad_envelope_gets_422_naming_the_field_and_publishes_nothing(
 
 
 async def test_invalid_json_empty_batch_and_oversize_body(
-    api: httpx.AsyncClient, deployment: Settings,
+    api: httpx.AsyncClient,
+    deployment: Settings,
 ) -> None:
     before = await total_records(deployment)
-    response = await api.post("/v1/events", content=b'{"type": "OrderPlaced", ',
-                              headers={"content-type": "application/json"})
+    response = await api.post(
+        "/v1/events",
+        content=b'{"type": "OrderPlaced", ',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 422
     assert "invalid JSON" in response.json()["detail"][0]["msg"]
     assert (await api.post("/v1/events", json=[])).status_code == 422
     ten_mb = json.dumps([EXAMPLES["OrderPlaced"]] * 32_000).encode()
     assert len(ten_mb) > 10_000_000
-    response = await api.post("/v1/events", content=ten_mb,
-                              headers={"content-type": "application/json"})
+    response = await api.post(
+        "/v1/events", content=ten_mb, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert await total_records(deployment) == before
 
@@ -131,17 +141,21 @@ async def test_writes_need_a_key_with_the_write_scope(deployment: Settings) -> N
     async with httpx.AsyncClient(transport=transport, base_url="http://producer") as client:
         body = EXAMPLES["OrderCancelled"]
         assert (await client.post("/v1/events", json=body)).status_code == 401
-        assert (await client.post("/v1/events", json=body,
-                                  headers={"X-API-Key": "nope"})).status_code == 401
-        assert (await client.post("/v1/events", json=body,
-                                  headers={"X-API-Key": READ_KEY})).status_code == 403
-        ok = await client.post("/v1/events", json=body,
-                               headers={"Authorization": f"Bearer {WRITE_KEY}"})
+        assert (
+            await client.post("/v1/events", json=body, headers={"X-API-Key": "nope"})
+        ).status_code == 401
+        assert (
+            await client.post("/v1/events", json=body, headers={"X-API-Key": READ_KEY})
+        ).status_code == 403
+        ok = await client.post(
+            "/v1/events", json=body, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+        )
         assert ok.status_code == 202
 
 
 async def test_retried_post_with_same_event_id_is_one_event_downstream(
-    api: httpx.AsyncClient, deployment: Settings,
+    api: httpx.AsyncClient,
+    deployment: Settings,
 ) -> None:
     from projections.order_fold import reference_fold
 

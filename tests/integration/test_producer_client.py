@@ -32,8 +32,9 @@ async def test_invalid_event_is_refused_before_anything_is_sent(topics: Settings
 async def test_unreachable_broker_is_retried_with_backoff_then_the_breaker_opens(
     settings: Settings,
 ) -> None:
-    down = settings.model_copy(update={"kafka_port": closed_port(), "kafka_timeout_s": 0.5,
-                                       "publish_attempts": 3})
+    down = settings.model_copy(
+        update={"kafka_port": closed_port(), "kafka_timeout_s": 0.5, "publish_attempts": 3}
+    )
     breaker = CircuitBreaker("kafka", failure_threshold=3, reset_after_s=60)
     client = EventPublisher(down, breaker=breaker, initial_backoff_s=0.2)
     started = time.monotonic()

@@ -19,15 +19,17 @@ from schemas.events import event_to_json
 
 @pytest.fixture
 async def api(topics: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(topics)),
-                                 base_url="http://producer") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(topics)), base_url="http://producer"
+    ) as client:
         yield client
 
 
 async def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every record of a topic, from the beginning to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         physical = settings.topic(topic)
@@ -46,19 +48,28 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
 
 
 def placed(order_id: str) -> dict[str, Any]:
-    return {"type": "OrderPlaced", "event_id": str(uuid.uuid4()),
-            "occurred_at": "2026-03-01T10:00:00Z",
-            "data": {"order_id": order_id, "customer_id": "c-9", "currency": "EUR",
-                     "items": [{"sku": "A-1", "quantity": 3, "unit_price": "1.10"}]}}
+    return {
+        "type": "OrderPlaced",
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "data": {
+            "order_id": order_id,
+            "customer_id": "c-9",
+            "currency": "EUR",
+            "items": [{"sku": "A-1", "quantity": 3, "unit_price": "1.10"}],
+        },
+    }
 
 
 async def test_accepted_events_are_in_kafka_with_key_headers_and_avro(
-    api: httpx.AsyncClient, topics: Settings,
+    api: httpx.AsyncClient,
+    topics: Settings,
 ) -> None:
     event = placed("o-77")
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    response = await api.post("/v1/events", json=event,
-                              headers={"X-Correlation-ID": "corr-1", "traceparent": traceparent})
+    response = await api.post(
+        "/v1/events", json=event, headers={"X-Correlation-ID": "corr-1", "traceparent": traceparent}
+    )
     assert response.status_code == 202, response.text
     receipt = response.json()["events"][0]
     assert receipt["event_id"] == event["event_id"]
@@ -82,7 +93,8 @@ async def test_accepted_events_are_in_kafka_with_key_headers_and_avro(
 
 
 async def test_an_invalid_item_rejects_the_whole_batch_and_publishes_nothing(
-    api: httpx.AsyncClient, topics: Settings,
+    api: httpx.AsyncClient,
+    topics: Settings,
 ) -> None:
     bad = placed("o-2")
     bad["data"]["items"][0]["quantity"] = -1
@@ -101,8 +113,9 @@ def closed_port() -> int:
 
 async def test_kafka_unreachable_gives_503_not_a_false_202(settings: Settings) -> None:
     unreachable = settings.model_copy(update={"kafka_port": closed_port(), "kafka_timeout_s": 2.0})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(unreachable)),
-                                 base_url="http://producer") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(unreachable)), base_url="http://producer"
+    ) as client:
         response = await client.post("/v1/events", json=placed("o-3"))
     assert response.status_code == 503
     assert response.headers["retry-after"]

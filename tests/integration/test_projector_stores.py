@@ -19,24 +19,42 @@ AT = "2026-02-01T09:00:00Z"
 
 
 def ev(type_: str, data: dict[str, Any], at: str = AT) -> Event:
-    return parse_event({"type": type_, "event_id": str(uuid.uuid4()), "occurred_at": at,
-                        "data": data})
+    return parse_event(
+        {"type": type_, "event_id": str(uuid.uuid4()), "occurred_at": at, "data": data}
+    )
 
 
 def placed(order_id: str, customer_id: str = "c-1") -> Event:
-    return ev("OrderPlaced", {"order_id": order_id, "customer_id": customer_id,
-                              "currency": "EUR",
-                              "items": [{"sku": "A", "quantity": 2, "unit_price": "10.00"}]})
+    return ev(
+        "OrderPlaced",
+        {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 2, "unit_price": "10.00"}],
+        },
+    )
 
 
 def captured(order_id: str, amount: str = "20.00", at: str = AT) -> Event:
-    return ev("PaymentCaptured", {"payment_id": f"p-{order_id}", "order_id": order_id,
-                                  "amount": amount, "currency": "EUR"}, at)
+    return ev(
+        "PaymentCaptured",
+        {"payment_id": f"p-{order_id}", "order_id": order_id, "amount": amount, "currency": "EUR"},
+        at,
+    )
 
 
 def customer(customer_id: str, name: str, type_: str = "CustomerRegistered") -> Event:
-    return ev(type_, {"customer_id": customer_id, "name": name, "email": "a@example.com",
-                      "tier": "gold", "country": "FR"})
+    return ev(
+        type_,
+        {
+            "customer_id": customer_id,
+            "name": name,
+            "email": "a@example.com",
+            "tier": "gold",
+            "country": "FR",
+        },
+    )
 
 
 @pytest.fixture
@@ -105,7 +123,8 @@ class FailingOnce(Exception):
 
 
 async def test_crash_between_mongo_and_redis_is_repaired_by_the_redelivery(
-    stores: Stores, monkeypatch: pytest.MonkeyPatch,
+    stores: Stores,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     models = await fresh_models(stores)
     projector = Projector(models)
@@ -136,7 +155,10 @@ async def test_customer_data_enriches_orders_whichever_comes_first(stores: Store
     await projector.apply(placed("o-5", "c-7"), "orders", 1, 0)
     for order_id in ("o-4", "o-5"):
         assert (await order_doc(models, order_id))["customer"] == {
-            "name": "Grace", "tier": "gold", "country": "FR"}
+            "name": "Grace",
+            "tier": "gold",
+            "country": "FR",
+        }
 
     await projector.apply(customer("c-7", "Grace H.", "CustomerUpdated"), "customers", 3, 1)
     for order_id in ("o-4", "o-5"):
@@ -171,22 +193,35 @@ async def test_concurrent_writers_of_one_order_lose_no_fact(stores: Stores) -> N
     a, b = Projector(models), Projector(stores.version(models.version))
     orders = [f"o-race-{i}" for i in range(15)]
     paid = {o: captured(o, at="2026-02-01T09:01:00Z") for o in orders}
-    shipped = {o: ev("OrderShipped", {"order_id": o, "carrier": "UPS", "tracking_number": "1Z"},
-                     "2026-02-01T09:02:00Z") for o in orders}
+    shipped = {
+        o: ev(
+            "OrderShipped",
+            {"order_id": o, "carrier": "UPS", "tracking_number": "1Z"},
+            "2026-02-01T09:02:00Z",
+        )
+        for o in orders
+    }
     for order_id in orders:
         order = placed(order_id, "c-race")
         for p in (a, b):
             await p.apply(order, "orders", 0, 0)
-    await asyncio.gather(*(
-        write
-        for order_id in orders
-        for write in (a.apply(paid[order_id], "payments", 0, 1),
-                      b.apply(shipped[order_id], "orders", 0, 1))
-    ))
+    await asyncio.gather(
+        *(
+            write
+            for order_id in orders
+            for write in (
+                a.apply(paid[order_id], "payments", 0, 1),
+                b.apply(shipped[order_id], "orders", 0, 1),
+            )
+        )
+    )
     for order_id in orders:
         doc = await order_doc(models, order_id)
-        assert [t["type"] for t in doc["timeline"]] == ["OrderPlaced", "PaymentCaptured",
-                                                         "OrderShipped"], order_id
+        assert [t["type"] for t in doc["timeline"]] == [
+            "OrderPlaced",
+            "PaymentCaptured",
+            "OrderShipped",
+        ], order_id
         assert doc["status"] == "shipped"
     # Each writer goes on to read the record the other one wrote (both read every record).
     for order_id in orders:
@@ -205,10 +240,13 @@ async def test_a_buffered_projector_writes_on_flush_what_the_unbuffered_one_writ
     writes it once; the result is the per-event writer's, marks included."""
     each, buffered = await fresh_models(stores), await fresh_models(stores)
     direct, batched = Projector(each), Projector(buffered, buffered=True)
-    records = [(customer("c-9", "Ada"), "customers", 0, 0),
-               (placed("o-8", "c-9"), "orders", 0, 0), (captured("o-8"), "payments", 0, 0),
-               (placed("o-9", "c-9"), "orders", 0, 1),
-               (customer("c-9", "Ada L.", "CustomerUpdated"), "customers", 0, 1)]
+    records = [
+        (customer("c-9", "Ada"), "customers", 0, 0),
+        (placed("o-8", "c-9"), "orders", 0, 0),
+        (captured("o-8"), "payments", 0, 0),
+        (placed("o-9", "c-9"), "orders", 0, 1),
+        (customer("c-9", "Ada L.", "CustomerUpdated"), "customers", 0, 1),
+    ]
     for event, topic, partition, offset in records:
         await direct.apply(event, topic, partition, offset)
         await batched.apply(event, topic, partition, offset)
@@ -218,13 +256,18 @@ async def test_a_buffered_projector_writes_on_flush_what_the_unbuffered_one_writ
     await batched.flush()
     for order_id in ("o-8", "o-9"):
         assert public_view(await order_doc(buffered, order_id)) == public_view(
-            await order_doc(each, order_id))
+            await order_doc(each, order_id)
+        )
     assert (await order_doc(buffered, "o-9"))["customer"]["name"] == "Ada L."
     assert await buffered.customers.find_one({"_id": "c-9"}) == await each.customers.find_one(
-        {"_id": "c-9"})
+        {"_id": "c-9"}
+    )
     assert await redis_state(buffered) == await redis_state(each)
-    assert await buffered.marks("orders") == await each.marks("orders") == {
-        "customers:0": 1, "orders:0": 1, "payments:0": 0}
+    assert (
+        await buffered.marks("orders")
+        == await each.marks("orders")
+        == {"customers:0": 1, "orders:0": 1, "payments:0": 0}
+    )
 
     await batched.flush()  # nothing held: a second flush writes nothing
     assert await buffered.orders.count_documents({}) == 2

@@ -29,8 +29,9 @@ Items = Sequence[tuple[str, int, str]]  # (sku, quantity, unit price)
 TWO_ITEMS: Items = (("A-1", 2, "9.99"), ("B-2", 1, "5"))  # 24.98
 
 
-def placed_data(order_id: str, customer_id: str = "c-1", currency: str = "EUR",
-                items: Items = TWO_ITEMS) -> dict[str, Any]:
+def placed_data(
+    order_id: str, customer_id: str = "c-1", currency: str = "EUR", items: Items = TWO_ITEMS
+) -> dict[str, Any]:
     """The data of an OrderPlaced."""
     return {
         "order_id": order_id,
@@ -40,8 +41,9 @@ def placed_data(order_id: str, customer_id: str = "c-1", currency: str = "EUR",
     }
 
 
-def payment_data(type_: str, order_id: str, amount: str = "24.98", currency: str = "EUR",
-                 payment_id: str = "p-1") -> dict[str, Any]:
+def payment_data(
+    type_: str, order_id: str, amount: str = "24.98", currency: str = "EUR", payment_id: str = "p-1"
+) -> dict[str, Any]:
     """The data of a payment event of ``type_`` (fields as that type has them)."""
     data: dict[str, Any] = {"payment_id": payment_id, "order_id": order_id}
     if type_ == "PaymentFailed":

@@ -21,17 +21,22 @@ class ProcessorProcess:
     def __init__(self, settings: Settings, env: dict[str, str], log_path: Path) -> None:
         self.settings = settings
         self.log_path = log_path
-        self._env = {**os.environ, **env,
-                     # one data dir per worker, as on separate hosts (RocksDB locks its files)
-                     "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent
-                                                         / f"{log_path.stem}-faust-data")}
+        self._env = {
+            **os.environ,
+            **env,
+            # one data dir per worker, as on separate hosts (RocksDB locks its files)
+            "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent / f"{log_path.stem}-faust-data"),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [str(FAUST), "-A", "stream_processors.app", "worker", "--without-web", "-l", "info"],
-            cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.wait_for_log("Worker]: Ready", timeout)
@@ -71,8 +76,9 @@ class Workers:
         self.started: list[ProcessorProcess] = []
 
     def start(self) -> ProcessorProcess:
-        worker = ProcessorProcess(self._settings, self._env,
-                                  self._log_dir / f"worker-{len(self.started)}.log")
+        worker = ProcessorProcess(
+            self._settings, self._env, self._log_dir / f"worker-{len(self.started)}.log"
+        )
         worker.start()
         self.started.append(worker)
         return worker

@@ -19,7 +19,7 @@ from schemas.catalog import TOPICS
 async def publish(settings: Settings, events: Sequence[dict[str, Any]], batch: int = 200) -> None:
     async with EventPublisher(settings) as client:
         for start in range(0, len(events), batch):
-            await client.publish_many(events[start:start + batch])
+            await client.publish_many(events[start : start + batch])
 
 
 async def applied_marks(settings: Settings) -> dict[str, int]:

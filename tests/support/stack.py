@@ -30,16 +30,25 @@ class StackPorts:
 
     @classmethod
     def from_env(cls) -> StackPorts:
-        return cls(int(TEST_STACK_ENV["EVENTFOLD_KAFKA_PORT"]),
-                   int(TEST_STACK_ENV["EVENTFOLD_MONGO_PORT"]),
-                   int(TEST_STACK_ENV["EVENTFOLD_REDIS_PORT"]))
+        return cls(
+            int(TEST_STACK_ENV["EVENTFOLD_KAFKA_PORT"]),
+            int(TEST_STACK_ENV["EVENTFOLD_MONGO_PORT"]),
+            int(TEST_STACK_ENV["EVENTFOLD_REDIS_PORT"]),
+        )
 
 
-def stack(command: str, *args: str, extra_env: dict[str, str] | None = None,
-          check: bool = True) -> subprocess.CompletedProcess[str]:
+def stack(
+    command: str, *args: str, extra_env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **TEST_STACK_ENV, **(extra_env or {})}
-    return subprocess.run([str(STACK_SCRIPT), command, *args], env=env, text=True,
-                          capture_output=True, check=check, timeout=600)
+    return subprocess.run(
+        [str(STACK_SCRIPT), command, *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=check,
+        timeout=600,
+    )
 
 
 def is_running() -> bool:

@@ -28,13 +28,23 @@ TARGETS = Targets(orders=[MODELS], customers=[MODELS], redis=[MODELS])
 
 def order_with(count: int) -> OrderState:
     state = OrderState.empty("o-1")
-    placed = event("OrderPlaced", {"order_id": "o-1", "customer_id": "c-1", "currency": "EUR",
-                                   "items": [{"sku": "A", "quantity": 1, "unit_price": "5.00"}]})
+    placed = event(
+        "OrderPlaced",
+        {
+            "order_id": "o-1",
+            "customer_id": "c-1",
+            "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 1, "unit_price": "5.00"}],
+        },
+    )
     new = state.with_event(placed, 0)
     assert new is not None
     for offset in range(1, count):
-        shipped = event("OrderShipped", {"order_id": "o-1", "carrier": "UPS",
-                                         "tracking_number": str(offset)}, at=offset)
+        shipped = event(
+            "OrderShipped",
+            {"order_id": "o-1", "carrier": "UPS", "tracking_number": str(offset)},
+            at=offset,
+        )
         new = new.with_event(shipped, offset) or new
     return new
 
@@ -47,8 +57,9 @@ class Recorded:
         self.fail_orders = fail_orders
         order_failed = asyncio.Event()
 
-        async def write_documents(models: ReadModels, projection: str,
-                                  items: list[tuple[str, Any]]) -> None:
+        async def write_documents(
+            models: ReadModels, projection: str, items: list[tuple[str, Any]]
+        ) -> None:
             if projection == "orders":
                 if self.fail_orders:
                     self.fail_orders -= 1
@@ -65,8 +76,9 @@ class Recorded:
                 for doc_id, _ in items:
                     self.calls.append(("customer", doc_id))
 
-        async def write_redis(_self: Any, held: Any, orders: list[Any],
-                              contributions: list[Any]) -> None:
+        async def write_redis(
+            _self: Any, held: Any, orders: list[Any], contributions: list[Any]
+        ) -> None:
             for _, state, _ in orders:
                 self.calls.append(("redis", state.order_id))
             for (topic, partition), (_, offset) in held.marks.items():

@@ -19,7 +19,8 @@ def test_shipped_schemas_pass(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_an_incompatible_new_version_is_refused_naming_the_field(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     candidate = tmp_path / "avro"
     shutil.copytree(SCHEMAS, candidate)

@@ -19,8 +19,7 @@ def compose() -> dict[str, Any]:
 
 def test_every_service_of_the_stack_is_there_with_a_healthcheck() -> None:
     services = compose()["services"]
-    assert set(services) == {"kafka", "mongodb", "redis", "processor", "producer-api",
-                             "query-api"}
+    assert set(services) == {"kafka", "mongodb", "redis", "processor", "producer-api", "query-api"}
     for name in ("kafka", "mongodb", "redis", "producer-api", "query-api"):
         assert "healthcheck" in services[name], name
 
@@ -36,8 +35,10 @@ def test_environment_variables_are_settings_the_code_reads() -> None:
 def test_api_ports_and_entry_points_match_the_code() -> None:
     services = compose()["services"]
     defaults = Settings()
-    for name, port in (("producer-api", defaults.producer_port),
-                       ("query-api", defaults.query_port)):
+    for name, port in (
+        ("producer-api", defaults.producer_port),
+        ("query-api", defaults.query_port),
+    ):
         command = services[name]["command"]
         assert command[command.index("--port") + 1] == str(port)
         assert services[name]["ports"] == [f"{port}:{port}"]

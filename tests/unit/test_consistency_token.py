@@ -23,11 +23,18 @@ def test_token_round_trips() -> None:
     assert decode_token(encode_token(positions)) == positions
 
 
-@pytest.mark.parametrize("token", [
-    "", "!!!", "bm90IGpzb24", "WzEsMl0", "eyJhIjoxfQ",
-    "eyJvcmRlcnMiOnsiMCI6MWU5OTl9fQ",  # {"orders":{"0":1e999}}: an infinite offset
-    base64.urlsafe_b64encode(b"[" * 3000).decode(),  # nesting deep enough to recurse out
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "!!!",
+        "bm90IGpzb24",
+        "WzEsMl0",
+        "eyJhIjoxfQ",
+        "eyJvcmRlcnMiOnsiMCI6MWU5OTl9fQ",  # {"orders":{"0":1e999}}: an infinite offset
+        base64.urlsafe_b64encode(b"[" * 3000).decode(),  # nesting deep enough to recurse out
+    ],
+)
 def test_damaged_tokens_are_refused(token: str) -> None:
     with pytest.raises(InvalidConsistencyToken):
         decode_token(token)

@@ -62,8 +62,9 @@ def order(order_id: str, **kwargs: Any) -> dict[str, Any]:
 
 def test_latest_customer_event_wins_and_sets_every_field() -> None:
     registered = customer_event("CustomerRegistered", name="Ada", tier="silver", country="DE")
-    updated = customer_event("CustomerUpdated", name="Ada L", tier="gold", country="GB",
-                             email="adal@example.com")
+    updated = customer_event(
+        "CustomerUpdated", name="Ada L", tier="gold", country="GB", email="adal@example.com"
+    )
     profile = apply_customer(apply_customer(None, registered), updated)
     assert profile == CustomerProfile(
         customer_id="c-1",

@@ -76,10 +76,14 @@ def test_some_payments_are_published_before_their_order(
     streams: dict[int, list[dict[str, Any]]],
 ) -> None:
     for stream in streams.values():
-        placed_at_index = {order_id(e): i for i, e in enumerate(stream)
-                           if e["type"] == "OrderPlaced"}
-        early = {order_id(e) for i, e in enumerate(stream)
-                 if e["type"].startswith("Payment") and i < placed_at_index[order_id(e)]}
+        placed_at_index = {
+            order_id(e): i for i, e in enumerate(stream) if e["type"] == "OrderPlaced"
+        }
+        early = {
+            order_id(e)
+            for i, e in enumerate(stream)
+            if e["type"].startswith("Payment") and i < placed_at_index[order_id(e)]
+        }
         assert 0 < len(early) < ORDERS // 4
 
 
@@ -103,8 +107,9 @@ def test_payments_are_in_their_order_currency(
     streams: dict[int, list[dict[str, Any]]],
 ) -> None:
     for stream in streams.values():
-        currency = {order_id(e): e["data"]["currency"] for e in stream
-                    if e["type"] == "OrderPlaced"}
+        currency = {
+            order_id(e): e["data"]["currency"] for e in stream if e["type"] == "OrderPlaced"
+        }
         assert set(currency.values()) == {"EUR", "USD", "GBP"}
         payments = [e for e in stream if "currency" in e["data"] and e["type"] != "OrderPlaced"]
         assert payments
@@ -168,8 +173,14 @@ def test_the_read_model_folds_the_stream_without_anomalies_into_every_status(
         views = [order_view(facts, None) for facts in folded.values()]
         assert [v["anomalies"] for v in views if v["anomalies"]] == []
         statuses = Counter(v["status"] for v in views)
-        assert set(statuses) == {"placed", "paid", "shipped", "delivered", "cancelled",
-                                 "refunded"}, statuses
+        assert set(statuses) == {
+            "placed",
+            "paid",
+            "shipped",
+            "delivered",
+            "cancelled",
+            "refunded",
+        }, statuses
         assert statuses["delivered"] > ORDERS // 4
 
 
@@ -239,8 +250,13 @@ class RecordingPublisher:
         self.batches: list[list[Event]] = []
         self.fail_on_call = fail_on_call
 
-    async def publish_many(self, events: Sequence[Event], *, correlation_id: str | None = None,
-                           traceparent: str | None = None) -> PublishResult:
+    async def publish_many(
+        self,
+        events: Sequence[Event],
+        *,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> PublishResult:
         if self.fail_on_call == len(self.batches) + 1:
             raise PublishError("Kafka did not acknowledge the events: test")
         self.batches.append(list(events))
@@ -250,8 +266,9 @@ class RecordingPublisher:
 async def test_run_demo_publishes_the_generated_stream_in_order() -> None:
     publisher = RecordingPublisher()
     progress: list[tuple[int, int]] = []
-    summary = await run_demo(Settings(), None, 40, 11, lambda d, t: progress.append((d, t)),
-                             publisher=publisher)
+    summary = await run_demo(
+        Settings(), None, 40, 11, lambda d, t: progress.append((d, t)), publisher=publisher
+    )
     expected = generate(11, 40)
     sent = [event_to_json(e) for batch in publisher.batches for e in batch]
     assert [e["event_id"] for e in sent] == [e["event_id"] for e in expected]

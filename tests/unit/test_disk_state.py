@@ -33,8 +33,17 @@ def test_a_disk_state_is_a_json_mapping(tmp_path: Path) -> None:
 def test_the_customer_side_runs_on_a_disk_state(tmp_path: Path) -> None:
     memory, disk = CustomerSide({}), CustomerSide(DiskState(tmp_path / "c"), cache_size=0)
     for n in range(1, 5):
-        link = OrderLink(f"o-{n}", 1, {"placed": True, "customer_id": "c-1", "currency": "EUR",
-                                      "amount_paid": f"{n}.00", "placed_at": f"2026-01-0{n}"})
+        link = OrderLink(
+            f"o-{n}",
+            1,
+            {
+                "placed": True,
+                "customer_id": "c-1",
+                "currency": "EUR",
+                "amount_paid": f"{n}.00",
+                "placed_at": f"2026-01-0{n}",
+            },
+        )
         assert memory.apply_link(link).state == disk.apply_link(link).state
     assert disk.order_ids("c-1", 4) == memory.order_ids("c-1", 4) == [f"o-{n}" for n in range(1, 5)]
     state = disk.state("c-1")

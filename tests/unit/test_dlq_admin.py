@@ -72,19 +72,31 @@ def test_a_gap_in_offsets_does_not_break_a_pending_range() -> None:
     assert p == RedriveProgress(4, ((0, 4),))
 
 
-@pytest.mark.parametrize("progress", [
-    RedriveProgress(0, ()), RedriveProgress(7, ()), RedriveProgress(7, ((0, 1),)),
-    RedriveProgress(100, ((3, 4), (10, 20), (99, 100))),
-])
+@pytest.mark.parametrize(
+    "progress",
+    [
+        RedriveProgress(0, ()),
+        RedriveProgress(7, ()),
+        RedriveProgress(7, ((0, 1),)),
+        RedriveProgress(100, ((3, 4), (10, 20), (99, 100))),
+    ],
+)
 def test_metadata_round_trips(progress: RedriveProgress) -> None:
     assert RedriveProgress.from_commit(progress.watermark, progress.metadata()) == progress
 
 
-@pytest.mark.parametrize("metadata", [
-    "something else", "v1;pending=", "v1;pending=a", "v1;pending=5-3", "v1;pending=4,2",
-    "v1;pending=3-12",  # beyond the watermark (10)
-    "v1;pending=1-3,3",  # overlapping
-])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "something else",
+        "v1;pending=",
+        "v1;pending=a",
+        "v1;pending=5-3",
+        "v1;pending=4,2",
+        "v1;pending=3-12",  # beyond the watermark (10)
+        "v1;pending=1-3,3",  # overlapping
+    ],
+)
 def test_inconsistent_metadata_is_refused(metadata: str) -> None:
     with pytest.raises(ValueError):
         RedriveProgress.from_commit(10, metadata)
@@ -111,29 +123,45 @@ def test_header_text_takes_the_last_value_and_escapes_bad_bytes() -> None:
 
 
 def test_redrive_headers_drop_the_sinks_headers_and_say_where_from() -> None:
-    headers = [("event-type", b"OrderPlaced"), ("correlation-id", b"c"),
-               ("dlq-reason", b"undecodable"), ("dlq-original-offset", b"5"),
-               (REDRIVEN_FROM_HEADER, b"orders.dlq:0:1")]
+    headers = [
+        ("event-type", b"OrderPlaced"),
+        ("correlation-id", b"c"),
+        ("dlq-reason", b"undecodable"),
+        ("dlq-original-offset", b"5"),
+        (REDRIVEN_FROM_HEADER, b"orders.dlq:0:1"),
+    ]
     assert redrive_headers(headers, "orders.dlq:2:9") == [
-        ("event-type", b"OrderPlaced"), ("correlation-id", b"c"),
-        (REDRIVEN_FROM_HEADER, b"orders.dlq:2:9")]
+        ("event-type", b"OrderPlaced"),
+        ("correlation-id", b"c"),
+        (REDRIVEN_FROM_HEADER, b"orders.dlq:2:9"),
+    ]
 
 
 def sink_headers(**extra: bytes) -> list[tuple[str, bytes]]:
-    return [("event-type", b"PaymentCaptured"), ("event-id", b"e-1"),
-            ("dlq-reason", b"processing_failed"), ("dlq-error-type", b"RuntimeError"),
-            ("dlq-error", b"Traceback...\nRuntimeError: boom"),
-            ("dlq-original-topic", b"payments"), ("dlq-original-partition", b"4"),
-            ("dlq-original-offset", b"99"), *extra.items()]
+    return [
+        ("event-type", b"PaymentCaptured"),
+        ("event-id", b"e-1"),
+        ("dlq-reason", b"processing_failed"),
+        ("dlq-error-type", b"RuntimeError"),
+        ("dlq-error", b"Traceback...\nRuntimeError: boom"),
+        ("dlq-original-topic", b"payments"),
+        ("dlq-original-partition", b"4"),
+        ("dlq-original-offset", b"99"),
+        *extra.items(),
+    ]
 
 
 def test_view_of_a_decodable_dead_letter() -> None:
     value = encode(parse_event(EXAMPLES["PaymentCaptured"]))
-    view = dead_letter_view("payments.dlq", 1, 7, b"o-1", value, sink_headers(),
-                            timestamp_ms=123, redriven=True)
+    view = dead_letter_view(
+        "payments.dlq", 1, 7, b"o-1", value, sink_headers(), timestamp_ms=123, redriven=True
+    )
     assert view.ref == "payments.dlq:1:7"
     assert (view.original_topic, view.original_partition, view.original_offset) == (
-        "payments", 4, 99)
+        "payments",
+        4,
+        99,
+    )
     assert (view.reason, view.error_type) == ("processing_failed", "RuntimeError")
     assert (view.event_type, view.event_id, view.key) == ("PaymentCaptured", "e-1", "o-1")
     assert view.decodable and view.decode_error is None and view.preview_hex is None
@@ -146,8 +174,9 @@ def test_view_of_a_decodable_dead_letter() -> None:
 
 def test_view_of_garbage_shows_a_hex_preview() -> None:
     value = bytes(range(40))
-    view = dead_letter_view("orders.dlq", 0, 3, None, value,
-                            [("dlq-original-partition", b"not a number")])
+    view = dead_letter_view(
+        "orders.dlq", 0, 3, None, value, [("dlq-original-partition", b"not a number")]
+    )
     assert not view.decodable and view.envelope is None
     assert view.preview_hex == bytes(range(32)).hex(" ")
     assert view.decode_error is not None and "marker" in view.decode_error
@@ -172,9 +201,15 @@ def test_view_of_avro_the_models_refuse_shows_the_raw_record() -> None:
 
 
 def test_table_shows_origin_reason_content_and_flag() -> None:
-    good = dead_letter_view("payments.dlq", 1, 7, b"o-1",
-                            encode(parse_event(EXAMPLES["PaymentCaptured"])), sink_headers(),
-                            redriven=True)
+    good = dead_letter_view(
+        "payments.dlq",
+        1,
+        7,
+        b"o-1",
+        encode(parse_event(EXAMPLES["PaymentCaptured"])),
+        sink_headers(),
+        redriven=True,
+    )
     bad = dead_letter_view("orders.dlq", 0, 3, b"o-9", b"\x00\x01garbage", [])
     out = io.StringIO()
     Console(file=out, width=300).print(render_table([good, bad]))
@@ -189,10 +224,13 @@ def test_table_shows_origin_reason_content_and_flag() -> None:
 
 
 def test_summary_warns_about_undecodable_redrives() -> None:
-    result = RedriveResult(redriven=[
-        RedrivenLetter("orders.dlq:0:1", "orders", "o-1", None, decodable=False),
-        RedrivenLetter("payments.dlq:0:1", "payments", "o-1", "PaymentCaptured", True),
-    ], already_redriven=3)
+    result = RedriveResult(
+        redriven=[
+            RedrivenLetter("orders.dlq:0:1", "orders", "o-1", None, decodable=False),
+            RedrivenLetter("payments.dlq:0:1", "payments", "o-1", "PaymentCaptured", True),
+        ],
+        already_redriven=3,
+    )
     text = result.render()
     assert text.splitlines()[0] == "re-drove 2 dead letter(s) (orders: 1, payments: 1)"
     assert "1 of them cannot be decoded" in text and "dead-letter them again" in text
@@ -201,9 +239,12 @@ def test_summary_warns_about_undecodable_redrives() -> None:
 
 
 def test_summary_of_a_dry_run_with_skips_and_a_failure() -> None:
-    result = RedriveResult(dry_run=True, decodable_only=True,
-                           skipped=[SkippedLetter("orders.dlq:0:1", "not decodable")],
-                           error="KafkaConnectionError: no broker")
+    result = RedriveResult(
+        dry_run=True,
+        decodable_only=True,
+        skipped=[SkippedLetter("orders.dlq:0:1", "not decodable")],
+        error="KafkaConnectionError: no broker",
+    )
     text = result.render()
     assert text.startswith("dry run: would re-drive 0 dead letter(s)")
     assert "orders.dlq:0:1: not decodable" in text

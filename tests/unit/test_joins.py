@@ -156,9 +156,14 @@ def test_first_event_creates_the_state_and_a_placed_order_emits_its_summary() ->
 
 
 def test_only_a_change_of_the_summary_tells_the_customer_side() -> None:
-    inputs = [(placed("o-1"), 0), (payment("PaymentAuthorized", "o-1"), 0), (shipped("o-1"), 1),
-              (payment("PaymentCaptured", "o-1"), 1), (delivered("o-1"), 2),
-              (payment("PaymentRefunded", "o-1", "4.98"), 2)]
+    inputs = [
+        (placed("o-1"), 0),
+        (payment("PaymentAuthorized", "o-1"), 0),
+        (shipped("o-1"), 1),
+        (payment("PaymentCaptured", "o-1"), 1),
+        (delivered("o-1"), 2),
+        (payment("PaymentRefunded", "o-1", "4.98"), 2),
+    ]
     links = links_of("o-1", inputs)
     assert [link.facts for link in links] == [1, 4, 6]  # placed, captured, refunded
     assert [link.summary["amount_paid"] for link in links] == ["0.00", "24.98", "20.00"]
@@ -454,9 +459,12 @@ def _legacy_doc(side: CustomerSide, order_ids: Sequence[str]) -> dict[str, Any]:
     state = side.state("c-1")
     assert state is not None and state.profile is not None
     summaries = {o: side.summary("c-1", o) for o in order_ids}
-    return {"customer_id": "c-1", "profile": profile_to_doc(state.profile),
-            "profile_offset": state.profile_offset,
-            "orders": {o: link.to_doc() for o, link in summaries.items() if link is not None}}
+    return {
+        "customer_id": "c-1",
+        "profile": profile_to_doc(state.profile),
+        "profile_offset": state.profile_offset,
+        "orders": {o: link.to_doc() for o, link in summaries.items() if link is not None},
+    }
 
 
 def test_a_customer_state_of_the_earlier_layout_is_read_and_its_summaries_kept_apart() -> None:
@@ -631,8 +639,9 @@ def test_a_newer_summary_that_differs_changes_the_customer_view() -> None:
     assert step.state.view()["order_count"] == 1
 
 
-def test_a_summary_whose_state_was_kept_but_not_the_summary_is_completed_not_counted_twice(
-) -> None:
+def test_a_summary_whose_state_was_kept_but_not_the_summary_is_completed_not_counted_twice() -> (
+    None
+):
     """A crash between the two writes of one link (the state, then the summary): the
     redelivered link finds the totals already holding it (``pending``)."""
     first, second = links_of("o-1", [(placed("o-1"), 0), (payment("PaymentCaptured", "o-1"), 0)])
@@ -701,8 +710,9 @@ def test_a_newer_profile_emits_an_enrichment_for_every_known_order() -> None:
 @pytest.mark.parametrize("offset", [0, 3])
 def test_a_profile_at_an_older_or_equal_offset_is_a_duplicate(offset: int) -> None:
     side = _customer_with_orders()
-    state = side.apply_profile(customer("c-1", "Ada King", "gold", type_="CustomerUpdated"),
-                               3).state
+    state = side.apply_profile(
+        customer("c-1", "Ada King", "gold", type_="CustomerUpdated"), 3
+    ).state
     stale = customer("c-1", "Someone Else")
     step = side.apply_profile(stale, offset)
     assert step.duplicate
@@ -802,8 +812,10 @@ class Mergeable:
     same: Callable[[Any, Any], None]
 
 
-MERGEABLE = {"order": Mergeable(len(ORDER_INPUTS), order_state_of, _same_order),
-             "customer": Mergeable(len(CUSTOMER_INPUTS), customer_state_of, _same_customer)}
+MERGEABLE = {
+    "order": Mergeable(len(ORDER_INPUTS), order_state_of, _same_order),
+    "customer": Mergeable(len(CUSTOMER_INPUTS), customer_state_of, _same_customer),
+}
 
 
 @settings(max_examples=100, deadline=None)
@@ -835,9 +847,7 @@ def test_merge_with_a_subset_of_itself_changes_nothing(kind: str, data: st.DataO
     m = MERGEABLE[kind]
     indices = data.draw(_subsets(m.inputs))
     whole = m.state_of(indices)
-    part = m.state_of(
-        data.draw(st.lists(st.sampled_from(indices), unique=True)) if indices else []
-    )
+    part = m.state_of(data.draw(st.lists(st.sampled_from(indices), unique=True)) if indices else [])
     m.same(whole.merge(part), whole)
     assert part.merge(whole).view() == whole.view()
 
@@ -885,8 +895,7 @@ class Topology:
     """Both sides of the join with their keyed states, and the messages in flight."""
 
     orders: dict[str, OrderState] = field(default_factory=dict)
-    customers: CustomerSide = field(
-        default_factory=lambda: CustomerSide(JsonStore(), cache_size=0))
+    customers: CustomerSide = field(default_factory=lambda: CustomerSide(JsonStore(), cache_size=0))
     customer_ids: set[str] = field(default_factory=set)
     pending: list[Message] = field(default_factory=list)
     processed: list[Input] = field(default_factory=list)  # every input, for redelivery

@@ -39,8 +39,13 @@ class RecordingPublisher:
         self.fail_on_call = fail_on_call
         self.calls = 0
 
-    async def publish_many(self, events: Sequence[Event], *, correlation_id: str | None = None,
-                           traceparent: str | None = None) -> PublishResult:
+    async def publish_many(
+        self,
+        events: Sequence[Event],
+        *,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> PublishResult:
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise PublishError("Kafka did not acknowledge the events: test")
@@ -55,8 +60,7 @@ class RecordingPublisher:
 
 def write(tmp_path: Path, lines: Sequence[str | bytes]) -> Path:
     path = tmp_path / "events.jsonl"
-    path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines)
-                     + b"\n")
+    path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines) + b"\n")
     return path
 
 
@@ -85,8 +89,10 @@ def test_a_valid_line_parses_to_its_event() -> None:
         ('{"type": "OrderTeleported", "data": {}}', "type: unknown event type 'OrderTeleported'"),
         ('{"data": {"order_id": "o-1"}}', "type: missing"),
         (b'{"type": "OrderDelivered", "data": {"order_id": "o-\xff"}}', "not UTF-8"),
-        ('{"type": "OrderDelivered", "data": {"order_id": "o-1", "colour": "red"}}',
-         "data.colour: Extra inputs are not permitted"),
+        (
+            '{"type": "OrderDelivered", "data": {"order_id": "o-1", "colour": "red"}}',
+            "data.colour: Extra inputs are not permitted",
+        ),
         ('{"type": "OrderDelivered", "data": {}}', "data.order_id: Field required"),
     ],
 )
@@ -108,8 +114,10 @@ def test_a_reason_names_every_bad_field_with_its_location() -> None:
 
 
 def test_line_numbers_count_blank_lines_and_blank_lines_are_skipped(tmp_path: Path) -> None:
-    path = write(tmp_path, [line(envelope("OrderDelivered")), "", "   ",
-                            line(envelope("OrderShipped")), "{bad"])
+    path = write(
+        tmp_path,
+        [line(envelope("OrderDelivered")), "", "   ", line(envelope("OrderShipped")), "{bad"],
+    )
     numbered = list(read_lines(path))
     assert [n for n, _ in numbered] == [1, 4, 5]
     assert isinstance(numbered[2][1], str)
@@ -126,21 +134,34 @@ def test_line_ranges() -> None:
 
 
 async def test_valid_lines_are_published_in_batches_in_file_order(tmp_path: Path) -> None:
-    events = [envelope("CustomerRegistered"), envelope("OrderPlaced"),
-              envelope("PaymentAuthorized"), envelope("PaymentCaptured"),
-              envelope("OrderShipped")]
+    events = [
+        envelope("CustomerRegistered"),
+        envelope("OrderPlaced"),
+        envelope("PaymentAuthorized"),
+        envelope("PaymentCaptured"),
+        envelope("OrderShipped"),
+    ]
     path = write(tmp_path, [line(e) for e in events])
     publisher = RecordingPublisher()
     progress: list[tuple[int, int]] = []
-    summary = await publish_jsonl(path, Settings(), batch_size=2, publisher=publisher,
-                                  progress=lambda d, t: progress.append((d, t)))
+    summary = await publish_jsonl(
+        path,
+        Settings(),
+        batch_size=2,
+        publisher=publisher,
+        progress=lambda d, t: progress.append((d, t)),
+    )
     assert [len(b) for b in publisher.batches] == [2, 2, 1]
     assert publisher.event_ids == [e["event_id"] for e in events]
     assert publisher.correlation_ids == {summary.correlation_id}
     assert (summary.lines, summary.accepted, summary.rejected) == (5, 5, [])
-    assert summary.counts_by_type == {"CustomerRegistered": 1, "OrderPlaced": 1,
-                                      "OrderShipped": 1, "PaymentAuthorized": 1,
-                                      "PaymentCaptured": 1}
+    assert summary.counts_by_type == {
+        "CustomerRegistered": 1,
+        "OrderPlaced": 1,
+        "OrderShipped": 1,
+        "PaymentAuthorized": 1,
+        "PaymentCaptured": 1,
+    }
     assert summary.exit_code == 0
     assert summary.events_per_s > 0
     assert progress == [(2, 5), (4, 5), (5, 5)]
@@ -150,8 +171,15 @@ async def test_invalid_lines_are_reported_and_never_published(tmp_path: Path) ->
     good = [envelope("OrderPlaced"), envelope("OrderCancelled"), envelope("PaymentFailed")]
     bad_money = envelope("PaymentRefunded", amount="-3")
     unknown_field = envelope("OrderDelivered", courier="x")
-    lines = [line(good[0]), "not json", line(bad_money), "", line(good[1]),
-             line(unknown_field), line(good[2])]
+    lines = [
+        line(good[0]),
+        "not json",
+        line(bad_money),
+        "",
+        line(good[1]),
+        line(unknown_field),
+        line(good[2]),
+    ]
     path = write(tmp_path, lines)
     publisher = RecordingPublisher()
     summary = await publish_jsonl(path, Settings(), publisher=publisher)
@@ -179,8 +207,14 @@ async def test_a_publish_failure_stops_and_accounts_for_every_line(tmp_path: Pat
     assert summary.not_published == [5, 7, 8]
     assert [n for n, _ in summary.rejected] == [6]  # the rest of the file is still checked
     assert summary.exit_code == 2
-    assert summary.accepted + len(summary.unconfirmed) + len(summary.not_published) + len(
-        summary.rejected) == summary.lines == 8
+    assert (
+        summary.accepted
+        + len(summary.unconfirmed)
+        + len(summary.not_published)
+        + len(summary.rejected)
+        == summary.lines
+        == 8
+    )
 
 
 def closed_port() -> int:
@@ -191,8 +225,9 @@ def closed_port() -> int:
 
 async def test_kafka_unreachable_publishes_nothing_and_says_so(tmp_path: Path) -> None:
     """The real client against a port nobody listens on (no server needed)."""
-    path = write(tmp_path, [line(envelope("OrderDelivered")), "{bad",
-                            line(envelope("OrderShipped"))])
+    path = write(
+        tmp_path, [line(envelope("OrderDelivered")), "{bad", line(envelope("OrderShipped"))]
+    )
     settings = Settings(kafka_host="127.0.0.1", kafka_port=closed_port(), kafka_timeout_s=2.0)
     summary = await publish_jsonl(path, settings)
     assert summary.failed and summary.exit_code == 2

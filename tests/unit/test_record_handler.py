@@ -38,8 +38,9 @@ class ScriptedProjector:
         return True
 
 
-def handler_for(projector: ScriptedProjector, letters: list[DeadLetter],
-                breaker: CircuitBreaker | None = None) -> RecordHandler:
+def handler_for(
+    projector: ScriptedProjector, letters: list[DeadLetter], breaker: CircuitBreaker | None = None
+) -> RecordHandler:
     async def process(r: Record) -> None:
         await projector.apply(decode(r.value), r.topic, r.partition, r.offset)
 
@@ -146,8 +147,12 @@ def batch_handler(batch: ScriptedBatch, letters: list[DeadLetter]) -> BatchHandl
     async def sink(letter: DeadLetter) -> None:
         letters.append(letter)
 
-    single = RecordHandler(batch.apply_one, sink, FAST,
-                           CircuitBreaker("test", failure_threshold=100, reset_after_s=0.01))
+    single = RecordHandler(
+        batch.apply_one,
+        sink,
+        FAST,
+        CircuitBreaker("test", failure_threshold=100, reset_after_s=0.01),
+    )
     return BatchHandler(batch.fold, batch.detach, single)
 
 
@@ -173,4 +178,5 @@ async def test_a_batch_that_cannot_be_written_is_applied_record_by_record() -> N
     await batch_handler(batch, letters).handle(batch_of([VALID] * 3))
     assert batch.written == [1, 2]
     assert [(letter.reason, letter.record.offset) for letter in letters] == [
-        ("processing_failed", 0)]
+        ("processing_failed", 0)
+    ]

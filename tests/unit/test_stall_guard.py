@@ -89,8 +89,9 @@ class FakeLog:
 
     async def read(self, tp: TP, start: int, end: int) -> list[Record]:
         self.reads.append((tp, start, end))
-        return [record(tp, offset) for offset in range(start, end)
-                if (tp, offset) not in self.compacted]
+        return [
+            record(tp, offset) for offset in range(start, end) if (tp, offset) not in self.compacted
+        ]
 
 
 def record(tp: TP, offset: int) -> Record:
@@ -135,8 +136,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-def make_guard(app: FakeApp, kafka_log: FakeLog, monkeypatch: pytest.MonkeyPatch,
-               idle_s: float = 0.0) -> StallGuard:
+def make_guard(
+    app: FakeApp, kafka_log: FakeLog, monkeypatch: pytest.MonkeyPatch, idle_s: float = 0.0
+) -> StallGuard:
     guard = StallGuard(app, Settings(), idle_s=idle_s)
     monkeypatch.setattr(guard, "_read", kafka_log.read)
     return guard
@@ -176,8 +178,8 @@ def filled(tp: TP, *offsets: int) -> list[tuple[str, int, int]]:
 
 
 async def test_contiguous_records_are_not_read_again(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 3
     for offset in (3, 4, 5, 6):
         await seen(ORDERS, offset)
@@ -187,8 +189,8 @@ async def test_contiguous_records_are_not_read_again(
 
 
 async def test_a_hole_is_handed_to_the_handler_in_order_before_the_record(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 10
     await seen(ORDERS, 10)
     await seen(ORDERS, 14)
@@ -203,8 +205,8 @@ async def test_a_hole_is_handed_to_the_handler_in_order_before_the_record(
 
 
 async def test_records_compacted_away_in_a_hole_are_skipped(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 0
     kafka_log.compacted = {(ORDERS, 1), (ORDERS, 3)}
     await seen(ORDERS, 5)
@@ -216,8 +218,8 @@ async def test_records_compacted_away_in_a_hole_are_skipped(
 
 
 async def test_a_redelivered_lower_offset_reads_nothing_and_keeps_the_watermark(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 0
     for offset in range(6):
         await seen(ORDERS, offset)
@@ -230,7 +232,8 @@ async def test_a_redelivered_lower_offset_reads_nothing_and_keeps_the_watermark(
 
 
 async def test_partitions_have_their_own_watermarks(
-        app: FakeApp, kafka_log: FakeLog, handler: Handler, seen: Seen) -> None:
+    app: FakeApp, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset.update({ORDERS: 0, ORDERS_1: 0, CUSTOMERS: 5})
     await seen(ORDERS, 0)
     await seen(ORDERS, 1)
@@ -242,8 +245,8 @@ async def test_partitions_have_their_own_watermarks(
 
 
 async def test_a_committed_offset_of_none_counts_as_zero(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = None  # Faust keeps None for a committed 0
     await seen(ORDERS, 0)
     assert kafka_log.reads == []
@@ -254,8 +257,8 @@ async def test_a_committed_offset_of_none_counts_as_zero(
 
 
 async def test_a_first_record_above_the_committed_offset_is_a_hole(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset.update({ORDERS: 7, ORDERS_1: 7})
     await seen(ORDERS, 9)
     assert kafka_log.reads == [(ORDERS, 7, 9)]
@@ -266,7 +269,8 @@ async def test_a_first_record_above_the_committed_offset_is_a_hole(
 
 
 async def test_a_first_record_below_the_committed_offset_reads_nothing(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 7
     await seen(ORDERS, 5)
     await seen(ORDERS, 7)  # the watermark is the committed 7, not 6
@@ -274,8 +278,8 @@ async def test_a_first_record_below_the_committed_offset_reads_nothing(
 
 
 async def test_reset_makes_the_committed_offset_the_baseline_again(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler,
-        seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, handler: Handler, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 0
     for offset in range(10):
         await seen(ORDERS, offset)
@@ -287,7 +291,8 @@ async def test_reset_makes_the_committed_offset_the_baseline_again(
 
 
 async def test_without_reset_the_old_watermark_stays(
-        app: FakeApp, guard: StallGuard, kafka_log: FakeLog, seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, kafka_log: FakeLog, seen: Seen
+) -> None:
     app.consumer._committed_offset[ORDERS] = 0
     for offset in range(10):
         await seen(ORDERS, offset)
@@ -306,7 +311,8 @@ def stalled_orders(app: FakeApp, committed: int | None = 5, end: int = 8) -> Non
 
 
 async def test_a_partition_is_flagged_on_the_second_idle_check_then_resumed_and_sought(
-        app: FakeApp, guard: StallGuard) -> None:
+    app: FakeApp, guard: StallGuard
+) -> None:
     stalled_orders(app)
     await guard.check()
     assert app.consumer.seeks == []
@@ -324,7 +330,8 @@ async def test_a_partition_is_flagged_on_the_second_idle_check_then_resumed_and_
 
 
 async def test_the_seek_goes_to_the_watermark_not_the_committed_offset(
-        app: FakeApp, guard: StallGuard, seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, seen: Seen
+) -> None:
     stalled_orders(app, committed=2, end=20)
     await seen(ORDERS, 2)
     await seen(ORDERS, 3)
@@ -341,7 +348,8 @@ async def test_a_none_committed_offset_seeks_to_zero(app: FakeApp, guard: StallG
 
 
 async def test_a_watermark_that_moved_between_checks_is_not_stalled(
-        app: FakeApp, guard: StallGuard, seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, seen: Seen
+) -> None:
     stalled_orders(app, committed=5, end=20)
     await guard.check()
     await seen(ORDERS, 5)  # progress: the watermark is 6 now
@@ -353,7 +361,8 @@ async def test_a_watermark_that_moved_between_checks_is_not_stalled(
 
 @pytest.mark.parametrize("end", [5, 4, None])
 async def test_nothing_happens_when_the_end_is_not_past_the_baseline(
-        app: FakeApp, guard: StallGuard, end: int | None) -> None:
+    app: FakeApp, guard: StallGuard, end: int | None
+) -> None:
     stalled_orders(app, committed=5)
     if end is None:
         del app.consumer.ends[ORDERS]  # no end known for it
@@ -368,7 +377,8 @@ async def test_nothing_happens_when_the_end_is_not_past_the_baseline(
 
 
 async def test_nothing_happens_when_the_end_equals_the_watermark(
-        app: FakeApp, guard: StallGuard, seen: Seen) -> None:
+    app: FakeApp, guard: StallGuard, seen: Seen
+) -> None:
     stalled_orders(app, committed=2, end=5)  # behind the committed offset ...
     for offset in range(2, 5):
         await seen(ORDERS, offset)  # ... but processed up to the end
@@ -392,7 +402,8 @@ async def test_changelog_and_assignor_topics_are_ignored(app: FakeApp, guard: St
 
 
 async def test_only_ignored_topics_assigned_asks_for_no_ends(
-        app: FakeApp, guard: StallGuard) -> None:
+    app: FakeApp, guard: StallGuard
+) -> None:
     app.consumer.assigned.update({CHANGELOG, ASSIGNOR})
     app.consumer.ends.update({CHANGELOG: 10, ASSIGNOR: 10})
     await guard.check()
@@ -402,7 +413,8 @@ async def test_only_ignored_topics_assigned_asks_for_no_ends(
 
 
 async def test_several_stalled_partitions_are_resumed_together(
-        app: FakeApp, guard: StallGuard) -> None:
+    app: FakeApp, guard: StallGuard
+) -> None:
     stalled_orders(app)
     app.consumer.assigned.update({ORDERS_1, CUSTOMERS})
     app.consumer._committed_offset.update({ORDERS_1: 1, CUSTOMERS: 4})
@@ -427,7 +439,8 @@ def flow_stopped(app: FakeApp) -> None:
 
 @pytest.mark.parametrize("not_quiet", [in_recovery, rebalancing, flow_stopped])
 async def test_nothing_happens_while_the_worker_is_not_quiet(
-        app: FakeApp, guard: StallGuard, not_quiet: Callable[[FakeApp], None]) -> None:
+    app: FakeApp, guard: StallGuard, not_quiet: Callable[[FakeApp], None]
+) -> None:
     stalled_orders(app)
     not_quiet(app)
     for _ in range(3):
@@ -439,7 +452,8 @@ async def test_nothing_happens_while_the_worker_is_not_quiet(
 
 @pytest.mark.parametrize("not_quiet", [in_recovery, rebalancing, flow_stopped])
 async def test_a_check_that_is_not_quiet_starts_the_count_again(
-        app: FakeApp, guard: StallGuard, not_quiet: Callable[[FakeApp], None]) -> None:
+    app: FakeApp, guard: StallGuard, not_quiet: Callable[[FakeApp], None]
+) -> None:
     stalled_orders(app)
     await guard.check()
     not_quiet(app)
@@ -454,7 +468,8 @@ async def test_a_check_that_is_not_quiet_starts_the_count_again(
 
 @pytest.mark.parametrize("not_quiet", [in_recovery, rebalancing, flow_stopped])
 async def test_no_seek_when_the_worker_stops_being_quiet_during_the_check(
-        app: FakeApp, guard: StallGuard, not_quiet: Callable[[FakeApp], None]) -> None:
+    app: FakeApp, guard: StallGuard, not_quiet: Callable[[FakeApp], None]
+) -> None:
     stalled_orders(app)
     await guard.check()
     app.consumer.on_highwaters = lambda: not_quiet(app)
@@ -465,8 +480,12 @@ async def test_no_seek_when_the_worker_stops_being_quiet_during_the_check(
 
 
 async def test_nothing_happens_while_records_keep_arriving(
-        app: FakeApp, kafka_log: FakeLog, monkeypatch: pytest.MonkeyPatch, clock: Clock,
-        handler: Handler) -> None:
+    app: FakeApp,
+    kafka_log: FakeLog,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: Clock,
+    handler: Handler,
+) -> None:
     guard = make_guard(app, kafka_log, monkeypatch, idle_s=5.0)
     stalled_orders(app, committed=5, end=100)
     for offset in range(5, 10):
@@ -488,8 +507,12 @@ async def test_nothing_happens_while_records_keep_arriving(
 
 
 async def test_a_record_between_idle_checks_starts_the_count_again(
-        app: FakeApp, kafka_log: FakeLog, monkeypatch: pytest.MonkeyPatch, clock: Clock,
-        handler: Handler) -> None:
+    app: FakeApp,
+    kafka_log: FakeLog,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: Clock,
+    handler: Handler,
+) -> None:
     guard = make_guard(app, kafka_log, monkeypatch, idle_s=5.0)
     stalled_orders(app, committed=5, end=100)
     clock.now += 5.0
@@ -515,7 +538,8 @@ async def test_reset_forgets_the_suspects(app: FakeApp, guard: StallGuard) -> No
 
 
 async def test_a_seek_that_fails_is_logged_and_the_others_still_happen(
-        app: FakeApp, guard: StallGuard, caplog: pytest.LogCaptureFixture) -> None:
+    app: FakeApp, guard: StallGuard, caplog: pytest.LogCaptureFixture
+) -> None:
     stalled_orders(app)
     app.consumer.assigned.add(ORDERS_1)
     app.consumer._committed_offset[ORDERS_1] = 1
@@ -532,9 +556,10 @@ async def test_a_seek_that_fails_is_logged_and_the_others_still_happen(
     assert failures[0].levelno == logging.WARNING
 
 
-
 async def test_a_record_still_being_handled_keeps_the_worker_busy(
-    app: FakeApp, guard: StallGuard, handler: Handler,
+    app: FakeApp,
+    guard: StallGuard,
+    handler: Handler,
 ) -> None:
     """Idle time alone is not quiet: a record in flight (seen, not done) blocks checks."""
     app.consumer.assigned = {ORDERS}
@@ -550,7 +575,9 @@ async def test_a_record_still_being_handled_keeps_the_worker_busy(
 
 
 async def test_a_check_that_cannot_reach_kafka_does_not_raise(
-    app: FakeApp, guard: StallGuard, caplog: pytest.LogCaptureFixture,
+    app: FakeApp,
+    guard: StallGuard,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The check runs in a Faust timer: an exception there would stop the worker."""
     app.consumer.assigned = {ORDERS}
