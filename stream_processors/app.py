@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import faust
 from faust.streams import _current_event
+from faust.types import TableT
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics, start_group_at_beginning
@@ -132,21 +133,25 @@ _ROCKSDB = {
     "block_cache_compressed_size": 0,
     "max_open_files": 256,
 }
-order_state = app.Table(
-    "order-state",
-    default=None,
-    partitions=settings.topic_partitions,
-    schema=_JSON,
-    options=dict(_ROCKSDB),
-    help="per order_id: facts with offsets, and the customer block",
-)
-customer_state = app.Table(
+
+
+def _table(name: str, help: str) -> TableT[Any, Any]:
+    """A changelog-backed table on RocksDB, keyed like the agent's partitions."""
+    return app.Table(
+        name,
+        default=None,
+        partitions=settings.topic_partitions,
+        schema=_JSON,
+        options=dict(_ROCKSDB),
+        help=help,
+    )
+
+
+order_state = _table("order-state", "per order_id: facts with offsets, and the customer block")
+customer_state = _table(
     "customer-state",
-    default=None,
-    partitions=settings.topic_partitions,
-    schema=_JSON,
-    options=dict(_ROCKSDB),
-    help="per customer_id: latest profile and order summaries",
+    "per customer_id: profile and order totals; and under keys of their own, each order's "
+    "summary and the customer's order index (projections.joins.CustomerSide)",
 )
 
 
