@@ -7,7 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from pymongo import AsyncMongoClient, ReplaceOne
+from bson import ObjectId
+from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
 from redis.asyncio import Redis
 
 from tests.support.stack import stack
@@ -109,6 +110,130 @@ async def test_ferretdb_finds_a_batch_of_ids_on_the_id_index(settings) -> None: 
         assert "USING INDEX" in steps and "SCAN" not in steps, steps
         found = {d["_id"]: d["n"] async for d in collection.find({"_id": {"$in": wanted}})}
         assert found == {"o-3": 3, "o-150": 150, "o-299": 299}
+    finally:
+        await mongo.drop_database(settings.mongo_db)
+        await mongo.close()
+
+
+async def test_ferretdb_applies_a_bulk_of_updates_by_id_as_mongodb_does(settings) -> None:  # type: ignore[no-untyped-def]
+    """The stack builds FerretDB applying a run of update statements that each select one
+    document by _id as one batch (``patch_ferretdb_batched_updates``: one query, one
+    write transaction) and telling no-op updates exactly (``patch_ferretdb_exact_noop``).
+    The counts and documents are MongoDB's: each statement sees what the ones before it
+    did, an upsert's index is its statement's."""
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
+    try:
+        collection = mongo[settings.mongo_db]["batched"]
+        oid = ObjectId()
+        await collection.insert_many(
+            [
+                {"_id": "a", "n": 1},
+                {"_id": "b", "n": 2},
+                {"_id": "c", "n": 3, "f": 1.0},
+                {"_id": oid, "n": 4},
+                {"_id": "e", "tag": "z"},
+                {"_id": "untouched", "n": 0},
+            ]
+        )
+        result = await collection.bulk_write(
+            [
+                ReplaceOne({"_id": "a"}, {"n": 10}),  # 0: modified
+                ReplaceOne({"_id": "missing"}, {"n": -1}),  # 1: no match
+                ReplaceOne({"_id": "b"}, {"_id": "b", "n": 2}),  # 2: changes nothing
+                ReplaceOne({"_id": "a"}, {"_id": "a", "n": 11, "t": True}),  # 3: sees 0's n
+                ReplaceOne({"_id": "a"}, {"_id": "a", "n": 11, "t": True}),  # 4: changes nothing
+                ReplaceOne({"_id": "new"}, {"n": 5}, upsert=True),  # 5: upserted
+                ReplaceOne({"_id": "new"}, {"n": 6}),  # 6: replaces 5's document
+                UpdateOne({"_id": "b"}, {"$inc": {"n": 1}}),  # 7: modified
+                UpdateOne({"_id": "c"}, {"$set": {"f": 1.0}}),  # 8: changes nothing
+                ReplaceOne({"_id": "c"}, {"_id": "c", "n": 3, "f": 1}),  # 9: 1.0 -> 1 (int32)
+                ReplaceOne({"_id": oid}, {"n": 40}),  # 10: an ObjectId _id
+                UpdateOne({"tag": "z"}, {"$set": {"seen": True}}),  # 11: not by _id
+                UpdateOne({"_id": "e"}, {"$set": {"after": True}}),  # 12: sees 11's field
+                UpdateOne({"_id": "b"}, {"$set": {"sub": {"x": 1}}}),  # 13: modified
+                UpdateOne({"_id": "b"}, {"$set": {"sub": {"y": 1}}}),  # 14: other field name
+                # 15: the same content, but MongoDB leaves a document alone only when the
+                # replacement as given is binary-equal to it, _id included: modified
+                ReplaceOne({"_id": "c"}, {"n": 3, "f": 1}),
+            ],
+            ordered=False,
+        )
+        assert (result.matched_count, result.modified_count, result.upserted_count) == (14, 11, 1)
+        assert result.upserted_ids == {5: "new"}
+        documents = {d["_id"]: d async for d in collection.find()}
+        assert documents == {
+            "a": {"_id": "a", "n": 11, "t": True},
+            "b": {"_id": "b", "n": 3, "sub": {"y": 1}},
+            "c": {"_id": "c", "n": 3, "f": 1},
+            oid: {"_id": oid, "n": 40},
+            "e": {"_id": "e", "tag": "z", "seen": True, "after": True},
+            "new": {"_id": "new", "n": 6},
+            "untouched": {"_id": "untouched", "n": 0},
+        }
+        assert type(documents["c"]["f"]) is int  # written, not only counted
+    finally:
+        await mongo.drop_database(settings.mongo_db)
+        await mongo.close()
+
+
+async def test_ferretdb_replaces_by_id_and_revision_on_the_id_index(settings) -> None:  # type: ignore[no-untyped-def]
+    """The stack builds FerretDB selecting the _id of a filter with other conditions on the
+    _id index (``patch_ferretdb_id_and_more``; it scanned the collection), and applying
+    the rest of the filter as before: a conditional replace matches only its revision,
+    alone or in a bulk, where each statement sees the ones before it."""
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
+    try:
+        db = mongo[settings.mongo_db]
+        collection = db["conditional"]
+        await collection.insert_many([{"_id": f"o-{i}", "_rev": 1, "v": i} for i in range(200)])
+        plan = await db.command(
+            "explain", {"find": "conditional", "filter": {"_id": "o-7", "_rev": 1}}
+        )
+        steps = " ".join(plan["queryPlanner"]["Plan"])
+        assert "USING INDEX" in steps and "SCAN" not in steps, steps
+
+        hit = await collection.replace_one(
+            {"_id": "o-7", "_rev": 1}, {"_id": "o-7", "_rev": 2, "v": 7}
+        )
+        assert (hit.matched_count, hit.modified_count) == (1, 1)
+        stale = await collection.replace_one({"_id": "o-7", "_rev": 1}, {"_id": "o-7", "_rev": 3})
+        assert (stale.matched_count, stale.modified_count) == (0, 0)
+        # every command still applies the whole filter to what the _id selects
+        assert await collection.find_one({"_id": "o-7", "_rev": 1}) is None
+        assert await collection.find_one({"_id": "o-7", "_rev": 2}) == {
+            "_id": "o-7",
+            "_rev": 2,
+            "v": 7,
+        }
+        assert await collection.count_documents({"_id": "o-7", "_rev": 1}) == 0
+        assert await collection.distinct("v", {"_id": "o-7", "_rev": 1}) == []
+        match = {"$match": {"_id": "o-7", "_rev": {"$gt": 1}}}
+        assert [d["_rev"] async for d in await collection.aggregate([match])] == [2]
+        assert (
+            await collection.find_one_and_update({"_id": "o-8", "_rev": 2}, {"$set": {"v": 0}})
+            is None
+        )
+        assert (await collection.delete_one({"_id": "o-8", "_rev": 2})).deleted_count == 0
+        assert (await collection.delete_one({"_id": "o-8", "_rev": 1})).deleted_count == 1
+
+        result = await collection.bulk_write(
+            [
+                ReplaceOne({"_id": "o-1", "_rev": 1}, {"_id": "o-1", "_rev": 2, "v": "one"}),
+                ReplaceOne({"_id": "o-1", "_rev": 1}, {"_id": "o-1", "_rev": 9}),  # sees rev 2
+                ReplaceOne({"_id": "o-2", "_rev": 5}, {"_id": "o-2", "_rev": 6}),  # stale
+                ReplaceOne({"_id": "o-3", "_rev": 1}, {"_id": "o-3", "_rev": 2, "v": "three"}),
+                ReplaceOne({"_id": "o-404", "_rev": 1}, {"_id": "o-404", "_rev": 2}),  # missing
+            ],
+            ordered=False,
+        )
+        assert (result.matched_count, result.modified_count, result.upserted_count) == (2, 2, 0)
+        wanted = ["o-1", "o-2", "o-3", "o-404"]
+        documents = {d["_id"]: d async for d in collection.find({"_id": {"$in": wanted}})}
+        assert documents == {
+            "o-1": {"_id": "o-1", "_rev": 2, "v": "one"},
+            "o-2": {"_id": "o-2", "_rev": 1, "v": 2},
+            "o-3": {"_id": "o-3", "_rev": 2, "v": "three"},
+        }
     finally:
         await mongo.drop_database(settings.mongo_db)
         await mongo.close()
