@@ -38,6 +38,7 @@ bench: provision
 	  $(BIN)/python -m benchmarks.table; exit $$status
 
 lint: venv
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy schemas producers stream_processors projections query_api eventfold
 
