@@ -532,7 +532,7 @@ class DecodedStates(Generic[S]):
     are assigned)."""
 
     def __init__(
-        self, store: MutableMapping[Any, Any], decode: Callable[[Any], S], size: int = 10_000
+        self, store: MutableMapping[Any, Any], decode: Callable[[Any], S], size: int = 5_000
     ) -> None:
         self._store = store
         self._decode: Callable[[Any], S] = decode
@@ -572,7 +572,7 @@ class CustomerSide:
     ``order_index_key``). It runs the customer steps and keeps what they say; the
     steps it returns carry every enrichment to send. No I/O but the store's."""
 
-    def __init__(self, store: MutableMapping[Any, Any], cache_size: int = 10_000) -> None:
+    def __init__(self, store: MutableMapping[Any, Any], cache_size: int = 5_000) -> None:
         self.store = store
         self._states = DecodedStates(store, self._decode, cache_size)
 

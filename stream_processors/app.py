@@ -126,12 +126,12 @@ _JSON: faust.types.SchemaT = faust.Schema(key_serializer="json", value_serialize
 # live in RAM; small write buffers and caches per partition keep the process's memory
 # bounded (Faust's defaults are sized for one big table: 64 MB write buffers, 2 GB cache).
 _ROCKSDB = {
-    "write_buffer_size": 4 * 1024 * 1024,
+    "write_buffer_size": 2 * 1024 * 1024,
     "max_write_buffer_number": 2,
-    "target_file_size_base": 16 * 1024 * 1024,
-    "block_cache_size": 8 * 1024 * 1024,
+    "target_file_size_base": 8 * 1024 * 1024,
+    "block_cache_size": 2 * 1024 * 1024,
     "block_cache_compressed_size": 0,
-    "max_open_files": 256,
+    "max_open_files": 128,
 }
 
 

@@ -160,6 +160,8 @@ async def test_processing_resumes_after_a_kafka_broker_restart(
     stack("stop", "kafka")
     restarted = stack("up", check=False)
     assert restarted.returncode == 0, restarted.stderr
-    await publish(deployment, stream[half:])
+    # A broker that just restarted takes a while to lead every partition it holds again
+    # (hundreds, late in a test session): the producer may wait longer than usual.
+    await publish(deployment.model_copy(update={"kafka_timeout_s": 60.0}), stream[half:])
     await wait_caught_up(deployment)
     assert await read_model_differences(deployment) == []
