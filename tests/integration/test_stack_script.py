@@ -29,7 +29,7 @@ async def test_session_servers_are_real_and_healthy(servers) -> None:  # type: i
 
 async def test_ferretdb_finds_documents_by_id_through_the_id_index(settings) -> None:  # type: ignore[no-untyped-def]
     """The stack builds FerretDB with its _id lookups matching its _id index
-    (``patch_ferretdb_id_lookups``); unpatched, SQLite scans the whole table."""
+    (``ferretdb_patches.id_lookups``); unpatched, SQLite scans the whole table."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
     try:
         collection = mongo[settings.mongo_db]["lookups"]
@@ -47,7 +47,7 @@ async def test_ferretdb_finds_documents_by_id_through_the_id_index(settings) -> 
 
 async def test_ferretdb_completes_one_bulk_write_matching_500_documents(settings) -> None:  # type: ignore[no-untyped-def]
     """The stack builds FerretDB with its update command closing each statement's
-    query at once (``patch_ferretdb_update_close``); unpatched, every matched
+    query at once (``ferretdb_patches.update_close``); unpatched, every matched
     ReplaceOne of one command held a pooled SQLite connection until the command
     ended, and the 100th waited for one forever."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri, socketTimeoutMS=30_000)
@@ -96,7 +96,7 @@ def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
 
 async def test_ferretdb_finds_a_batch_of_ids_on_the_id_index(settings) -> None:  # type: ignore[no-untyped-def]
     """The stack builds FerretDB with `{_id: {$in: [...]}}` pushed down to SQLite
-    (``patch_ferretdb_id_in``): a batch reads the documents it changes with one such
+    (``ferretdb_patches.id_in``): a batch reads the documents it changes with one such
     find, which otherwise decoded every document of the collection."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
     try:
@@ -117,8 +117,8 @@ async def test_ferretdb_finds_a_batch_of_ids_on_the_id_index(settings) -> None: 
 
 async def test_ferretdb_applies_a_bulk_of_updates_by_id_as_mongodb_does(settings) -> None:  # type: ignore[no-untyped-def]
     """The stack builds FerretDB applying a run of update statements that each select one
-    document by _id as one batch (``patch_ferretdb_batched_updates``: one query, one
-    write transaction) and telling no-op updates exactly (``patch_ferretdb_exact_noop``).
+    document by _id as one batch (``ferretdb_patches.batched_updates``: one query, one
+    write transaction) and telling no-op updates exactly (``ferretdb_patches.exact_noop``).
     The counts and documents are MongoDB's: each statement sees what the ones before it
     did, an upsert's index is its statement's."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
@@ -178,7 +178,7 @@ async def test_ferretdb_applies_a_bulk_of_updates_by_id_as_mongodb_does(settings
 
 async def test_ferretdb_replaces_by_id_and_revision_on_the_id_index(settings) -> None:  # type: ignore[no-untyped-def]
     """The stack builds FerretDB selecting the _id of a filter with other conditions on the
-    _id index (``patch_ferretdb_id_and_more``; it scanned the collection), and applying
+    _id index (``ferretdb_patches.id_and_more``; it scanned the collection), and applying
     the rest of the filter as before: a conditional replace matches only its revision,
     alone or in a bulk, where each statement sees the ones before it."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
