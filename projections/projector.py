@@ -57,10 +57,6 @@ Merge = Callable[["Document | None"], Any]
 """Given the stored document (or None), the state to store, or None when it is as new."""
 
 
-class ConcurrentUpdateError(RuntimeError):
-    """Another writer kept changing the same document; the record will be retried."""
-
-
 @dataclass(frozen=True)
 class Targets:
     """The read-model versions each projection is written to (active + being rebuilt)."""

@@ -23,7 +23,6 @@ from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventfold.resilience import CircuitBreaker, CircuitOpenError
-from projections.projector import ConcurrentUpdateError
 from schemas.codec import CodecError
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ServerSelectionTimeoutError,
     RedisConnectionError,
     RedisTimeoutError,
-    ConcurrentUpdateError,
     LockError,
     ConnectionError,
     TimeoutError,
