@@ -123,6 +123,9 @@ class Knobs:
     whale_timeout_s: float = _env("WHALE_TIMEOUT_S", 1800)
     memory_orders: int = int(_env("ORDERS_200K", 200_000))
     memory_timeout_s: float = _env("MEMORY_TIMEOUT_S", 3600)
+    # py-spy samples the processor's catch-up and the rebuild (this process) into
+    # bench/results/profiles/ (a flame graph and the top functions)
+    profile: bool = bool(_env("PROFILE", 0))
     phases: tuple[str, ...] = tuple(
         p.strip()
         for p in os.environ.get("EVENTFOLD_BENCH_PHASES", ",".join(PHASES)).split(",")
@@ -578,6 +581,35 @@ async def naive_batch_sink(d: Deployment, knobs: Knobs, results: Results) -> Non
 # --- the processor ---------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def profiled(knobs: Knobs, name: str, pid: int, results: Results) -> AsyncIterator[None]:
+    """py-spy samples ``pid`` while the block runs (when ``knobs.profile``): a flame graph
+    (SVG) and the raw collapsed stacks go to ``bench/results/profiles/``."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not knobs.profile or spy is None:
+        yield
+        return
+    out = RESULTS_DIR / "profiles"
+    out.mkdir(parents=True, exist_ok=True)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            *(spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"),
+            *("--format", fmt, "--output", str(out / f"{name}.{suffix}")),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt"))
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 30)
+        results.detail(name, profile=str(out / f"{name}.svg"))
+
+
 async def redis_calls(d: Deployment) -> Counter[str]:
     """Commands the benchmark stack's Redis has served so far, by command (the stack is
     the benchmark's own: nothing else talks to it)."""
@@ -608,7 +640,9 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
     processor = await asyncio.to_thread(d.start_processor, "catchup", knobs.start_timeout_s)
     ready = time.monotonic()
     _, at_ready = await d.applied()
-    waited = await d.wait(knobs.catchup_timeout_s, knobs.stall_s, interval=0.05)
+    assert processor.proc is not None
+    async with profiled(knobs, "catchup", processor.proc.pid, results):
+        waited = await d.wait(knobs.catchup_timeout_s, knobs.stall_s, interval=0.05)
     done, applied = waited.done, waited.applied
     took = time.monotonic() - ready
     assert processor.proc is not None
@@ -664,9 +698,10 @@ async def rebuild(d: Deployment, knobs: Knobs, results: Results) -> None:
 
     start = time.monotonic()
     try:
-        result = await asyncio.wait_for(
-            replay.rebuild(d.settings, d.stores, progress=progress), knobs.replay_timeout_s
-        )
+        async with profiled(knobs, "replay", os.getpid(), results):
+            result = await asyncio.wait_for(
+                replay.rebuild(d.settings, d.stores, progress=progress), knobs.replay_timeout_s
+            )
     except TimeoutError:
         took = time.monotonic() - start
         await replay.abort(d.stores)
@@ -691,6 +726,8 @@ async def rebuild(d: Deployment, knobs: Knobs, results: Results) -> None:
             records=result.records,
             applied=result.applied,
             seconds=result.seconds,
+            write_s=result.write_s,
+            wait_s=result.wait_s,
             version=result.version,
             complete=True,
         )

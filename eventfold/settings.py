@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(
         default=100, ge=1, description="how long a processor gathers a batch at most"
     )
+    targets_ttl_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="how long a processor trusts the read-model versions it writes to "
+        "before reading them again (a rebuild waits twice this for every processor to "
+        "write its new version too)",
+    )
     topic_partitions: int = 6
     topic_replication_factor: int = Field(default=1, description="3 on a production cluster")
 

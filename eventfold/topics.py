@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from eventfold.settings import Settings
-from schemas.catalog import INTERNAL_TOPICS, TOPICS, dlq_topic
+from schemas.catalog import INTERNAL_TOPICS, STATE_TABLES, TOPICS, dlq_topic
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         *(TopicSpec(name, n, A_WEEK) for name in INTERNAL_TOPICS),
     ]
     specs += [TopicSpec(dlq_topic(s.name), n, FOREVER) for s in list(specs)]
-    return [TopicSpec(settings.topic(s.name), s.partitions, s.config) for s in specs]
+    physical = [TopicSpec(settings.topic(s.name), s.partitions, s.config) for s in specs]
+    # The tables' changelogs too (Faust would create them itself, but a group that joins
+    # before a fresh broker serves their metadata is assigned none of their partitions,
+    # and every write to the table then fails: seen on a new stack).
+    return physical + [
+        TopicSpec(changelog_topic(settings, table), n, {"cleanup.policy": "compact"})
+        for table in STATE_TABLES
+    ]
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The physical changelog topic of a processor table (Faust's naming)."""
+    return f"{settings.processor_app_id}-{table}-changelog"
 
 
 async def ensure_topics(settings: Settings) -> list[str]:

@@ -47,6 +47,7 @@ from projections.order_fold import (
     facts_from_doc,
     facts_to_doc,
     order_view,
+    with_customer_block,
 )
 from schemas.events import Event
 
@@ -91,7 +92,10 @@ class OrderState:
         """The state showing ``block``; None when a block as new or newer is shown."""
         if offset <= self.customer_offset:
             return None
-        return replace(self, customer=dict(block), customer_offset=offset)
+        new = replace(self, customer=dict(block), customer_offset=offset)
+        if "_view" in self.__dict__:  # derived already: only its customer field changes
+            new.__dict__["_view"] = with_customer_block(self._view, new.customer or {})
+        return new
 
     def merge(self, other: OrderState) -> OrderState:
         """Everything either state knows (both writers of a document see it all)."""
@@ -437,19 +441,36 @@ class OrderStep:
 def order_event_step(
     state: OrderState | None, event: Event, offset: int, order_id: str
 ) -> OrderStep:
-    """Fold an orders- or payments-stream event into its order.
+    """Fold an orders- or payments-stream event into its order, with the link to send
+    for it alone (``summary_change``)."""
+    new, duplicate = fold_order_event(state, event, offset, order_id)
+    return OrderStep(new, duplicate, summary_change(state, new, duplicate))
 
-    The link goes out when the summary the customer side shows changes (placed,
-    paid, refunded: about half of an order's events), not for a shipment or an
-    authorization; its fact count orders the summaries of one order. A duplicate
-    re-emits the current summary."""
+
+def fold_order_event(
+    state: OrderState | None, event: Event, offset: int, order_id: str
+) -> tuple[OrderState, bool]:
+    """The order's state with ``event`` folded in, and whether it held it already."""
     current = state or OrderState.empty(order_id)
     new = current.with_event(event, offset)
-    if new is None:
-        return OrderStep(current, True, current.summary())
-    summary, before = new.summary(), current.summary()
-    changed = summary is not None and (before is None or summary.summary != before.summary)
-    return OrderStep(new, False, summary if changed else None)
+    return (current, True) if new is None else (new, False)
+
+
+def summary_change(before: OrderState | None, after: OrderState, resend: bool) -> OrderLink | None:
+    """The link telling the customer side that ``after`` replaced ``before``: sent when
+    the summary the customer side shows changed (placed, paid, refunded: about half of
+    an order's events), not for a shipment or an authorization; its fact count orders
+    the summaries of one order. ``resend`` (a record applied before: a crash may have
+    lost its link) sends the current summary whatever changed.
+
+    A batch of records calls it once per changed order, ``before`` the batch and
+    ``after`` it: one summary per order and batch, however many of its events the
+    batch holds."""
+    summary = after.summary()
+    if resend or summary is None:
+        return summary
+    known = None if before is None else before.summary()
+    return summary if known is None or known.summary != summary.summary else None
 
 
 def enrichment_step(state: OrderState | None, message: Enrichment) -> OrderStep:
@@ -520,6 +541,12 @@ def order_link_step(
 # --- keyed state: a cache over a store, and the customer side over its store -------------
 
 
+Reentry = Callable[[], Callable[[], object]]
+"""Captures the context a state is put in and returns a function that re-enters it, for
+a state stored later than it was put (``DecodedStates``' write-back): the Faust agent's
+current event, whose partition a table's changelog write follows."""
+
+
 class DecodedStates(Generic[S]):
     """A state store read through a cache of decoded states.
 
@@ -529,15 +556,29 @@ class DecodedStates(Generic[S]):
     worker owns their partitions, so a state it stored or read stays valid until
     the table changes under it: a rebalance, where a table restores partitions from
     its changelog. Then ``invalidate()`` (the processor calls it when partitions
-    are assigned)."""
+    are assigned).
+
+    ``write_back``: a put only marks the state dirty; it is encoded and stored once,
+    when it leaves the cache or on ``sync()``, however often it changed before: a
+    batch's records write each key once (as Kafka Streams' record cache does), and a
+    rebuild's store on disk, which nothing else reads, is written only on eviction.
+    ``context`` captures what a later store must re-enter (``Reentry``)."""
 
     def __init__(
-        self, store: MutableMapping[Any, Any], decode: Callable[[Any], S], size: int = 5_000
+        self,
+        store: MutableMapping[Any, Any],
+        decode: Callable[[Any], S],
+        size: int = 5_000,
+        write_back: bool = False,
+        context: Reentry | None = None,
     ) -> None:
         self._store = store
         self._decode: Callable[[Any], S] = decode
         self._size = size
         self._cache: OrderedDict[Any, S] = OrderedDict()
+        self._write_back = write_back
+        self._context = context
+        self._dirty: dict[Any, Callable[[], object] | None] = {}
 
     def get(self, key: Any) -> S | None:
         cached = self._cache.get(key)
@@ -552,17 +593,34 @@ class DecodedStates(Generic[S]):
         return state
 
     def put(self, key: Any, state: S) -> None:
-        self._store[key] = state.to_doc()
+        if self._write_back:
+            self._dirty[key] = None if self._context is None else self._context()
+        else:
+            self._store[key] = state.to_doc()
         self._remember(key, state)
 
+    def sync(self) -> None:
+        """Store every dirty state."""
+        dirty, self._dirty = self._dirty, {}
+        for key, enter in dirty.items():
+            self._store_state(key, self._cache[key], enter)
+
+    def _store_state(self, key: Any, state: S, enter: Callable[[], object] | None) -> None:
+        if enter is not None:
+            enter()
+        self._store[key] = state.to_doc()
+
     def invalidate(self) -> None:
+        self.sync()
         self._cache.clear()
 
     def _remember(self, key: Any, state: S) -> None:
         self._cache[key] = state
         self._cache.move_to_end(key)
         if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+            old, evicted = self._cache.popitem(last=False)
+            if old in self._dirty:
+                self._store_state(old, evicted, self._dirty.pop(old))
 
 
 class CustomerSide:
@@ -572,15 +630,20 @@ class CustomerSide:
     ``order_index_key``). It runs the customer steps and keeps what they say; the
     steps it returns carry every enrichment to send. No I/O but the store's."""
 
-    def __init__(self, store: MutableMapping[Any, Any], cache_size: int = 5_000) -> None:
+    def __init__(
+        self, store: MutableMapping[Any, Any], cache_size: int = 5_000, write_back: bool = False
+    ) -> None:
         self.store = store
-        self._states = DecodedStates(store, self._decode, cache_size)
+        self._states = DecodedStates(store, self._decode, cache_size, write_back)
 
     def state(self, customer_id: str) -> CustomerState | None:
         return self._states.get(customer_key(customer_id))
 
     def invalidate(self) -> None:
         self._states.invalidate()
+
+    def sync(self) -> None:
+        self._states.sync()
 
     def apply_profile(self, event: Event, offset: int) -> CustomerStep:
         """A customers-stream event (its key is the customer id)."""

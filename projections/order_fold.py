@@ -320,6 +320,23 @@ def _status(j: _Judgement, total: Decimal, amount_paid: Decimal) -> str:
     return "placed"
 
 
+CUSTOMER_BLOCK_FIELDS = ("name", "tier", "country")
+
+
+def customer_block(placed: bool, customer: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The order view's ``customer`` field: the only part of it the customer block sets
+    (``with_customer_block`` relies on that)."""
+    if not placed or customer is None:
+        return None
+    return {key: customer.get(key) for key in CUSTOMER_BLOCK_FIELDS}
+
+
+def with_customer_block(view: Mapping[str, Any], customer: Mapping[str, Any]) -> dict[str, Any]:
+    """``order_view(facts, customer)`` from ``view``, the view of the same facts with
+    another block: an enrichment changes one field, so the rest is not derived again."""
+    return {**view, "customer": customer_block(bool(view.get("placed")), customer)}
+
+
 def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[str, Any]:
     """The order read-model document: a pure function of ``facts`` and the
     customer's enrichment block (``customer_fold.enrichment``), JSON- and
@@ -354,11 +371,7 @@ def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[st
     return {
         "order_id": facts.order_id,
         "customer_id": None if placed is None else placed.data.customer_id,
-        "customer": (
-            None
-            if placed is None or customer is None
-            else {key: customer.get(key) for key in ("name", "tier", "country")}
-        ),
+        "customer": customer_block(placed is not None, customer),
         "currency": None if placed is None else placed.data.currency,
         "items": items,
         "total": format_money(total),

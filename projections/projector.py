@@ -39,13 +39,21 @@ from projections.joins import (
     OrderLink,
     OrderState,
     OrderStep,
+    Reentry,
     enrichment_step,
-    order_event_step,
+    fold_order_event,
     state_field,
     stored_state,
+    summary_change,
 )
 from projections.order_fold import order_id_of, redis_contribution
-from projections.read_models import PROJECTIONS, Document, ReadModels
+from projections.read_models import (
+    PROJECTIONS,
+    Document,
+    ReadModels,
+    order_view_of,
+    stored_document,
+)
 from projections.redis_writer import RedisWriter
 from schemas.events import Event
 
@@ -78,8 +86,8 @@ TargetsProvider = Callable[[], Awaitable[Targets]]
 
 
 def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The view part of a stored document (internal fields start with ``_``)."""
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
+    """The view a stored document shows (an order's or a customer's)."""
+    return order_view_of(doc)
 
 
 def stored_order(doc: Mapping[str, Any] | None) -> OrderState | None:
@@ -151,8 +159,9 @@ class BatchWriter:
     1. per target version and collection, under that collection's batch lock
        (``ReadModels.batch_lock``), one ``find`` of the stored documents and one
        ``bulk_write`` of the merged ones (``ordered=False``);
-    2. then one Redis pipeline: each order's contribution to every target version,
-       then the applied marks, which read-your-writes waits on, last.
+    2. with them, one Redis pipeline of each order's contribution to every target
+       version (FerretDB and Redis work at the same time);
+    3. then one Redis pipeline of the applied marks, which read-your-writes waits on.
 
     A flush that fails forgets nothing: flushing again writes the same merges
     (harmless). ``discard`` drops what is held (the caller re-applies the records
@@ -212,34 +221,28 @@ class BatchWriter:
                 self._write_documents(models, projection, items)
                 for (_, projection), (models, items) in by_collection.items()
             ),
+            # Redis takes the contributions while FerretDB writes (another process, often
+            # another core); only the marks wait for both.
+            self._write_contributions(orders, contributions),
             *([before_marks] if before_marks is not None else []),
             return_exceptions=True,
         )  # every write ends before the flush does, even on errors
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failed is not None:
             raise failed
-        await self._write_redis(held, orders, contributions)
+        await self._raise_marks(held)
         if self._held is held:
             self._held = _Held()
 
-    async def _write_redis(
-        self,
-        held: _Held,
-        orders: list[tuple[Targets, OrderState, Doc]],
-        contributions: list[dict[str, Any]],
+    async def _write_contributions(
+        self, orders: list[tuple[Targets, OrderState, Doc]], contributions: list[dict[str, Any]]
     ) -> None:
+        """Each order's view and contribution, in one pipeline per Redis."""
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
-
-        def pipe_of(models: ReadModels) -> tuple[RedisWriter, Any]:
-            if id(models.redis) not in pipes:
-                writer = self._redis_of(models.redis)
-                pipes[id(models.redis)] = (writer, writer.pipeline())
-            return pipes[id(models.redis)]
-
         for (targets, state, view), contribution in zip(orders, contributions, strict=True):
             view_json = json.dumps(view, separators=(",", ":"))
             for models in targets.redis:
-                writer, pipe = pipe_of(models)
+                writer, pipe = self._pipe_of(pipes, models)
                 await writer.apply_order(
                     pipe,
                     models.for_projection("redis"),
@@ -248,6 +251,13 @@ class BatchWriter:
                     contribution,
                     view_json,
                 )
+        for _, pipe in pipes.values():
+            await pipe.execute()
+
+    async def _raise_marks(self, held: _Held) -> None:
+        """The applied marks of every target version (read-your-writes waits on them), in
+        one pipeline per Redis, once everything they stand for is written."""
+        pipes: dict[int, tuple[RedisWriter, Any]] = {}
         marks: dict[tuple[int, str], tuple[ReadModels, list[str], dict[str, int]]] = {}
         for (topic, partition), (targets, offset) in held.marks.items():
             for projection, versions in targets.by_projection().items():
@@ -263,10 +273,19 @@ class BatchWriter:
                         offset, entry[2].get(f"{topic}:{partition}", -1)
                     )
         for models, keys, version_marks in marks.values():
-            writer, pipe = pipe_of(models)
+            writer, pipe = self._pipe_of(pipes, models)
             await writer.raise_marks(pipe, keys, version_marks)
         for _, pipe in pipes.values():
             await pipe.execute()
+
+    def _pipe_of(
+        self, pipes: dict[int, tuple[RedisWriter, Any]], models: ReadModels
+    ) -> tuple[RedisWriter, Any]:
+        """The pipeline of ``models``' Redis in ``pipes`` (created on first use)."""
+        if id(models.redis) not in pipes:
+            writer = self._redis_of(models.redis)
+            pipes[id(models.redis)] = (writer, writer.pipeline())
+        return pipes[id(models.redis)]
 
     @staticmethod
     async def _write_documents(
@@ -278,7 +297,9 @@ class BatchWriter:
         async with models.batch_lock(projection):
             stored: dict[str, Document] = {}
             for chunk in _chunks([doc_id for doc_id, _ in items], FIND_CHUNK):
-                async for found in collection.find({"_id": {"$in": list(chunk)}}):
+                # The merges need the stored state only, not the view derived from it.
+                query = collection.find({"_id": {"$in": list(chunk)}}, projection=["_state"])
+                async for found in query:
                     stored[found["_id"]] = found
             writes: list[InsertOne[Document] | ReplaceOne[Document]] = []
             for doc_id, merge in items:
@@ -286,7 +307,7 @@ class BatchWriter:
                 merged = merge(before)
                 if merged is None:
                     continue
-                doc: Document = {"_id": doc_id, **merged.view(), "_state": state_field(merged)}
+                doc = stored_document(projection, doc_id, merged.view(), state_field(merged))
                 # By _id alone: the lock excludes other writers, and FerretDB scans the
                 # whole collection for any other filter.
                 writes.append(
@@ -332,22 +353,44 @@ class Pipeline:
         send_link: LinkSender,
         send_enrichment: EnrichmentSender,
         detach_sent: SentDetacher | None = None,
+        write_back: bool = False,
+        order_context: Reentry | None = None,
     ) -> None:
+        """``write_back``: states changed by the records are stored when they leave the
+        cache of decoded states (``DecodedStates``), not at once; for stores nothing
+        else reads and that need not survive a crash (a rebuild's).
+
+        ``order_context``: the order side's states are stored once per batch, when it
+        is detached, each in the context it was put in (the processors' tables). The
+        customer side stores each step's writes at once, in the order that lets a
+        redelivered record complete them (``CustomerSide._keep``)."""
         self.orders = orders
-        self._orders = DecodedStates(orders, OrderState.from_doc)
-        self.customer_side = CustomerSide(customers)
+        self._orders = DecodedStates(
+            orders,
+            OrderState.from_doc,
+            write_back=write_back or order_context is not None,
+            context=order_context,
+        )
+        self._sync_on_detach = order_context is not None
+        self.customer_side = CustomerSide(customers, write_back=write_back)
         self._targets = targets
         self._send_link = send_link
         self._send_enrichment = send_enrichment
         self._detach_sent = detach_sent
         self.writer = BatchWriter()
+        self._changed: dict[str, tuple[OrderState | None, OrderState, bool]] = {}
+        """Per order changed by the records folded since the last detach: its state
+        before them, its state now, and whether its summary is to be sent again."""
         self.folding = asyncio.Lock()
         """Held while records are folded and their batch detached: a batch being folded
         and a record applied alone (a retry, a hole) never share a writer."""
 
-    def detach(self) -> FoldedBatch:
+    async def detach(self) -> FoldedBatch:
         """The batch folded since the last detach, to be written; the next records fold
-        into a new one."""
+        into a new one. The links of the orders it changed are sent first."""
+        await self._send_links()
+        if self._sync_on_detach:
+            self._orders.sync()
         batch = FoldedBatch(self.writer, None if self._detach_sent is None else self._detach_sent())
         self.writer = BatchWriter()
         return batch
@@ -355,11 +398,22 @@ class Pipeline:
     async def flush(self) -> None:
         """Write what the records applied since the last flush changed, and wait for the
         messages they sent; marks last (see ``BatchWriter``)."""
-        await self.detach().write()
+        await (await self.detach()).write()
 
     def discard(self) -> None:
         """Forget the unwritten effects (the records are applied again, one by one)."""
         self.writer.discard()
+        self._changed.clear()
+
+    async def _send_links(self) -> None:
+        """One link per changed order, from its state before the batch to its state now
+        (``summary_change``): an order's summary is computed once per batch, and the
+        customer side gets its latest only."""
+        changed, self._changed = self._changed, {}
+        for before, after, resend in changed.values():
+            link = summary_change(before, after, resend)
+            if link is not None:
+                await self._send_link(link)
 
     def invalidate(self) -> None:
         """The state stores changed under the pipeline (a rebalance restored them)."""
@@ -376,9 +430,9 @@ class Pipeline:
             duplicate = customer_step.duplicate
         else:
             order_id = order_id_of(event)
-            order_step = order_event_step(self._order(order_id), event, offset, order_id)
-            await self._order_effects(targets, order_step)
-            duplicate = order_step.duplicate
+            before = self._order(order_id)
+            state, duplicate = fold_order_event(before, event, offset, order_id)
+            self._order_changed(targets, before, state, duplicate)
         # Read-your-writes waits on this mark: raised only once every write is done.
         self.writer.checkpoint(targets, topic, partition, offset)
         return not duplicate
@@ -405,9 +459,22 @@ class Pipeline:
     def _order(self, order_id: str) -> OrderState | None:
         return self._orders.get(order_id)
 
+    def _order_changed(
+        self, targets: Targets, before: OrderState | None, state: OrderState, duplicate: bool
+    ) -> None:
+        """An order event was folded: the state is saved before any await, so no other
+        record of this key can interleave between reading and saving it; its link goes
+        out when the batch is detached (``_send_links``)."""
+        if not duplicate:
+            self._orders.put(state.order_id, state)
+        self.writer.write_order(targets, state)
+        known = self._changed.get(state.order_id)
+        if known is None:
+            self._changed[state.order_id] = (before, state, duplicate)
+        else:
+            self._changed[state.order_id] = (known[0], state, known[2] or duplicate)
+
     async def _order_effects(self, targets: Targets, step: OrderStep) -> None:
-        # The state is saved before any await, so no other record of this key can
-        # interleave between reading and saving it.
         if not step.duplicate:
             self._orders.put(step.state.order_id, step.state)
         self.writer.write_order(targets, step.state)
@@ -424,7 +491,7 @@ class Projector:
     given targets): the rebuild engine's, and the tests'.
 
     ``buffered``: documents are written on ``flush`` only, once each (a rebuild's
-    batches); otherwise after every event."""
+    batches), and states are stored write-back; otherwise after every event."""
 
     def __init__(
         self,
@@ -443,7 +510,9 @@ class Projector:
             return fixed
 
         orders, customers = state or ({}, {})
-        self.pipeline = Pipeline(orders, customers, provide, self._link, self._enrich)
+        self.pipeline = Pipeline(
+            orders, customers, provide, self._link, self._enrich, write_back=buffered
+        )
 
     async def flush(self) -> None:
         """Write what the events applied since the last flush changed."""

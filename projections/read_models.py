@@ -12,6 +12,7 @@ keeps its own applied-position marks (``checkpoints:<projection>``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,16 @@ FIRST_VERSION = "v1"
 PROJECTIONS: tuple[str, ...] = ("orders", "customers", "redis")
 # The Redis projection's key layout, under a version's prefix (``ReadModels.key``); declared
 # here once, used through ``ReadModels``' methods of the same names.
+ORDER_QUERY_FIELDS: tuple[str, ...] = ("order_id", "customer_id", "status", "placed_at", "placed")
+"""The order view's fields stored as fields of their own in an order document: the ones
+queries filter and sort on, and the indexes cover. The rest of the view (items,
+payments, timeline, ledger, ...) is stored as one JSON string, ``_view``: FerretDB's
+cost of writing a document grows with its number of values, not its bytes (measured
+on the benchmark stack, inserts of 1,000: 0.9 ms per document of 75 sub-documents,
+0.08 ms for a dozen fields and a 3 KB string), and an order's nested view made its
+writes the largest cost of a batch. ``order_view_of`` reads either layout."""
+ORDER_PROJECTION: tuple[str, ...] = (*ORDER_QUERY_FIELDS, "_view")
+"""The fields to read of an order document to show its view."""
 ORDER_KEY = "order:{order_id}"  # hash: facts, customer, contribution, status, view
 STATUS_COUNTS_KEY = "status_counts"  # hash: status -> orders
 REVENUE_KEY = "revenue"  # hash: "YYYY-MM-DD|CUR" -> 1e-4 units
@@ -98,6 +109,35 @@ class Meta:
                 if projection in b.projections and b.version != active
             ),
         ]
+
+
+def order_document(order_id: str, view: Mapping[str, Any], state: str) -> Document:
+    """The stored order document of a view (``ORDER_QUERY_FIELDS``) and its state."""
+    rest = {k: v for k, v in view.items() if k not in ORDER_QUERY_FIELDS}
+    return {
+        "_id": order_id,
+        **{k: view.get(k) for k in ORDER_QUERY_FIELDS},
+        "_view": json.dumps(rest, separators=(",", ":")),
+        "_state": state,
+    }
+
+
+def order_view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The order view a stored document shows: its ``_view`` and its own fields (which
+    win, so a field changed in place is seen: ``eventfold verify`` finds it). Documents
+    written before the compact layout hold every field of the view as its own."""
+    packed = doc.get("_view")
+    view: dict[str, Any] = json.loads(packed) if isinstance(packed, str) else {}
+    view.update((k, v) for k, v in doc.items() if not k.startswith("_"))
+    return view
+
+
+def stored_document(projection: str, doc_id: str, view: Mapping[str, Any], state: str) -> Document:
+    """The document of ``projection`` (``orders`` or ``customers``) for a view and the
+    state it was derived from; a customer view is small and flat, stored as it is."""
+    if projection == "orders":
+        return order_document(doc_id, view, state)
+    return {"_id": doc_id, **view, "_state": state}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.customer_fold import CustomerProfile, apply_customer, customer_view, enrichment
 from projections.order_fold import order_view, redis_contribution, reference_fold
-from projections.read_models import PROJECTIONS, ReadModels
+from projections.read_models import PROJECTIONS, ReadModels, order_view_of
 from schemas.codec import CodecError, decode
 from schemas.events import Event
 
@@ -140,7 +140,7 @@ def _drop_zeros(snap: Snapshot) -> None:
 async def stored_snapshot(models: ReadModels) -> Snapshot:
     snap = Snapshot()
     async for doc in models.orders.find({}):
-        snap.orders[doc["_id"]] = {k: v for k, v in doc.items() if not k.startswith("_")}
+        snap.orders[doc["_id"]] = order_view_of(doc)
     async for doc in models.customers.find({}):
         snap.customers[doc["_id"]] = {k: doc.get(k) for k in CUSTOMER_FIELDS}
     snap.status_counts = await models.status_counts()

@@ -26,7 +26,7 @@ from eventfold.consistency import InvalidConsistencyToken, Positions, decode_tok
 from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from projections.money import format_money, from_units
-from projections.read_models import ReadModels, Stores
+from projections.read_models import ORDER_PROJECTION, ReadModels, Stores, order_view_of
 from query_api.consistency import wait_for_positions
 from query_api.live import order_changes
 from query_api.models import (
@@ -44,7 +44,8 @@ from query_api.versions import Active, ActiveVersions
 
 Status = Literal["pending", "placed", "paid", "shipped", "delivered", "cancelled", "refunded"]
 Id = Annotated[str, Path(min_length=1, max_length=128)]
-ORDER_FIELDS = {k: 1 for k in OrderView.model_fields}
+ORDER_FIELDS = list(ORDER_PROJECTION)
+"""What to read of an order document for its view (``read_models.order_view_of``)."""
 
 
 class NotYetConsistent(Exception):
@@ -240,7 +241,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             doc = await active.models.orders.find_one({"_id": order_id}, projection=ORDER_FIELDS)
             if doc is not None and doc.get("status") != "pending":
                 return Response(
-                    OrderView.model_validate(doc).model_dump_json(), media_type="application/json"
+                    OrderView.model_validate(order_view_of(doc)).model_dump_json(),
+                    media_type="application/json",
                 )
         raise HTTPException(404, f"order {order_id!r} not found")
 
@@ -333,7 +335,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if len(docs) > limit:
             last = docs[limit - 1]
             next_cursor = _encode_cursor(last["placed_at"], last["order_id"])
-        return {"items": docs[:limit], "next_cursor": next_cursor}
+        return {"items": [order_view_of(d) for d in docs[:limit]], "next_cursor": next_cursor}
 
     @v1.get("/customers/top", response_model=TopCustomers)
     async def top_customers(

@@ -16,6 +16,12 @@ TOPICS: tuple[str, ...] = ("orders", "payments", "customers")
 ORDER_LINKS = "order-links"
 ORDER_ENRICHMENT = "order-enrichment"
 INTERNAL_TOPICS: tuple[str, ...] = (ORDER_LINKS, ORDER_ENRICHMENT)
+# The processors' keyed state (Faust tables, each backed by a compacted changelog topic
+# ``<app id>-<table>-changelog``): ``order-state`` per order_id, ``customer-state`` per
+# customer_id, partitioned like the topics their agent consumes.
+ORDER_STATE = "order-state"
+CUSTOMER_STATE = "customer-state"
+STATE_TABLES: tuple[str, ...] = (ORDER_STATE, CUSTOMER_STATE)
 # Topics whose records the processors may dead-letter (each has ``<topic>.dlq``).
 DEAD_LETTER_SOURCES: tuple[str, ...] = TOPICS + INTERNAL_TOPICS
 

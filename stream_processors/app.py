@@ -40,7 +40,14 @@ from eventfold.topics import ensure_topics, start_group_at_beginning
 from projections.joins import Enrichment, OrderLink
 from projections.projector import Pipeline, Targets
 from projections.read_models import PROJECTIONS, Stores
-from schemas.catalog import INTERNAL_TOPICS, ORDER_ENRICHMENT, ORDER_LINKS, TOPICS
+from schemas.catalog import (
+    CUSTOMER_STATE,
+    INTERNAL_TOPICS,
+    ORDER_ENRICHMENT,
+    ORDER_LINKS,
+    ORDER_STATE,
+    TOPICS,
+)
 from schemas.codec import decode
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.records import (
@@ -147,18 +154,18 @@ def _table(name: str, help: str) -> TableT[Any, Any]:
     )
 
 
-order_state = _table("order-state", "per order_id: facts with offsets, and the customer block")
+order_state = _table(ORDER_STATE, "per order_id: facts with offsets, and the customer block")
 customer_state = _table(
-    "customer-state",
+    CUSTOMER_STATE,
     "per customer_id: profile and order totals; and under keys of their own, each order's "
     "summary and the customer's order index (projections.joins.CustomerSide)",
 )
 
 
 class LiveTargets:
-    """The read-model versions records are written to (re-read every second)."""
+    """The read-model versions records are written to (re-read every ``ttl_s``)."""
 
-    def __init__(self, stores: Stores, ttl_s: float = 1.0) -> None:
+    def __init__(self, stores: Stores, ttl_s: float) -> None:
         self._stores = stores
         self._ttl_s = ttl_s
         self._cached: Targets | None = None
@@ -273,7 +280,7 @@ def apply_one_with(pipeline: Pipeline) -> Any:
             except BaseException:
                 pipeline.discard()  # a retry applies the record again and re-emits its effects
                 raise
-            batch = pipeline.detach()
+            batch = await pipeline.detach()
         await batch.write()
 
     return apply_one
@@ -293,6 +300,7 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
             outbox.send_link,
             outbox.send_enrichment,
             outbox.detach,
+            order_context=_current_event_reentry,
         )
         single = RecordHandler(apply_one_with(pipeline), KafkaDeadLetterSink(settings))
         _handlers[agent] = (
@@ -307,7 +315,7 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
 def live_targets() -> LiveTargets:
     global _targets
     if _targets is None:
-        _targets = LiveTargets(stores())
+        _targets = LiveTargets(stores(), settings.targets_ttl_s)
     return _targets
 
 
@@ -367,6 +375,12 @@ def _make_current(event: Any) -> None:
     a table write goes to the changelog partition of the current event's partition, so
     each record of a batch (of several partitions) is applied as the current event."""
     _current_event.set(weakref.ref(event))
+
+
+def _current_event_reentry() -> Callable[[], object]:
+    """Re-enters the current event (an order's state is stored at the end of its batch,
+    to the changelog partition of the record that changed it last)."""
+    return functools.partial(_current_event.set, _current_event.get())
 
 
 def _make_current_of(events: Sequence[Any], i: int) -> None:

@@ -206,7 +206,7 @@ class BatchHandler:
     def __init__(
         self,
         fold: Process,
-        detach: Callable[[], Writable],
+        detach: Callable[[], Awaitable[Writable]],
         single: RecordHandler,
         invalidate: Callable[[], None] = lambda: None,
         lock: asyncio.Lock | None = None,
@@ -239,7 +239,7 @@ class BatchHandler:
                     await self._fold(record)
                 except Exception:
                     alone.append(i)
-            batch = self._detach()
+            batch = await self._detach()
         return Folded(records, batch, alone, time.perf_counter() - started)
 
     async def write(self, folded: Folded, enter: Callable[[int], object] = lambda i: None) -> None:

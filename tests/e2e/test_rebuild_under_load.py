@@ -94,7 +94,9 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
             progressed.set()
 
     task = asyncio.create_task(
-        rebuild(deployment, stores, progress=progress, grace_s=0, batch_records=50)
+        rebuild(
+            deployment, stores, progress=progress, grace_s=0, batch_records=50, flush_documents=50
+        )
     )
     await progressed.wait()
     task.cancel()

@@ -11,7 +11,7 @@ import pytest
 
 from eventfold.settings import Settings
 from projections.projector import Projector, public_view
-from projections.read_models import ReadModels, Stores
+from projections.read_models import ReadModels, Stores, order_view_of
 from projections.redis_writer import RedisWriter
 from schemas.events import Event, parse_event
 
@@ -72,9 +72,10 @@ async def fresh_models(stores: Stores) -> ReadModels:
 
 
 async def order_doc(models: ReadModels, order_id: str) -> dict[str, Any]:
+    """The stored document with the view it shows unpacked (``order_view_of``)."""
     doc = await models.orders.find_one({"_id": order_id})
     assert doc is not None
-    return doc
+    return {**doc, **order_view_of(doc)}
 
 
 async def redis_state(models: ReadModels) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from projections.joins import (
     state_field,
     stored_state,
 )
-from projections.order_fold import order_id_of
+from projections.order_fold import order_id_of, order_view
 from schemas.events import Event, parse_event
 from tests.support.events import TWO_ITEMS, Items, customer_event, payment_data, placed_data
 from tests.support.events import event as _event
@@ -281,6 +281,18 @@ def test_a_newer_enrichment_replaces_the_block_and_emits_no_link() -> None:
     assert step.state.view()["customer"] == block("Ada King", "gold", "GB")
     assert step.state.facts == state.facts
     assert step.state.offsets == state.offsets
+
+
+@pytest.mark.parametrize("placed_first", [True, False])
+def test_a_view_patched_for_a_new_block_is_the_view_derived_afresh(placed_first: bool) -> None:
+    inputs = [(placed("o-1"), 0), (payment("PaymentCaptured", "o-1"), 0)]
+    state = fold_order("o-1", inputs if placed_first else inputs[1:])
+    state.view()  # derived: the enrichment patches it
+    for offset, name in enumerate(("Ada", "Ada King"), start=1):
+        new = state.with_customer(block(name, "gold"), offset)
+        assert new is not None
+        assert new.view() == order_view(new.facts, new.customer)
+        state = new
 
 
 # --- OrderState: revision ------------------------------------------------------------------

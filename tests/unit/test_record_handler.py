@@ -116,7 +116,7 @@ class ScriptedBatch:
         decode(r.value)  # raises for an undecodable record
         self.held.append(r.offset)
 
-    def detach(self) -> Detached:
+    async def detach(self) -> Detached:
         held, self.held = self.held, []
         return Detached(self, held)
 
@@ -126,7 +126,7 @@ class ScriptedBatch:
         except BaseException:
             self.held = []
             raise
-        await self.detach().write()
+        await (await self.detach()).write()
 
 
 class Detached:
