@@ -26,6 +26,8 @@ def top(path: Path, n: int = 30, only: str | None = None) -> str:
     for line in path.read_text().splitlines():
         if not line.strip() or (only and only not in line):
             continue
+        if not line.rstrip().rpartition(" ")[2].isdigit():
+            continue  # a line cut short when the sampler stopped
         frames, count = frames_of(line)
         total += count
         own[frames[-1]] += count
