@@ -64,6 +64,7 @@ from eventfold.topics import ensure_topics, source_partitions
 from producers.client import EventPublisher, Receipt
 from projections import replay
 from projections.read_models import PROJECTIONS, Stores
+from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
 from schemas.catalog import DEAD_LETTER_SOURCES, INTERNAL_TOPICS, TOPICS, dlq_topic
 from schemas.codec import decode, decode_record
 from schemas.events import Event
@@ -91,6 +92,7 @@ PHASES = (
     "freshness",
     "query",
     "whale",
+    "verify",
     "memory",
 )
 
@@ -1075,6 +1077,27 @@ async def whale(d: Deployment, knobs: Knobs, results: Results) -> None:
 # --- memory ----------------------------------------------------------------------------------
 
 
+async def verify_read_models(d: Deployment, knobs: Knobs, results: Results) -> None:
+    """``eventfold verify`` after the run's traffic (the backlog, the rebuild, freshness,
+    the whale): the active read models against a fresh fold of every event published,
+    once the processor has applied everything."""
+    await d.ensure_processor(knobs)
+    waited = await d.wait(knobs.catchup_timeout_s, knobs.stall_s)
+    start = time.monotonic()
+    source = await read_source_events(d.settings)
+    found = differences(reference_snapshot(source), await stored_snapshot(await d.stores.active()))
+    results.put("verify", differences=len(found))
+    results.detail(
+        "verify",
+        caught_up=waited.done,
+        seconds=time.monotonic() - start,
+        events=sum(len(events) for events in source.streams.values()),
+        first_differences=found[:10],
+    )
+    if found:
+        raise RuntimeError(f"verify found {len(found)} differences, first: {found[0]}")
+
+
 async def memory(servers: StackPorts, logs: Path, knobs: Knobs, results: Results) -> None:
     """A fresh deployment and processor; ``memory_orders`` orders of demo-shaped traffic,
     chunk by chunk, each applied before the processor's VmRSS is read."""
@@ -1198,6 +1221,7 @@ async def run(
             await phase("freshness", lambda: freshness(d, knobs, results))
             await phase("query", lambda: queries(d, knobs, results, order_ids))
             await phase("whale", lambda: whale(d, knobs, results))
+            await phase("verify", lambda: verify_read_models(d, knobs, results))
         finally:
             d.stop_processor()
     await phase("memory", lambda: memory(servers, logs, knobs, results))

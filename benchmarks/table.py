@@ -119,6 +119,17 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             "<= 2",
         )
     )
+    verify = f.get("verify.differences")
+    events = d.get("verify", {}).get("events")
+    out.append(
+        (
+            f"eventfold verify after the run's traffic ({_n(events)} events)",
+            "—" if verify is None else ("identical" if verify == 0 else f"{verify} differences"),
+            "a fresh fold",
+            "",
+            "identical",
+        )
+    )
     mem = d.get("memory", {})
     reached = f.get("memory.orders_reached")
     label = f"processor RSS with {_n(reached)} orders of state"
