@@ -50,6 +50,12 @@ class DiskState(MutableMapping[Any, Any]):
             raise KeyError(key)
         return json.loads(raw)
 
+    def get(self, key: Any, default: Any = None) -> Any:
+        """As ``Mapping.get``, without raising and catching a KeyError for a missing key
+        (most of a rebuild's lookups)."""
+        raw = self._db.get(_encode(key))
+        return default if raw is None else json.loads(raw)
+
     def __setitem__(self, key: Any, value: Any) -> None:
         self._db[_encode(key)] = _encode(value)
 

@@ -42,10 +42,12 @@ from projections.customer_fold import (
 from projections.money import format_money, from_units, to_units
 from projections.order_fold import (
     OrderFacts,
+    append_new,
     apply,
     empty_facts,
     facts_from_doc,
     facts_to_doc,
+    order_id_of,
     order_view,
     with_customer_block,
 )
@@ -85,7 +87,10 @@ class OrderState:
         if known is not None and known <= offset:
             return None
         offsets = {**self.offsets, event.event_id: offset}
-        facts = apply(self.facts, event) if known is None else self.facts
+        if known is None and order_id_of(event) != self.order_id:
+            apply(self.facts, event)  # raises the error of an event of another order
+        # the offsets name every event of the facts: one unknown there is new to them
+        facts = append_new(self.facts, event) if known is None else self.facts
         return replace(self, facts=_sorted_facts(facts, offsets), offsets=offsets)
 
     def with_customer(self, block: Mapping[str, Any], offset: int) -> OrderState | None:
@@ -123,6 +128,15 @@ class OrderState:
     @cached_property
     def _view(self) -> Doc:
         return order_view(self.facts, self.customer)
+
+    def view_json(self) -> str:
+        """The view as compact JSON, encoded once per state: the Redis hot cache and the
+        order document (``read_models.order_document``) hold the same string."""
+        return self._view_json
+
+    @cached_property
+    def _view_json(self) -> str:
+        return json.dumps(self.view(), separators=(",", ":"))
 
     def summary(self) -> OrderLink | None:
         """What the customer side needs of this order; None before its customer is known."""

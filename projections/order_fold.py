@@ -84,6 +84,12 @@ def apply(facts: OrderFacts, event: Event) -> OrderFacts:
         )
     if event.event_id in facts.event_ids():
         return facts
+    return append_new(facts, event)
+
+
+def append_new(facts: OrderFacts, event: Event) -> OrderFacts:
+    """``facts`` with ``event`` appended to its stream's tuple, for a caller that knows
+    the event is of this order and not among the facts (``apply`` checks both)."""
     if isinstance(event, ORDER_EVENT_TYPES):
         return replace(facts, order_events=(*facts.order_events, event))
     return replace(facts, payment_events=(*facts.payment_events, event))
@@ -140,7 +146,8 @@ def facts_from_doc(doc: Mapping[str, Any]) -> OrderFacts:
 def format_timestamp(moment: datetime) -> str:
     """The canonical time string of the read models: UTC, microseconds, 'Z'
     (``2026-01-01T10:00:00.000000Z``). Strings of this form sort chronologically."""
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime and, naive, writes the same digits
+    return _utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _utc(moment: datetime) -> datetime:

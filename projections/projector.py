@@ -21,12 +21,12 @@ not atomic, see ``ReadModels.batch_lock``).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pymongo import InsertOne, ReplaceOne
+from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
 
 from projections.customer_fold import CUSTOMER_EVENT_TYPES
@@ -131,6 +131,9 @@ def _customer_merge(state: CustomerState) -> Callable[[Document | None], Custome
 FIND_CHUNK = 1000
 """Ids per ``find`` of stored documents (one query per chunk)."""
 BULK_CHUNK = 1000
+DUPLICATE_KEY = 11000
+INSERT_CHUNK = 500
+"""Documents per ``insert_many`` of a writer of fresh documents (``BatchWriter``)."""
 """Statements per ``bulk_write`` command (FerretDB 1.24 as released hangs on one that
 matches 100 or more documents: the stack builds it patched, see stack/stack.sh)."""
 
@@ -167,9 +170,11 @@ class BatchWriter:
     (harmless). ``discard`` drops what is held (the caller re-applies the records
     one by one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: bool = False) -> None:
+        """``fresh``: most documents written are new (a rebuild's version)."""
         self._held = _Held()
         self._redis: dict[int, RedisWriter] = {}
+        self._fresh = fresh
 
     @property
     def pending(self) -> int:
@@ -239,8 +244,8 @@ class BatchWriter:
     ) -> None:
         """Each order's view and contribution, in one pipeline per Redis."""
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
-        for (targets, state, view), contribution in zip(orders, contributions, strict=True):
-            view_json = json.dumps(view, separators=(",", ":"))
+        for (targets, state, _), contribution in zip(orders, contributions, strict=True):
+            view_json = state.view_json()
             for models in targets.redis:
                 writer, pipe = self._pipe_of(pipes, models)
                 await writer.apply_order(
@@ -287,14 +292,16 @@ class BatchWriter:
             pipes[id(models.redis)] = (writer, writer.pipeline())
         return pipes[id(models.redis)]
 
-    @staticmethod
     async def _write_documents(
-        models: ReadModels, projection: str, items: list[tuple[str, Merge]]
+        self, models: ReadModels, projection: str, items: list[tuple[str, Merge]]
     ) -> None:
         """Read-merge-write of many documents of one collection under its batch lock:
-        one find and one bulk write (per chunk)."""
+        one find and one bulk write (per chunk). A writer of ``fresh`` documents inserts
+        them first and reads and merges only those that were there (duplicate keys)."""
         collection = models.db[models.collection(projection)]
         async with models.batch_lock(projection):
+            if self._fresh:
+                items = await self._insert_new(collection, projection, items)
             stored: dict[str, Document] = {}
             for chunk in _chunks([doc_id for doc_id, _ in items], FIND_CHUNK):
                 # The merges need the stored state only, not the view derived from it.
@@ -307,7 +314,10 @@ class BatchWriter:
                 merged = merge(before)
                 if merged is None:
                     continue
-                doc = stored_document(projection, doc_id, merged.view(), state_field(merged))
+                packed = merged.view_json() if isinstance(merged, OrderState) else None
+                doc = stored_document(
+                    projection, doc_id, merged.view(), state_field(merged), packed
+                )
                 # By _id alone: the lock excludes other writers, and FerretDB scans the
                 # whole collection for any other filter.
                 writes.append(
@@ -315,6 +325,48 @@ class BatchWriter:
                 )
             for part in _chunks(writes, BULK_CHUNK):
                 await collection.bulk_write(list(part), ordered=False)
+
+    @staticmethod
+    async def _insert_new(
+        collection: Any, projection: str, items: list[tuple[str, Merge]]
+    ) -> list[tuple[str, Merge]]:
+        """Insert every document as if none were stored (``ordered=False``: the others
+        go in when one is a duplicate); returns the items whose document was there,
+        to be merged with it."""
+        there: list[tuple[str, Merge]] = []
+
+        async def insert(start: int, docs: list[Document]) -> None:
+            try:
+                await collection.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                there.extend(items[start + e["index"]] for e in errors)
+
+        # Each chunk is encoded while the one before is being inserted (FerretDB works
+        # on another core).
+        inserting: asyncio.Future[None] | None = None
+        try:
+            for start in range(0, len(items), INSERT_CHUNK):
+                docs = []
+                for doc_id, merge in items[start : start + INSERT_CHUNK]:
+                    merged = merge(None)
+                    packed = merged.view_json() if isinstance(merged, OrderState) else None
+                    docs.append(
+                        stored_document(
+                            projection, doc_id, merged.view(), state_field(merged), packed
+                        )
+                    )
+                if inserting is not None:
+                    await inserting
+                inserting = asyncio.ensure_future(insert(start, docs))
+            if inserting is not None:
+                await inserting
+        finally:
+            if inserting is not None and not inserting.done():
+                inserting.cancel()
+        return there
 
 
 LinkSender = Callable[[OrderLink], Awaitable[None]]
@@ -355,10 +407,20 @@ class Pipeline:
         detach_sent: SentDetacher | None = None,
         write_back: bool = False,
         order_context: Reentry | None = None,
+        cache_size: int = 5_000,
+        fresh: bool = False,
     ) -> None:
         """``write_back``: states changed by the records are stored when they leave the
         cache of decoded states (``DecodedStates``), not at once; for stores nothing
         else reads and that need not survive a crash (a rebuild's).
+
+        ``cache_size``: decoded states kept per side of the join. A batch's writer holds
+        every state the batch changed anyway, so a cache as large as a batch's
+        documents costs little memory, while a smaller one decodes again the states
+        the batch's join steps come back to.
+
+        ``fresh``: the documents written are mostly new (a rebuild's new version): they
+        are inserted at once, and read and merged only where one was there.
 
         ``order_context``: the order side's states are stored once per batch, when it
         is detached, each in the context it was put in (the processors' tables). The
@@ -368,16 +430,18 @@ class Pipeline:
         self._orders = DecodedStates(
             orders,
             OrderState.from_doc,
+            size=cache_size,
             write_back=write_back or order_context is not None,
             context=order_context,
         )
         self._sync_on_detach = order_context is not None
-        self.customer_side = CustomerSide(customers, write_back=write_back)
+        self.customer_side = CustomerSide(customers, cache_size, write_back=write_back)
         self._targets = targets
         self._send_link = send_link
         self._send_enrichment = send_enrichment
         self._detach_sent = detach_sent
-        self.writer = BatchWriter()
+        self._fresh = fresh
+        self.writer = BatchWriter(fresh)
         self._changed: dict[str, tuple[OrderState | None, OrderState, bool]] = {}
         """Per order changed by the records folded since the last detach: its state
         before them, its state now, and whether its summary is to be sent again."""
@@ -392,7 +456,7 @@ class Pipeline:
         if self._sync_on_detach:
             self._orders.sync()
         batch = FoldedBatch(self.writer, None if self._detach_sent is None else self._detach_sent())
-        self.writer = BatchWriter()
+        self.writer = BatchWriter(self._fresh)
         return batch
 
     async def flush(self) -> None:
@@ -483,7 +547,8 @@ class Pipeline:
 
     async def _customer_effects(self, targets: Targets, step: CustomerStep) -> None:
         self.writer.write_customer(targets, step.state)
-        await asyncio.gather(*(self._send_enrichment(m) for m in step.enrichments))
+        for message in step.enrichments:  # one by one: a task each cost more than a send
+            await self._send_enrichment(message)
 
 
 class Projector:
@@ -499,9 +564,10 @@ class Projector:
         targets: Targets | None = None,
         buffered: bool = False,
         state: tuple[StateStore, StateStore] | None = None,
+        cache_size: int = 5_000,
     ) -> None:
         """``state``: the order side's and the customer side's stores (dicts when not
-        given; a rebuild gives stores on disk)."""
+        given; a rebuild gives stores on disk); ``cache_size``: see ``Pipeline``."""
         self.models = models
         self._buffered = buffered
         fixed = targets or Targets.of(models)
@@ -511,7 +577,14 @@ class Projector:
 
         orders, customers = state or ({}, {})
         self.pipeline = Pipeline(
-            orders, customers, provide, self._link, self._enrich, write_back=buffered
+            orders,
+            customers,
+            provide,
+            self._link,
+            self._enrich,
+            write_back=buffered,
+            cache_size=cache_size,
+            fresh=buffered,
         )
 
     async def flush(self) -> None:

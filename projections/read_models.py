@@ -111,13 +111,20 @@ class Meta:
         ]
 
 
-def order_document(order_id: str, view: Mapping[str, Any], state: str) -> Document:
-    """The stored order document of a view (``ORDER_QUERY_FIELDS``) and its state."""
-    rest = {k: v for k, v in view.items() if k not in ORDER_QUERY_FIELDS}
+def order_document(
+    order_id: str, view: Mapping[str, Any], state: str, packed: str | None = None
+) -> Document:
+    """The stored order document of a view (``ORDER_QUERY_FIELDS`` as fields, the view
+    in ``_view``) and its state. ``packed``: the whole view as JSON, when the caller has
+    it (the Redis hot cache holds the same string); the fields of the document win over
+    those in it (``order_view_of``)."""
+    if packed is None:
+        rest = {k: v for k, v in view.items() if k not in ORDER_QUERY_FIELDS}
+        packed = json.dumps(rest, separators=(",", ":"))
     return {
         "_id": order_id,
         **{k: view.get(k) for k in ORDER_QUERY_FIELDS},
-        "_view": json.dumps(rest, separators=(",", ":")),
+        "_view": packed,
         "_state": state,
     }
 
@@ -132,11 +139,13 @@ def order_view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-def stored_document(projection: str, doc_id: str, view: Mapping[str, Any], state: str) -> Document:
+def stored_document(
+    projection: str, doc_id: str, view: Mapping[str, Any], state: str, packed: str | None = None
+) -> Document:
     """The document of ``projection`` (``orders`` or ``customers``) for a view and the
     state it was derived from; a customer view is small and flat, stored as it is."""
     if projection == "orders":
-        return order_document(doc_id, view, state)
+        return order_document(doc_id, view, state, packed)
     return {"_id": doc_id, **view, "_state": state}
 
 

@@ -132,7 +132,10 @@ async def _with_retries(write: Callable[[], Awaitable[None]], within_s: float = 
 FLUSH_DOCUMENTS = 20_000
 """Documents a rebuild holds before writing them: each is written once per flush however
 many records changed it, so the fewer flushes, the fewer writes (an order's 3 to 4
-events and a customer's orders, spread over the topics, fall in one flush)."""
+events and a customer's orders, spread over the topics, fall in one flush). The decoded
+states kept in memory are as many (the writer holds a flush's states anyway): with
+fewer, the flush's join steps decoded most orders again from disk (measured: 0.8 s of a
+3.8 s rebuild of 19,732 records)."""
 
 
 async def read_until(
@@ -300,6 +303,8 @@ async def rebuild(
         Targets.of(models, chosen),
         buffered=True,
         state=(workspace.orders, workspace.customers),
+        # the join steps of a flush come back to every order it holds
+        cache_size=flush_documents,
     )
     # Resuming from saved positions needs the join state of the records before them,
     # which the documents carry; without both document projections, start over.

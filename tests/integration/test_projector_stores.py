@@ -272,3 +272,22 @@ async def test_a_buffered_projector_writes_on_flush_what_the_unbuffered_one_writ
 
     await batched.flush()  # nothing held: a second flush writes nothing
     assert await buffered.orders.count_documents({}) == 2
+
+
+async def test_a_fresh_writer_merges_the_documents_another_writer_stored(stores: Stores) -> None:
+    """A rebuild's writer inserts its documents first; where the live processor wrote
+    one into the version being built, the duplicate key becomes a merge: the document
+    shows what both writers know, whoever wrote first."""
+    models = await fresh_models(stores)
+    live, rebuild = Projector(models), Projector(models, buffered=True)
+    await live.apply(captured("o-f1"), "payments", 0, 4)  # stored before the rebuild's flush
+    await live.apply(customer("c-f", "Ada"), "customers", 0, 0)
+    await rebuild.apply(placed("o-f1", "c-f"), "orders", 0, 2)
+    await rebuild.apply(placed("o-f2", "c-f"), "orders", 0, 3)  # new to the version
+    await rebuild.flush()
+
+    first, second = await order_doc(models, "o-f1"), await order_doc(models, "o-f2")
+    assert first["status"] == "paid"  # the live writer's capture and the rebuild's order
+    assert first["amount_paid"] == "20.00"
+    assert second["status"] == "placed"
+    assert (await models.customers.find_one({"_id": "c-f"}) or {})["name"] == "Ada"
