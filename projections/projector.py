@@ -54,7 +54,7 @@ from projections.read_models import (
     order_view_of,
     stored_document,
 )
-from projections.redis_writer import RedisWriter
+from projections.redis_writer import OrderContribution, RedisWriter
 from schemas.events import Event
 
 StateStore = MutableMapping[Any, Any]  # key -> JSON-safe state document
@@ -242,20 +242,21 @@ class BatchWriter:
     async def _write_contributions(
         self, orders: list[tuple[Targets, OrderState, Doc]], contributions: list[dict[str, Any]]
     ) -> None:
-        """Each order's view and contribution, in one pipeline per Redis."""
+        """Each order's view and contribution, in one pipeline per Redis and script calls
+        of many orders (``RedisWriter.apply_orders``)."""
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
+        by_version: dict[tuple[int, str], tuple[ReadModels, list[OrderContribution]]] = {}
         for (targets, state, _), contribution in zip(orders, contributions, strict=True):
-            view_json = state.view_json()
+            update = OrderContribution(
+                state.order_id, state.revision, contribution, state.view_json()
+            )
             for models in targets.redis:
-                writer, pipe = self._pipe_of(pipes, models)
-                await writer.apply_order(
-                    pipe,
-                    models.for_projection("redis"),
-                    state.order_id,
-                    state.revision,
-                    contribution,
-                    view_json,
-                )
+                version = models.for_projection("redis")
+                key = (id(models.redis), version.versions["redis"])
+                by_version.setdefault(key, (version, []))[1].append(update)
+        for version, updates in by_version.values():
+            writer, pipe = self._pipe_of(pipes, version)
+            await writer.apply_orders(pipe, version, updates)
         for _, pipe in pipes.values():
             await pipe.execute()
 

@@ -136,7 +136,7 @@ async def test_crash_between_mongo_and_redis_is_repaired_by_the_redelivery(
         raise FailingOnce("process died after the MongoDB write")
 
     with monkeypatch.context() as patched:
-        patched.setattr(RedisWriter, "apply_order", crash)
+        patched.setattr(RedisWriter, "apply_orders", crash)
         with pytest.raises(FailingOnce):
             await projector.apply(payment, "payments", 2, 0)
     assert (await order_doc(models, "o-3"))["status"] == "paid"  # MongoDB has it
