@@ -91,9 +91,21 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await stores.close()
     previous = ", ".join(f"{p} {v}" for p, v in result.previous.items())
+    left_out = result.undecodable + result.failed
+    if left_out:
+        console.print(
+            f"[yellow]left out {left_out} records the processors dead-letter[/yellow] "
+            f"({result.undecodable} undecodable, {result.failed} the projections cannot "
+            "take; see 'eventfold dlq list'):"
+        )
+        for skipped in result.skipped:
+            console.print(f"  {skipped}", highlight=False, markup=False)
+        if left_out > len(result.skipped):
+            console.print(f"  and {left_out - len(result.skipped)} more (the log names each)")
     console.print(
         f"rebuilt {', '.join(result.projections)} as {result.version} from {result.records} "
-        f"records ({result.applied} applied, {result.undecodable} undecodable) in "
+        f"records ({result.applied} applied, {result.undecodable} undecodable, "
+        f"{result.failed} failed) in "
         f"{result.seconds:.1f}s; active: {result.version} (was {previous}; dropped after "
         f"{args.grace_s:.0f}s or by 'eventfold drop <version>')"
     )
@@ -145,6 +157,11 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await stores.close()
     version = models.version
+    if not args.against and source.undecodable:
+        console.print(
+            f"[yellow]{source.undecodable} undecodable records left out of the fold[/yellow] "
+            "(the processors dead-letter them; see 'eventfold dlq list')"
+        )
     console.print(f"comparing {', '.join(held)}")
     found = differences(expected, actual, projections=held)
     for line in found:

@@ -19,11 +19,13 @@ version. Then one update of the ``meta`` document makes the new version active.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -42,7 +44,24 @@ from schemas.catalog import INTERNAL_TOPICS
 from schemas.codec import CodecError, decode
 from stream_processors.records import TRANSIENT_ERRORS
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (records done, records to do)
+
+
+SHOWN_SKIPPED = 20
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record a rebuild left out, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}@{self.offset}: {self.reason}"
 
 
 @dataclass
@@ -53,6 +72,10 @@ class RebuildResult:
     records: int = 0
     applied: int = 0
     undecodable: int = 0
+    failed: int = 0  # decoded, but the projections cannot take them
+    skipped: list[Skipped] = field(default_factory=list)
+    """The first ``SHOWN_SKIPPED`` records left out (undecodable or failed): the live
+    processors dead-letter them, and a rebuild leaves them out the same way."""
     seconds: float = 0.0
     write_s: float = 0.0  # of which writing the documents and views
     wait_s: float = 0.0  # of which waiting for the live processors to write the version too
@@ -105,15 +128,35 @@ async def _apply_partition_batch(
     records: list[ConsumerRecord],
     result: RebuildResult,
 ) -> None:
+    """Apply a partition's records in order. A record the live processors dead-letter
+    (undecodable, or one the projections cannot take: ``RecordHandler``) is left out,
+    counted and shown, never the end of the rebuild; a store that is unavailable
+    still is (retried by the caller, or resumed)."""
     topic = settings.logical_topic(tp.topic)
     for record in records:
         try:
             event = decode(record.value)
-        except CodecError:
-            result.undecodable += 1  # the live processors dead-lettered it already
+        except CodecError as exc:
+            result.undecodable += 1
+            _skip(result, Skipped(topic, tp.partition, record.offset, f"undecodable: {exc}"))
             continue
-        if await projector.apply(event, topic, tp.partition, record.offset):
+        try:
+            applied = await projector.apply(event, topic, tp.partition, record.offset)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # as the live processors' handler: dead-lettered there
+            result.failed += 1
+            reason = "".join(traceback.format_exception_only(exc)).strip()
+            _skip(result, Skipped(topic, tp.partition, record.offset, f"failed: {reason}"))
+            continue
+        if applied:
             result.applied += 1
+
+
+def _skip(result: RebuildResult, skipped: Skipped) -> None:
+    log.warning("rebuild leaves out %s", skipped)
+    if len(result.skipped) < SHOWN_SKIPPED:
+        result.skipped.append(skipped)
 
 
 async def _with_retries(write: Callable[[], Awaitable[None]], within_s: float = 300.0) -> None:

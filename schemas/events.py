@@ -35,10 +35,16 @@ from schemas.catalog import KEY_FIELD_OF_TOPIC, TOPIC_OF_TYPE
 # --- scalar types -----------------------------------------------------------
 
 # Money fits Avro decimal(20, 4): 4 fraction digits cover 0/2/3-decimal
-# currencies (and 4-decimal unit prices); 16 integer digits are plenty.
+# currencies (and 4-decimal unit prices).
 MONEY_SCALE = 4
 MONEY_PRECISION = 20
-_MONEY_INT_DIGITS = MONEY_PRECISION - MONEY_SCALE
+MONEY_INT_DIGITS = 12
+"""An amount is below 10**12 (a trillion). The read models count money in 64-bit
+integers of 1e-4 units (Redis counters, ``projections.money``), whose bound is about
+9.2e14; below 1e12 an amount always fits, and so does a day's revenue of 9,000 of the
+largest payments. The wire format (decimal(20, 4)) has room for 16 integer digits: a
+record beyond this bound is refused by the producer API (422) and undecodable for the
+processors, a rebuild and ``eventfold verify`` alike, so none of them stops on it."""
 _MONEY_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _MONEY_HINT = 'send money as a decimal string such as "9.99"'
 
@@ -57,8 +63,11 @@ def _canonical_money(value: Decimal) -> Decimal:
         raise ValueError(f"money has more than {MONEY_SCALE} fraction digits")
     if exponent > 0:
         value = value.quantize(Decimal(1))
-    if value.adjusted() >= _MONEY_INT_DIGITS:
-        raise ValueError(f"money has more than {_MONEY_INT_DIGITS} integer digits")
+    if value.adjusted() >= MONEY_INT_DIGITS:
+        raise ValueError(
+            f"money must be below 10^{MONEY_INT_DIGITS} (at most {MONEY_INT_DIGITS} integer "
+            "digits): the read models count it in 64-bit integers of 1e-4 units"
+        )
     return value
 
 
@@ -86,9 +95,15 @@ Money = Annotated[
     Decimal,
     PlainValidator(_parse_money),
     PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,4})?$", "examples": ["9.99"]}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": rf"^[0-9]{{1,{MONEY_INT_DIGITS}}}(\.[0-9]{{1,{MONEY_SCALE}}})?$",
+            "examples": ["9.99"],
+        }
+    ),
 ]
-"""Exact non-negative amount, at most 4 fraction digits; a string in JSON."""
+"""Exact non-negative amount below 10^12, at most 4 fraction digits; a string in JSON."""
 
 PositiveMoney = Annotated[Money, AfterValidator(_positive)]
 

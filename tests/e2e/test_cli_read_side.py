@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from io import BytesIO
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from fastavro import schemaless_writer
 from rich.console import Console
 
 from eventfold import cli
 from eventfold.settings import Settings
 from producers.demo import generate
 from projections.read_models import PROJECTIONS, Stores
+from schemas.codec import REGISTRY
+from schemas.events import event_to_json, parse_event
+from schemas.examples import EXAMPLES
 from tests.conftest import settings_env
 from tests.support.processes import ProcessorProcess
 from tests.support.scenario import publish, wait_caught_up
@@ -95,3 +103,52 @@ async def test_replay_verify_status_and_drop_from_the_command_line(
         assert code == 1 and f"{version} is in use" in out, out  # never the active one
     finally:
         await stores.close()
+
+
+def capture_beyond_the_bound(order_id: str) -> bytes:
+    """A PaymentCaptured of 10^15 as the wire format allows it (16 integer digits) and
+    the read models cannot count it: what another producer, or this one before the
+    bound, could have published (the producer API refuses it)."""
+    sv = REGISTRY.latest("PaymentCaptured")
+    record = event_to_json(parse_event(EXAMPLES["PaymentCaptured"]))
+    record["occurred_at"] = datetime.now(UTC)
+    record["data"].update(order_id=order_id, amount=Decimal("1000000000000000"))
+    out = BytesIO()
+    out.write(sv.header)
+    schemaless_writer(out, sv.parsed, record)
+    return out.getvalue()
+
+
+@pytest.mark.timeout(600)
+async def test_a_record_the_processors_dead_letter_is_left_out_by_replay_and_verify(
+    processor: ProcessorProcess,
+    deployment: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11: such a record used to stop every rebuild (and verify) for good."""
+    run = Cli(deployment, monkeypatch)
+    events = generate(43, 12)
+    await publish(deployment, events)
+    order_id = next(e["data"]["order_id"] for e in events if e["type"] == "OrderPlaced")
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap_servers)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            deployment.topic("payments"), capture_beyond_the_bound(order_id), order_id.encode()
+        )
+    finally:
+        await producer.stop()
+    # a valid record after it on its partition, so catching up means getting past it
+    failed = {"payment_id": "p-after", "order_id": order_id, "reason": "declined"}
+    await publish(deployment, [{"type": "PaymentFailed", "data": failed}])
+    await wait_caught_up(deployment)
+
+    code, out = await run("replay", "--all", "--quiet", "--grace-s", "0")
+    assert code == 0, out
+    assert "left out 1 records the processors dead-letter" in out, out
+    assert f"payments:{sent.partition}@{sent.offset}: undecodable" in out, out
+    assert "below 10^12" in out, out
+
+    code, out = await run("verify")
+    assert code == 0 and "identical" in out, out
+    assert "1 undecodable records left out of the fold" in out, out

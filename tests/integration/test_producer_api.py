@@ -91,6 +91,10 @@ BAD_ENVELOPES = {
     "empty items": (mutated(["data", "items"], []), "items"),
     "extra field": (mutated(["data", "colour"], "red"), "colour"),
     "payment amount zero": (mutated(["data", "amount"], "0", "PaymentCaptured"), "amount"),
+    "amount the read models cannot count": (
+        mutated(["data", "amount"], "1000000000000000", "PaymentCaptured"),
+        "amount",
+    ),
     "not an object": ("OrderPlaced", "body"),
 }
 
@@ -112,6 +116,20 @@ async def test_bad_envelope_gets_422_naming_the_field_and_publishes_nothing(
         if index is not None and field != "body":
             assert any(loc and loc[0] == str(index) for loc in locs), (case, locs)
     assert await total_records(deployment) == before
+
+
+async def test_an_amount_beyond_the_read_models_bound_is_refused_naming_the_bound(
+    api: httpx.AsyncClient,
+) -> None:
+    """Issue 11: 16 integer digits fit the wire format but not the read models' 64-bit
+    counters; such an event was accepted, then bricked every rebuild."""
+    response = await api.post(
+        "/v1/events", json=mutated(["data", "amount"], "1000000000000000", "PaymentCaptured")
+    )
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][-1] == "amount"
+    assert "below 10^12" in error["msg"]
 
 
 async def test_invalid_json_empty_batch_and_oversize_body(

@@ -170,9 +170,7 @@ def test_a_new_version_is_a_new_file(tmp_path: Path) -> None:
 _ids = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=128).filter(
     lambda s: s.strip() == s != ""
 )
-_money = st.decimals(
-    min_value=0, max_value=Decimal("9999999999999999.9999"), places=4, allow_nan=False
-)
+_money = st.decimals(min_value=0, max_value=Decimal("999999999999.9999"), places=4, allow_nan=False)
 _items = st.builds(OrderItem, sku=_ids, quantity=st.integers(1, 2**31 - 1), unit_price=_money)
 _order_placed = st.builds(
     OrderPlaced,
@@ -269,6 +267,21 @@ def test_body_that_breaks_the_model_is_refused() -> None:
         DecodeError,
         match=r"invalid content: data\.items\.0\.quantity: Input should be greater than 0",
     ):
+        decode(out.getvalue())
+
+
+def test_an_amount_the_read_models_cannot_count_is_undecodable() -> None:
+    """The wire format has room for 16 integer digits, the read models for 12: such a
+    record (from another producer, or published before the bound) is undecodable, so
+    the processors dead-letter it and a rebuild and verify skip it, all alike."""
+    sv = REGISTRY.latest("PaymentCaptured")
+    record = event_to_json(parse_event(EXAMPLES["PaymentCaptured"]))
+    record["occurred_at"] = datetime(2024, 1, 1, tzinfo=UTC)
+    record["data"]["amount"] = Decimal("1000000000000000")
+    out = BytesIO()
+    out.write(sv.header)
+    schemaless_writer(out, sv.parsed, record)
+    with pytest.raises(DecodeError, match=r"data\.amount: .*below 10\^12"):
         decode(out.getvalue())
 
 
