@@ -34,7 +34,7 @@ async def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import datetime
 
-    from projections.read_models import PROJECTIONS, Stores, projections_named
+    from projections.read_models import PROJECTIONS, NotBuilding, Stores, projections_named
     from projections.replay import RebuildInProgress, abort, rebuild
 
     await ensure_topics(settings)
@@ -81,6 +81,9 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             )
     except RebuildInProgress as exc:
         console.print(f"[red]{exc}[/red]")
+        return 1
+    except NotBuilding as exc:  # aborted meanwhile: nothing was switched
+        console.print(f"[red]{exc}; the active versions are unchanged[/red]")
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print(

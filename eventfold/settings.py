@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         default_factory=dict, description='JSON {"<key>": ["write", "read"]}'
     )
     auth_disabled: bool = Field(default=False, description="only for local use")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='JSON ["https://app.example"]: origins whose pages may publish events '
+        "(others are refused)",
+    )
 
     kafka_timeout_s: float = 10.0
     publish_attempts: int = Field(default=3, ge=1, description="tries per publish (backoff)")

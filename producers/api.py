@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -77,6 +78,52 @@ def field_errors(exc: ValidationError, batch: bool) -> list[dict[str, Any]]:
     return list(json.loads(json.dumps(errors, default=str)))
 
 
+MAX_JSON_DEPTH = 32
+"""An event is 5 levels deep (batch, envelope, data, items, item); a body nested deeper
+is refused before validation, whose error reports would recurse as deep."""
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) has containers nested more than ``limit`` deep;
+    iterative, so any depth is measured without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def refuse_unsafe(request: Request, allowed_origins: list[str]) -> tuple[str, int, str] | None:
+    """Why a publish request is refused before its body is read, or None.
+
+    A web page can send any other site a "simple" request (a form's or a
+    ``text/plain`` POST) without the site's consent: so only ``application/json``
+    is taken (415), which a page can send elsewhere only after a CORS preflight; and a
+    request a browser marks as coming from another origin is refused (403) unless that
+    origin is configured (``EVENTFOLD_CORS_ORIGINS``), so a local stack with auth off
+    takes no events from the pages its developer visits."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return (
+            "unsupported_media_type",
+            415,
+            f"send the events as application/json, not {media_type or 'no content type'}",
+        )
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin is not None and origin != own and origin not in allowed_origins:
+        return (
+            "cross_origin",
+            403,
+            f"cross-origin request from {origin} refused; allow it with EVENTFOLD_CORS_ORIGINS",
+        )
+    return None
+
+
 def problem(status: int, detail: Any, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
@@ -98,6 +145,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publisher.stop()
 
     app = FastAPI(title="Eventfold producer API", version="1", lifespan=lifespan)
+    if settings.cors_origins:  # answers the preflights of the configured origins only
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Authorization", "X-Api-Key", CORRELATION_HEADER],
+        )
     writer = Depends(require_scope(settings, "write"))
 
     @app.post(
@@ -108,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             401: {"model": Problem},
             403: {"model": Problem},
             413: {"model": Problem},
+            415: {"model": Problem},
             422: {"model": Problem},
             503: {"model": Problem},
         },
@@ -136,6 +191,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def publish_events(request: Request) -> Any:
         """Publish one envelope or a JSON array of envelopes (all or nothing at validation)."""
+        refused = refuse_unsafe(request, settings.cors_origins)
+        if refused is not None:
+            rejected.labels(refused[0]).inc()
+            return problem(*refused[1:])
         try:
             body = await read_limited(request, settings.max_body_bytes)
         except BodyTooLarge:
@@ -143,10 +202,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return problem(413, f"request body over {settings.max_body_bytes} bytes")
         try:
             payload = json.loads(body)
+            too_deep = nested_deeper_than(payload, MAX_JSON_DEPTH)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             rejected.labels("invalid_json").inc()
             return problem(
                 422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
+            )
+        except RecursionError:  # deeper than the parser's own stack allows
+            too_deep = True
+        if too_deep:
+            rejected.labels("invalid_json").inc()
+            return problem(
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                        "type": "json_too_deep",
+                    }
+                ],
             )
         correlation_id = request.headers.get(CORRELATION_HEADER)
         try:

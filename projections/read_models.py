@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -25,6 +25,8 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
 from eventfold.settings import Settings
+
+T = TypeVar("T")
 
 Document = dict[str, Any]
 META_ID = "read_models"
@@ -65,6 +67,19 @@ def projections_named(names: Iterable[str]) -> tuple[str, ...]:
             f"unknown projection(s) {', '.join(sorted(unknown))}; known: {', '.join(PROJECTIONS)}"
         )
     return tuple(p for p in PROJECTIONS if p in wanted)
+
+
+class NotBuilding(ValueError):
+    """A version that is not being built (never was, or its rebuild was aborted)."""
+
+
+class MetaChanged(RuntimeError):
+    """The meta document changed between a read and the write based on it."""
+
+
+def _without(entries: Sequence[Any], version: str) -> list[Any]:
+    """A ``building`` or ``retired`` list without ``version``'s entry."""
+    return [e for e in entries if (e if isinstance(e, str) else e.get("version")) != version]
 
 
 @dataclass(frozen=True)
@@ -372,11 +387,40 @@ class Stores:
     async def building(self) -> list[Build]:
         return list((await self.read_meta()).building)
 
-    async def _migrate_meta(self) -> None:
-        """Create the meta document, or rewrite one of the older layout."""
+    def _meta_lock(self) -> Lock:
+        """Serializes changes of the meta document: FerretDB's updates are not atomic
+        (see ``ReadModels.batch_lock``), so its revision check alone would not be."""
+        return Lock(
+            self.redis,
+            f"{self.settings.redis_prefix}meta-lock",
+            timeout=LOCK_TTL_S,
+            sleep=0.01,
+            blocking_timeout=LOCK_WAIT_S,
+        )
+
+    async def _change_meta(self, change: Callable[[Document], tuple[Document, T]]) -> T:
+        """Apply ``change`` to the meta document as one compare-and-set: ``change`` gets
+        the current document and returns the fields to set and a result (or raises,
+        changing nothing); the write applies only if the document's ``revision`` is
+        still the one read, and raises ``MetaChanged`` otherwise."""
+        async with self._meta_lock():
+            doc = await self._current_meta()
+            revision = int(doc.get("revision", 0))
+            fields, result = change(doc)
+            written = await self.meta.update_one(
+                {"_id": META_ID, "revision": revision},
+                {"$set": {**fields, "revision": revision + 1}},
+            )
+            if written.matched_count != 1:
+                raise MetaChanged("the read-model versions changed meanwhile; try again")
+        await self._meta_changed()
+        return result
+
+    async def _current_meta(self) -> Document:
+        """The meta document in today's layout (created, or an older one rewritten)."""
         doc = await self.meta.find_one({"_id": META_ID})
-        if doc is not None and isinstance(doc.get("active"), dict):
-            return
+        if doc is not None and isinstance(doc.get("active"), dict) and "revision" in doc:
+            return doc
         meta = Meta.from_doc(doc)
         last = max([1, *(int(v[1:]) for v in meta.active.values())])
         layout = {
@@ -385,83 +429,67 @@ class Stores:
                 {"version": b.version, "projections": list(b.projections)} for b in meta.building
             ],
             "retired": list(meta.retired),
+            "last_version": int((doc or {}).get("last_version", last)),
+            "revision": 0,
         }
-        if doc is None:
-            await self.meta.update_one(
-                {"_id": META_ID}, {"$setOnInsert": {**layout, "last_version": last}}, upsert=True
-            )
-        else:
-            await self.meta.update_one({"_id": META_ID, "active": doc["active"]}, {"$set": layout})
-        await self._meta_changed()
+        await self.meta.replace_one({"_id": META_ID}, layout, upsert=True)
+        return {"_id": META_ID, **layout}
 
     async def begin_build(self, projections: Sequence[str] = PROJECTIONS) -> str:
         """Allocate a new version for ``projections`` and register it so live processors
         also write to it."""
         chosen = list(projections_named(projections))
-        await self._migrate_meta()
-        doc = await self.meta.find_one_and_update(
-            {"_id": META_ID}, {"$inc": {"last_version": 1}}, return_document=True
-        )
-        assert doc is not None
-        version = f"v{doc['last_version']}"
-        await self.meta.update_one(
-            {"_id": META_ID}, {"$push": {"building": {"version": version, "projections": chosen}}}
-        )
-        await self._meta_changed()
-        return version
+
+        def register(doc: Document) -> tuple[Document, str]:
+            version = f"v{int(doc['last_version']) + 1}"
+            entry = {"version": version, "projections": chosen}
+            return {
+                "last_version": int(doc["last_version"]) + 1,
+                "building": [*doc["building"], entry],
+            }, version
+
+        return await self._change_meta(register)
 
     async def activate(self, version: str) -> dict[str, str]:
         """Make ``version`` the one queries read for the projections it was built for, in
-        one update; returns the versions those projections had before."""
-        await self._migrate_meta()
-        meta = await self.read_meta()
-        build = next((b for b in meta.building if b.version == version), None)
-        projections = build.projections if build is not None else PROJECTIONS
-        previous = {p: meta.active[p] for p in projections}
-        await self.meta.update_one(
-            {"_id": META_ID},
-            {
-                "$set": {
-                    **{f"active.{p}": version for p in projections},
-                    "building": await self._entries_without("building", version),
-                }
-            },
-        )
-        await self._meta_changed()
-        return previous
+        one update; returns the versions those projections had before. Raises
+        ``NotBuilding`` when ``version`` is not being built (its rebuild was aborted):
+        then nothing changes."""
+
+        def switch(doc: Document) -> tuple[Document, dict[str, str]]:
+            meta = Meta.from_doc(doc)
+            build = next((b for b in meta.building if b.version == version), None)
+            if build is None:
+                raise NotBuilding(f"{version} is not being built (was its rebuild aborted?)")
+            fields: Document = {f"active.{p}": version for p in build.projections}
+            fields["building"] = _without(doc["building"], version)
+            return fields, {p: meta.active[p] for p in build.projections}
+
+        return await self._change_meta(switch)
 
     async def _remove_entry(self, field: str, version: str) -> None:
-        """Take ``version`` out of the meta document's ``building`` or ``retired`` list."""
-        await self.meta.update_one(
-            {"_id": META_ID}, {"$set": {field: await self._entries_without(field, version)}}
-        )
-        await self._meta_changed()
-
-    async def _entries_without(self, field: str, version: str) -> list[Any]:
-        """The ``building`` or ``retired`` list of the meta document without ``version``.
+        """Take ``version`` out of the meta document's ``building`` or ``retired`` list.
 
         (Written back with ``$set``: FerretDB 1.24's ``$pull`` removes only elements
         equal to the whole condition document, not those matching it.)"""
-        doc = await self.meta.find_one({"_id": META_ID}) or {}
-        return [
-            e
-            for e in doc.get(field, [])
-            if (e if isinstance(e, str) else e.get("version")) != version
-        ]
+        await self._change_meta(lambda doc: ({field: _without(doc.get(field, []), version)}, None))
 
     async def retire(self, previous: Mapping[str, str], drop_after_s: float) -> None:
         """Mark versions no longer active for dropping after a grace period."""
         by_version: dict[str, list[str]] = {}
         for projection, version in previous.items():
             by_version.setdefault(version, []).append(projection)
-        for version, projections in by_version.items():
-            entry = {
+        entries = [
+            {
                 "version": version,
                 "projections": projections,
                 "drop_after": time.time() + drop_after_s,
             }
-            await self.meta.update_one({"_id": META_ID}, {"$push": {"retired": entry}})
-        await self._meta_changed()
+            for version, projections in by_version.items()
+        ]
+        await self._change_meta(
+            lambda doc: ({"retired": [*doc.get("retired", []), *entries]}, None)
+        )
 
     async def drop_retired(self, now: float | None = None, version: str | None = None) -> list[str]:
         """Drop retired versions whose grace period is over (or ``version`` now)."""

@@ -188,3 +188,65 @@ async def test_retried_post_with_same_event_id_is_one_event_downstream(
     facts = reference_fold(same)[event["data"]["order_id"]]
     assert len(facts.payment_events) == 1  # ... the fold applies it once
     assert event_to_json(facts.payment_events[0])["event_id"] == event["event_id"]
+
+
+async def test_deeply_nested_json_is_a_422_and_the_server_stays_healthy(
+    api: httpx.AsyncClient,
+    deployment: Settings,
+) -> None:
+    """Issue 11: 100,000 nested ``[`` was an uncaught RecursionError (500)."""
+    before = await total_records(deployment)
+    json_headers = {"content-type": "application/json"}
+    for body in (b"[" * 100_000 + b"]" * 100_000, b"[" * 40 + b"{}" + b"]" * 40):
+        response = await api.post("/v1/events", content=body, headers=json_headers)
+        assert response.status_code == 422, response.text
+        assert "nested deeper than 32 levels" in response.json()["detail"][0]["msg"]
+    deep_field = mutated(["data", "colour"], json.loads("[" * 35 + "]" * 35))
+    response = await api.post("/v1/events", json=deep_field)
+    assert response.status_code == 422
+    assert (await api.post("/v1/events", json=EXAMPLES["OrderPlaced"])).status_code == 202
+    assert await total_records(deployment) == before + 1
+
+
+async def test_only_json_from_the_same_or_a_configured_origin_is_taken(
+    api: httpx.AsyncClient,
+    deployment: Settings,
+) -> None:
+    """Issue 11: any web page could publish to a local stack with a ``text/plain`` POST
+    (a "simple" cross-origin request, sent without a preflight)."""
+    before = await total_records(deployment)
+    body = json.dumps(EXAMPLES["OrderPlaced"])
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {} if content_type is None else {"content-type": content_type}
+        response = await api.post("/v1/events", content=body, headers=headers)
+        assert response.status_code == 415, (content_type, response.text)
+        assert "application/json" in response.json()["detail"]
+    response = await api.post(
+        "/v1/events", json=EXAMPLES["OrderPlaced"], headers={"origin": "https://evil.example"}
+    )
+    assert response.status_code == 403
+    assert "EVENTFOLD_CORS_ORIGINS" in response.json()["detail"]
+    assert await total_records(deployment) == before
+
+    same_origin = {"origin": "http://producer", "content-type": "application/json; charset=utf-8"}
+    response = await api.post("/v1/events", content=body, headers=same_origin)
+    assert response.status_code == 202, response.text
+
+    allowed = deployment.model_copy(update={"cors_origins": ["https://app.example"]})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(allowed)),
+        base_url="http://producer",
+        headers={"X-API-Key": WRITE_KEY, "origin": "https://app.example"},
+    ) as configured:
+        preflight = await configured.options(
+            "/v1/events",
+            headers={
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        response = await configured.post("/v1/events", json=EXAMPLES["OrderPlaced"])
+        assert response.status_code == 202, response.text
+    assert await total_records(deployment) == before + 2

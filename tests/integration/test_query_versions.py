@@ -151,8 +151,9 @@ async def test_a_hot_cache_get_sends_no_mongodb_command(
         assert await status_of(api, "o-1") == "paid"
     assert commands.sent == []
 
-    await put_order(stores.version("v2"), "o-1", "shipped")
-    await stores.activate("v2")  # not built: switches every projection
+    version = await stores.begin_build(PROJECTIONS)
+    await put_order(stores.version(version), "o-1", "shipped")
+    await stores.activate(version)
     assert await status_of(api, "o-1") == "shipped"
     assert commands.sent == [("find", "meta")]  # once, after the switch
     for _ in range(5):
@@ -202,3 +203,32 @@ async def test_a_broken_connection_of_the_hot_path_is_replaced(
         await stores.redis.execute_command("CLIENT", "KILL", "ID", await conn.read_response())
     for _ in range(3):
         assert await status_of(api, "o-1") == "paid"
+
+
+async def test_activating_an_aborted_build_is_an_error_that_changes_nothing(
+    stores: Stores,
+) -> None:
+    """Issue 11: an ``--abort`` racing a ``replay --projection redis`` made ``activate``
+    switch every projection to the dropped version."""
+    before = await stores.active_versions()
+    version = await stores.begin_build(["redis"])
+    await stores.abandon_build(version)  # the abort won the race
+    with pytest.raises(read_models.NotBuilding, match=f"{version} is not being built"):
+        await stores.activate(version)
+    assert await stores.active_versions() == before
+    assert await stores.building() == []
+
+
+async def test_concurrent_meta_changes_each_take_effect_once(stores: Stores) -> None:
+    """Every change of the versions is a compare-and-set under one lock: builds begun
+    at the same time get distinct versions, all registered, none lost."""
+    versions = await asyncio.gather(*(stores.begin_build(["redis"]) for _ in range(8)))
+    assert len(set(versions)) == 8
+    assert sorted(b.version for b in await stores.building()) == sorted(versions)
+    switched = await asyncio.gather(*(stores.activate(v) for v in versions[:4]))
+    assert all(set(previous) == {"redis"} for previous in switched)
+    await asyncio.gather(*(stores.abandon_build(v) for v in versions[4:]))
+    assert await stores.building() == []
+    assert (await stores.active_versions())["redis"] in versions[:4]
+    meta = await stores.meta.find_one({"_id": read_models.META_ID})
+    assert meta is not None and meta["revision"] == 8 + 4 + 4  # one per change

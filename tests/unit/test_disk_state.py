@@ -48,3 +48,24 @@ def test_the_customer_side_runs_on_a_disk_state(tmp_path: Path) -> None:
     assert disk.order_ids("c-1", 4) == memory.order_ids("c-1", 4) == [f"o-{n}" for n in range(1, 5)]
     state = disk.state("c-1")
     assert state is not None and state.view()["lifetime_value"] == {"EUR": "10.00"}
+
+
+def test_written_values_are_held_then_written_in_one_batch(tmp_path: Path) -> None:
+    state = DiskState(tmp_path / "w", write_back=3)
+    state["a"] = [1]
+    state["b"] = {"x": 2}
+    assert state._db.get(b'"a"') is None  # held, not encoded yet
+    assert state["a"] == [1] and state.get("b") == {"x": 2}
+    state["a"] = [1, 2]  # a key written again is encoded once
+    assert state._db.get(b'"a"') is None
+    state["c"] = None
+    assert state._db.get(b'"a"') == b"[1,2]"  # the third key held: all written at once
+    state["d"] = "held"
+    assert sorted(state) == ["a", "b", "c", "d"] and len(state) == 4
+    del state["d"]
+    assert "d" not in state
+    state["e"] = 5
+    state.close()
+    again = DiskState(tmp_path / "w")
+    assert again["e"] == 5 and again["a"] == [1, 2] and again.get("c", "default") is None
+    again.destroy()
