@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential_jitter as backoff
 
-from eventfold.consistency import encode_token, merge_positions
+from eventfold.consistency import token_of
 from eventfold.resilience import CircuitBreaker
 from eventfold.settings import Settings
 from schemas.codec import encode
@@ -186,5 +186,5 @@ class EventPublisher:
             Receipt(e.event_id, e.type, e.topic, md.partition, md.offset)
             for e, md in zip(events, metadata, strict=True)
         ]
-        token = encode_token(merge_positions((r.topic, r.partition, r.offset) for r in receipts))
+        token = token_of((r.topic, r.partition, r.offset) for r in receipts)
         return PublishResult(receipts, token)

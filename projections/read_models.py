@@ -24,6 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
+from eventfold.consistency import Runs
 from eventfold.settings import Settings
 
 T = TypeVar("T")
@@ -355,6 +356,32 @@ class Stores:
         *after* the meta document is written, and a reader reads it *before* the
         meta document, so a reader that saw the new stamp sees the new meta."""
         return f"{self.settings.redis_prefix}meta-stamp"
+
+    def dead_letters_key(self, topic: str, partition: int) -> str:
+        """The dead-lettered offsets of a source partition (a sorted set scored by offset):
+        a consistency token covering one is answered with its reason, not stale data."""
+        return f"{self.settings.redis_prefix}dead-letters:{topic}:{partition}"
+
+    async def record_dead_letter(self, topic: str, partition: int, offset: int, why: str) -> None:
+        await self.redis.zadd(self.dead_letters_key(topic, partition), {f"{offset} {why}": offset})
+
+    async def dead_letters_in(self, runs: Runs) -> list[str]:
+        """``topic:partition@offset reason`` of each dead-lettered record in ``runs``."""
+        pipe = self.redis.pipeline(transaction=False)
+        asked = []
+        for topic, parts in runs.items():
+            for partition, found in parts.items():
+                for first, last in found:
+                    pipe.zrangebyscore(self.dead_letters_key(topic, partition), first, last)
+                    asked.append(f"{topic}:{partition}")
+        if not asked:
+            return []
+        answers = await pipe.execute()
+        return [
+            f"{where}@{entry}"
+            for where, entries in zip(asked, answers, strict=True)
+            for entry in entries
+        ]
 
     async def _meta_changed(self) -> None:
         await self.redis.incr(self.meta_stamp_key)

@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from eventfold.auth import require_scope
-from eventfold.consistency import InvalidConsistencyToken, Positions, decode_token
+from eventfold.consistency import InvalidConsistencyToken, Runs, decode_token_runs, highest
 from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from projections.money import format_money, from_units
@@ -53,6 +53,14 @@ class NotYetConsistent(Exception):
         self.missing = missing
 
 
+class DeadLettered(Exception):
+    """The token covers records the processors dead-lettered: their writes are not in the
+    read models (``topic:partition@offset reason`` each)."""
+
+    def __init__(self, letters: list[str]) -> None:
+        self.letters = letters
+
+
 def _encode_cursor(placed_at: str, order_id: str) -> str:
     raw = json.dumps([placed_at, order_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -81,7 +89,7 @@ class Reading:
     """What a request reads: the active versions (after the caller's token, if any)."""
 
     active: Active
-    positions: Positions | None
+    positions: Runs | None  # of the token read with
     deadline: float  # of the token's wait
 
     @property
@@ -89,19 +97,30 @@ class Reading:
         return self.active.models
 
 
-async def consistent(request: Request, positions: Positions, deadline: float) -> Active:
-    """The active versions once they applied ``positions``: looked up again at each
-    poll, so a switch during the wait is followed."""
+async def consistent(request: Request, runs: Runs, deadline: float) -> Active:
+    """The active versions once they applied the token's records (``runs``): looked up
+    again at each poll, so a switch during the wait is followed. A token covering a
+    record the processors dead-lettered is answered with that (``DeadLettered``), before
+    the wait and after it, never with data that lacks its write."""
     versions: ActiveVersions = request.app.state.versions
+    stores: Stores = request.app.state.stores
     polled: list[Active] = []
 
     async def current() -> ReadModels:
         polled[:] = [await versions.current()]
         return polled[0].models
 
-    missing = await wait_for_positions(
-        current, positions, max(0.0, deadline - time.monotonic()), request.app.state.last_offsets
-    )
+    dead = await stores.dead_letters_in(runs)
+    if not dead:
+        missing = await wait_for_positions(
+            current,
+            highest(runs),
+            max(0.0, deadline - time.monotonic()),
+            request.app.state.last_offsets,
+        )
+        dead = await stores.dead_letters_in(runs)
+    if dead:
+        raise DeadLettered(dead)
     if missing:
         raise NotYetConsistent(missing)
     return polled[0]
@@ -118,7 +137,7 @@ async def _reading(
         active = await (versions.current() if checked else versions.cached())
         return Reading(active, None, deadline)
     try:
-        positions = decode_token(token)
+        runs = decode_token_runs(token)
     except InvalidConsistencyToken as exc:
         where = (
             ("header", "x-consistency-token")
@@ -126,7 +145,7 @@ async def _reading(
             else ("query", "consistency_token")
         )
         raise _invalid(*where, str(exc)) from None
-    return Reading(await consistent(request, positions, deadline), positions, deadline)
+    return Reading(await consistent(request, runs, deadline), runs, deadline)
 
 
 TokenHeader = Annotated[str | None, Header()]
@@ -205,6 +224,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
             status_code=409,
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(DeadLettered)
+    async def dead_lettered(_: Any, exc: DeadLettered) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": f"the consistency token covers {len(exc.letters)} dead-lettered "
+                f"record(s), whose writes the read models do not have: {'; '.join(exc.letters)} "
+                "('eventfold dlq list' shows them; a re-driven record is a new record, read "
+                "it with the token of its re-drive)",
+                "dead_letters": exc.letters,
+            },
+            status_code=409,
         )
 
     errors: dict[int | str, dict[str, Any]] = {

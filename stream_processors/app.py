@@ -302,7 +302,8 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
             outbox.detach,
             order_context=_current_event_reentry,
         )
-        single = RecordHandler(apply_one_with(pipeline), KafkaDeadLetterSink(settings))
+        dead_letters = KafkaDeadLetterSink(settings, stores().record_dead_letter)
+        single = RecordHandler(apply_one_with(pipeline), dead_letters)
         _handlers[agent] = (
             BatchHandler(
                 fold_with(pipeline), pipeline.detach, single, pipeline.invalidate, pipeline.folding

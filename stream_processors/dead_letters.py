@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -36,12 +37,25 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
-class KafkaDeadLetterSink:
-    """Sends dead letters with acks=all; the caller commits only after this returns."""
+Register = Callable[[str, int, int, str], Awaitable[None]]
+"""Records that a record (topic, partition, offset) was dead-lettered, and why."""
 
-    def __init__(self, settings: Settings) -> None:
+
+def short_reason(letter: DeadLetter) -> str:
+    error = "".join(traceback.format_exception_only(letter.error)).strip()
+    return f"{letter.reason}: {error[:500]}"
+
+
+class KafkaDeadLetterSink:
+    """Sends dead letters with acks=all; the caller commits only after this returns.
+
+    ``register`` also records each one where read-your-writes looks (the query API
+    answers a consistency token covering it with its reason, never with stale data)."""
+
+    def __init__(self, settings: Settings, register: Register | None = None) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self._register = register
 
     async def __call__(self, letter: DeadLetter) -> None:
         if self._producer is None:
@@ -58,6 +72,9 @@ class KafkaDeadLetterSink:
             key=letter.record.key,
             headers=dead_letter_headers(letter),
         )
+        if self._register is not None:
+            r = letter.record
+            await self._register(r.topic, r.partition, r.offset, short_reason(letter))
 
     async def close(self) -> None:
         if self._producer is not None:

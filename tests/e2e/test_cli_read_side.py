@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from io import BytesIO
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastavro import schemaless_writer
 from rich.console import Console
 
 from eventfold import cli
+from eventfold.consistency import token_of
 from eventfold.settings import Settings
 from producers.demo import generate
 from projections.read_models import PROJECTIONS, Stores
@@ -124,8 +126,11 @@ async def test_a_record_the_processors_dead_letter_is_left_out_by_replay_and_ver
     processor: ProcessorProcess,
     deployment: Settings,
     monkeypatch: pytest.MonkeyPatch,
+    producer_api: httpx.AsyncClient,
+    query_api: httpx.AsyncClient,
 ) -> None:
-    """Issue 11: such a record used to stop every rebuild (and verify) for good."""
+    """Issue 11: such a record used to stop every rebuild (and verify) for good, and a
+    consistency token covering it was satisfied by the next record of its partition."""
     run = Cli(deployment, monkeypatch)
     events = generate(43, 12)
     await publish(deployment, events)
@@ -140,8 +145,31 @@ async def test_a_record_the_processors_dead_letter_is_left_out_by_replay_and_ver
         await producer.stop()
     # a valid record after it on its partition, so catching up means getting past it
     failed = {"payment_id": "p-after", "order_id": order_id, "reason": "declined"}
-    await publish(deployment, [{"type": "PaymentFailed", "data": failed}])
+    published = await producer_api.post(
+        "/v1/events", json={"type": "PaymentFailed", "data": failed}
+    )
+    assert published.status_code == 202, published.text
+    after = published.json()["events"][0]
     await wait_caught_up(deployment)
+
+    # read-your-writes: the valid record's token is served; one covering the dead letter
+    # is a 409 naming it, never the view without its write
+    good = await query_api.get(
+        f"/v1/orders/{order_id}",
+        headers={"X-Consistency-Token": published.json()["consistency_token"]},
+    )
+    assert good.status_code == 200, good.text
+    both = token_of(
+        [
+            ("payments", sent.partition, sent.offset),
+            ("payments", after["partition"], after["offset"]),
+        ]
+    )
+    answer = await query_api.get(f"/v1/orders/{order_id}", headers={"X-Consistency-Token": both})
+    assert answer.status_code == 409, answer.text
+    (letter,) = answer.json()["dead_letters"]
+    assert letter.startswith(f"payments:{sent.partition}@{sent.offset} undecodable: "), letter
+    assert "below 10^12" in answer.json()["detail"]
 
     code, out = await run("replay", "--all", "--quiet", "--grace-s", "0")
     assert code == 0, out
