@@ -138,6 +138,10 @@ class OrderState:
     def _view_json(self) -> str:
         return json.dumps(self.view(), separators=(",", ":"))
 
+    def forget_view_json(self) -> None:
+        """Drop the encoded view (written: the state may stay cached for long)."""
+        self.__dict__.pop("_view_json", None)
+
     def summary(self) -> OrderLink | None:
         """What the customer side needs of this order; None before its customer is known."""
         view = self.view()

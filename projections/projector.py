@@ -236,6 +236,8 @@ class BatchWriter:
         if failed is not None:
             raise failed
         await self._raise_marks(held)
+        for _, state, _ in orders:
+            state.forget_view_json()  # the states stay cached: keep them small
         if self._held is held:
             self._held = _Held()
 
