@@ -11,12 +11,12 @@ Faust tables.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
 WRITE_BUFFER_BYTES = 16 * 1024 * 1024
@@ -32,7 +32,7 @@ def _options() -> Options:
 
 
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return orjson.dumps(value)
 
 
 WRITE_BACK_ENTRIES = 10_000
@@ -71,7 +71,7 @@ class DiskState(MutableMapping[Any, Any]):
         if held is not _MISSING:
             return held
         raw = self._db.get(raw_key)
-        return default if raw is None else json.loads(raw)
+        return default if raw is None else orjson.loads(raw)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._held[_encode(key)] = value
@@ -96,7 +96,7 @@ class DiskState(MutableMapping[Any, Any]):
     def __iter__(self) -> Iterator[Any]:
         self.flush()
         for raw in self._db.keys():
-            yield json.loads(cast(bytes, raw))
+            yield orjson.loads(cast(bytes, raw))
 
     def __len__(self) -> int:
         self.flush()

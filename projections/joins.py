@@ -24,13 +24,14 @@ Every step is idempotent: giving it an input it already holds returns
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, Generic, TypeVar
+
+import orjson
 
 from projections.customer_fold import (
     CustomerProfile,
@@ -41,13 +42,13 @@ from projections.customer_fold import (
 )
 from projections.money import format_money, from_units, to_units
 from projections.order_fold import (
+    ORDER_EVENT_TYPES,
     OrderFacts,
     append_new,
     apply,
     empty_facts,
     facts_from_doc,
     facts_to_doc,
-    order_id_of,
     order_view,
     with_customer_block,
 )
@@ -87,11 +88,18 @@ class OrderState:
         if known is not None and known <= offset:
             return None
         offsets = {**self.offsets, event.event_id: offset}
-        if known is None and order_id_of(event) != self.order_id:
-            apply(self.facts, event)  # raises the error of an event of another order
+        if known is not None:  # seen at a later offset (a re-publish read first): reorder
+            return replace(self, facts=_sorted_facts(self.facts, offsets), offsets=offsets)
+        if getattr(event.data, "order_id", None) != self.order_id:
+            apply(self.facts, event)  # raises the error of a customer event or another order's
         # the offsets name every event of the facts: one unknown there is new to them
-        facts = append_new(self.facts, event) if known is None else self.facts
-        return replace(self, facts=_sorted_facts(facts, offsets), offsets=offsets)
+        facts = append_new(self.facts, event)
+        stream = (
+            facts.order_events if isinstance(event, ORDER_EVENT_TYPES) else facts.payment_events
+        )
+        if len(stream) > 1 and offsets[stream[-2].event_id] > offset:
+            facts = _sorted_facts(facts, offsets)  # learnt out of offset order (a merge)
+        return replace(self, facts=facts, offsets=offsets)
 
     def with_customer(self, block: Mapping[str, Any], offset: int) -> OrderState | None:
         """The state showing ``block``; None when a block as new or newer is shown."""
@@ -136,7 +144,7 @@ class OrderState:
 
     @cached_property
     def _view_json(self) -> str:
-        return json.dumps(self.view(), separators=(",", ":"))
+        return orjson.dumps(self.view()).decode()
 
     def forget_view_json(self) -> None:
         """Drop the encoded view (written: the state may stay cached for long)."""
@@ -229,7 +237,7 @@ def state_field(state: OrderState | CustomerState) -> str:
     JSON string, which FerretDB stores and returns several times faster than the same
     content as nested fields (measured: a 400-document bulk write of order documents
     0.68x the time, the find of them 0.58x)."""
-    return json.dumps(state.to_doc(), separators=(",", ":"))
+    return orjson.dumps(state.to_doc()).decode()
 
 
 def stored_state(doc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -237,7 +245,7 @@ def stored_state(doc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     without one); documents of the earlier layout hold it as nested fields."""
     raw = None if doc is None else doc.get("_state")
     if isinstance(raw, str):
-        parsed: Mapping[str, Any] = json.loads(raw)
+        parsed: Mapping[str, Any] = orjson.loads(raw)
         return parsed
     return raw
 

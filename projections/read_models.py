@@ -12,12 +12,12 @@ keeps its own applied-position marks (``checkpoints:<projection>``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -136,7 +136,7 @@ def order_document(
     those in it (``order_view_of``)."""
     if packed is None:
         rest = {k: v for k, v in view.items() if k not in ORDER_QUERY_FIELDS}
-        packed = json.dumps(rest, separators=(",", ":"))
+        packed = orjson.dumps(rest).decode()
     return {
         "_id": order_id,
         **{k: view.get(k) for k in ORDER_QUERY_FIELDS},
@@ -150,7 +150,7 @@ def order_view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     win, so a field changed in place is seen: ``eventfold verify`` finds it). Documents
     written before the compact layout hold every field of the view as its own."""
     packed = doc.get("_view")
-    view: dict[str, Any] = json.loads(packed) if isinstance(packed, str) else {}
+    view: dict[str, Any] = orjson.loads(packed) if isinstance(packed, str) else {}
     view.update((k, v) for k, v in doc.items() if not k.startswith("_"))
     return view
 

@@ -13,11 +13,11 @@ Amounts are integer 1e-4 units, so counters stay exact (HINCRBY).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -123,7 +123,7 @@ class RedisWriter:
                 keys.append(models.order_key(order.order_id))
                 args += (
                     order.revision[0],
-                    json.dumps(_as_strings(order.contribution), separators=(",", ":")),
+                    orjson.dumps(_as_strings(order.contribution)).decode(),
                     order.view_json,
                     models.changes_channel(order.order_id),
                     order.revision[1],

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 import weakref
@@ -32,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import faust
+import orjson
 from faust.streams import _current_event
 from faust.types import TableT
 
@@ -203,7 +203,7 @@ class KafkaOutbox:
         await self._send(enrichment_topic, message.order_id, message.to_doc())
 
     async def _send(self, topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
-        message = (topic, key.encode(), json.dumps(value, separators=(",", ":")).encode())
+        message = (topic, key.encode(), orjson.dumps(value))
         self._messages.append(message)
         self._futures.append(await self._hand_over(message))
 
@@ -246,7 +246,7 @@ def stores() -> Stores:
 def internal_message(record: Record, parse: Callable[[dict[str, Any]], T]) -> T:
     """An ``order-links`` / ``order-enrichment`` message; MalformedMessage if it is not one."""
     try:
-        doc = json.loads(record.value)
+        doc = orjson.loads(record.value)
         if not isinstance(doc, dict):
             raise TypeError("not a JSON object")
         return parse(doc)
