@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     consistency_timeout_s: float = Field(
         default=5.0, description="how long a query carrying a consistency token may wait"
     )
+    max_batch_events: int = Field(
+        default=1000, ge=1, description="events one POST /v1/events may carry (422 beyond)"
+    )
+    max_streams: int = Field(
+        default=500, ge=1, description="live (SSE) streams a query API instance holds open"
+    )
+    max_consistency_waits: int = Field(
+        default=500,
+        ge=1,
+        description="requests a query API instance keeps waiting on consistency tokens",
+    )
     batch_max_records: int = Field(
         default=2000, ge=1, description="records a processor folds per batch at most"
     )

@@ -17,7 +17,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from pydantic import BaseModel, ValidationError
 
 from eventfold.auth import require_scope
@@ -138,6 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rejected = Counter(
         "eventfold_requests_rejected", "Requests refused", ["reason"], registry=registry
     )
+    Gauge(
+        "eventfold_producer_batch_events_limit", "Events one request may carry", registry=registry
+    ).set(settings.max_batch_events)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 {
                                     "type": "array",
                                     "minItems": 1,
+                                    "maxItems": settings.max_batch_events,
                                     "items": {"$ref": "#/components/schemas/EventEnvelope"},
                                 },
                             ]
@@ -219,6 +229,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "loc": ["body"],
                         "msg": f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
                         "type": "json_too_deep",
+                    }
+                ],
+            )
+        if isinstance(payload, list) and len(payload) > settings.max_batch_events:
+            rejected.labels("too_many_events").inc()
+            return problem(
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"at most {settings.max_batch_events} events per request "
+                        f"(got {len(payload)}); send the rest in further requests",
+                        "type": "too_long",
                     }
                 ],
             )

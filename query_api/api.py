@@ -11,7 +11,7 @@ import binascii
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -27,8 +27,9 @@ from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from projections.money import format_money, from_units
 from projections.read_models import ORDER_PROJECTION, ReadModels, Stores, order_view_of
+from query_api.capacity import RETRY_AFTER_S, Capacity, OverCapacity
 from query_api.consistency import wait_for_positions
-from query_api.live import order_changes
+from query_api.live import ChangeHub, order_changes
 from query_api.models import (
     CustomerView,
     OrderPage,
@@ -110,15 +111,17 @@ async def consistent(request: Request, runs: Runs, deadline: float) -> Active:
         polled[:] = [await versions.current()]
         return polled[0].models
 
-    dead = await stores.dead_letters_in(runs)
-    if not dead:
-        missing = await wait_for_positions(
-            current,
-            highest(runs),
-            max(0.0, deadline - time.monotonic()),
-            request.app.state.last_offsets,
-        )
+    waits: Capacity = request.app.state.waits
+    with waits.hold():  # 503 past the instance's cap (EVENTFOLD_MAX_CONSISTENCY_WAITS)
         dead = await stores.dead_letters_in(runs)
+        if not dead:
+            missing = await wait_for_positions(
+                current,
+                highest(runs),
+                max(0.0, deadline - time.monotonic()),
+                request.app.state.last_offsets,
+            )
+            dead = await stores.dead_letters_in(runs)
     if dead:
         raise DeadLettered(dead)
     if missing:
@@ -202,10 +205,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     last_offsets = LastOffsets(settings)
+    hub = ChangeHub(stores.redis)
+    streams = Capacity("live streams", settings.max_streams, "eventfold_query_streams", registry)
+    waits = Capacity(
+        "consistency waits",
+        settings.max_consistency_waits,
+        "eventfold_query_consistency_waits",
+        registry,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await hub.close()
         await last_offsets.close()
         await stores.close()
 
@@ -213,6 +225,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stores = stores
     app.state.versions = versions
     app.state.last_offsets = last_offsets
+    app.state.waits = waits
+
+    @app.exception_handler(OverCapacity)
+    async def over_capacity(_: Any, exc: OverCapacity) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
 
     @app.exception_handler(NotYetConsistent)
     async def not_yet(_: Any, exc: NotYetConsistent) -> JSONResponse:
@@ -325,9 +344,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     async def order_events(order_id: Id, request: Request) -> StreamingResponse:
-        """Live updates of one order as Server-Sent Events."""
+        """Live updates of one order as Server-Sent Events (503 past the instance's cap
+        of open streams, ``EVENTFOLD_MAX_STREAMS``)."""
+        streams.check()
+
+        async def held() -> AsyncIterator[bytes]:
+            with streams.counted():
+                # closed with this body, so the stream leaves the hub at once
+                async with aclosing(
+                    order_changes(order_id, versions.models, request.is_disconnected, hub)
+                ) as changes:
+                    async for chunk in changes:
+                        yield chunk
+
         return StreamingResponse(
-            order_changes(order_id, versions.models, request.is_disconnected),
+            held(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -250,3 +250,27 @@ async def test_only_json_from_the_same_or_a_configured_origin_is_taken(
         response = await configured.post("/v1/events", json=EXAMPLES["OrderPlaced"])
         assert response.status_code == 202, response.text
     assert await total_records(deployment) == before + 2
+
+
+async def test_a_batch_over_the_cap_is_a_422_and_publishes_nothing(deployment: Settings) -> None:
+    """Issue 11: a batch's size was bounded only by the body size."""
+    capped = deployment.model_copy(update={"max_batch_events": 3})
+    before = await total_records(deployment)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(capped)),
+        base_url="http://producer",
+        headers={"X-API-Key": WRITE_KEY},
+    ) as client:
+        response = await client.post("/v1/events", json=[EXAMPLES["OrderPlaced"]] * 4)
+        assert response.status_code == 422
+        assert "at most 3 events per request (got 4)" in response.json()["detail"][0]["msg"]
+        assert await total_records(deployment) == before
+        assert (
+            await client.post("/v1/events", json=[EXAMPLES["OrderPlaced"]] * 3)
+        ).status_code == 202
+        metrics = (await client.get("/metrics")).text
+        assert "eventfold_producer_batch_events_limit 3.0" in metrics
+        schema = (await client.get("/openapi.json")).json()
+        body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"]["oneOf"][1]["maxItems"] == 3
+    assert await total_records(deployment) == before + 3
