@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from projections.read_models import ReadModels
 from query_api.models import public_order
 
+log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
+RECONNECT_S = 1.0
+CLOSE_WAIT_S = 2.0
 HUB_POLL_S = 0.05
 """How long the hub's reader waits for a message before serving queued subscriptions."""
 FOLLOWER_BACKLOG = 16
@@ -73,21 +79,37 @@ class ChangeHub:
             await self._request("unsubscribe", channel)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        if task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            # bounded: a shutdown must not hang on a Redis connection being torn down
+            await asyncio.wait({task}, timeout=CLOSE_WAIT_S)
+        else:  # started by requests served on another loop (an ASGI test client's)
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
     async def _request(self, action: str, channel: str) -> None:
-        if self._task is None or self._task.done():
+        running = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not running:
+            # one reader per instance; a new one when the loop serving requests changed
+            self._requests = asyncio.Queue()
             self._task = asyncio.create_task(self._run())
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = running.create_future()
         await self._requests.put((action, channel, done))
-        await done
+        task = self._task
+        await asyncio.wait([done, task], return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():  # the reader ended (its error is the answer)
+            done.cancel()
+            task.result()
+            raise ConnectionError("the live streams' Redis subscription ended")
+        done.result()
 
     async def _run(self) -> None:
         pubsub = self._redis.pubsub()
         try:
+            if self._followers:  # a reader after one that ended: the channels followed
+                await pubsub.subscribe(*self._followers)
             while True:
                 if not pubsub.channels:  # nothing to read: wait for a subscription
                     await self._serve(pubsub, await self._requests.get())
@@ -95,9 +117,15 @@ class ChangeHub:
                     await self._serve(pubsub, self._requests.get_nowait())
                 if not pubsub.channels:
                     continue
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=HUB_POLL_S
-                )
+                try:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=HUB_POLL_S
+                    )
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    # redis-py reconnects and subscribes again on the next read
+                    log.warning("live streams' Redis subscription lost (%r); retrying", exc)
+                    await asyncio.sleep(RECONNECT_S)
+                    continue
                 if message is not None and message["type"] == "message":
                     self._deliver(str(message["channel"]), str(message["data"]))
         finally:
