@@ -7,8 +7,10 @@ a test checks that they agree.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any, Literal
 
-from pydantic import Field
+from aiokafka.helpers import create_ssl_context
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +23,17 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port]; overrides kafka_host/kafka_port"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="SASL_SSL for a cluster with SCRAM users over TLS"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(
+        default=None,
+        description="PEM of the CA the brokers' certificates are checked against "
+        "(the system's CAs when not set)",
     )
     mongo_host: str = "127.0.0.1"
     mongo_port: int = 27017
@@ -95,6 +108,26 @@ class Settings(BaseSettings):
     @cached_property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    def kafka_client(self) -> dict[str, Any]:
+        """The connection arguments of every Kafka client (aiokafka's names): where the
+        brokers are and, when the cluster asks for them, TLS and SASL credentials.
+        (MongoDB and Redis take theirs in their URLs: ``mongodb://user:pw@host/?tls=true``,
+        ``rediss://user:pw@host:port/0``.)"""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_security_protocol.startswith("SASL"):
+            password = self.kafka_sasl_password
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=None if password is None else password.get_secret_value(),
+            )
+        return options
 
     @cached_property
     def mongo_uri(self) -> str:

@@ -62,7 +62,7 @@ def changelog_topic(settings: Settings, table: str) -> str:
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; returns the names created."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.kafka_client(),
         request_timeout_ms=int(settings.kafka_timeout_s * 1000),
     )
     await admin.start()
@@ -129,7 +129,7 @@ async def end_offsets(
     partitions = await source_partitions(settings, topics)
     if not partitions:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**settings.kafka_client(), group_id=None)
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(partitions))
@@ -170,7 +170,7 @@ async def _start_group_at_beginning(
     up front, every partition can be re-read. Does nothing once members joined
     (they commit as they go); a member that joins meanwhile makes the commit fail,
     which is fine for the same reason."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.kafka_client())
     await admin.start()
     try:
         (described,) = await admin.describe_consumer_groups([group])
@@ -184,9 +184,7 @@ async def _start_group_at_beginning(
     missing = [tp for tp in partitions if committed.get(tp) is None or committed[tp].offset < 0]
     if not missing:
         return {}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**settings.kafka_client(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(missing)
@@ -212,7 +210,7 @@ class LastOffsets:
         """``partition -> last offset`` of logical ``topic`` (empty partitions left out)."""
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.bootstrap_servers,
+                **self._settings.kafka_client(),
                 group_id=None,
                 request_timeout_ms=int(self._settings.kafka_timeout_s * 1000),
             )
@@ -239,7 +237,7 @@ async def source_partitions(
 ) -> list[TopicPartition]:
     """Every partition of ``topics`` (the source topics: orders, payments, customers),
     as physical names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.kafka_client())
     await admin.start()
     try:
         described = await admin.describe_topics([settings.topic(t) for t in topics])

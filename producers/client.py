@@ -95,7 +95,7 @@ class EventPublisher:
                 return
             timeout_ms = int(self._settings.kafka_timeout_s * 1000)
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.bootstrap_servers,
+                **self._settings.kafka_client(),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=2,

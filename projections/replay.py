@@ -87,7 +87,7 @@ class TopicReader:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **settings.kafka_client(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

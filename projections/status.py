@@ -68,7 +68,7 @@ async def gather_status(settings: Settings, stores: Stores) -> StatusReport:
     applied = {p: await active.marks(p) for p in PROJECTIONS}
     ends = await end_offsets(settings, (*TOPICS, *INTERNAL_TOPICS))
     partitions = list(ends)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.kafka_client())
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(

@@ -57,7 +57,7 @@ async def read_source_events(settings: Settings) -> SourceEvents:
     """Every source record up to the current end, each partition in offset order."""
     partitions = await source_partitions(settings)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.kafka_client(),
         group_id=None,
         enable_auto_commit=False,
         fetch_max_bytes=32 * 1024 * 1024,

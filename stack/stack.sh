@@ -14,6 +14,9 @@
 # Ports and folders come from the environment (defaults in parentheses):
 #   EVENTFOLD_STACK_DIR (.stack/dev)    EVENTFOLD_KAFKA_PORT (9092)
 #   EVENTFOLD_KAFKA_CONTROLLER_PORT (9093)  EVENTFOLD_MONGO_PORT (27017)
+#   EVENTFOLD_KAFKA_SASL_PORT (9094: SASL_SSL, SCRAM-SHA-512 user "eventfold", the
+#     broker's certificate in $EVENTFOLD_STACK_DIR/kafka/tls/ca.pem; for trying the
+#     clients' security settings: EVENTFOLD_KAFKA_SECURITY_PROTOCOL and friends)
 #   EVENTFOLD_FERRETDB_DEBUG_PORT (8088)    EVENTFOLD_REDIS_PORT (6379)
 #   EVENTFOLD_PRODUCER_PORT (8001)      EVENTFOLD_QUERY_PORT (8002)
 #   EVENTFOLD_CACHE_DIR (~/.cache/eventfold: downloaded/built servers, shared by clones)
@@ -27,6 +30,9 @@ CACHE_DIR="${EVENTFOLD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/eventfold}"
 STACK_DIR="${EVENTFOLD_STACK_DIR:-$ROOT/.stack/dev}"
 KAFKA_PORT="${EVENTFOLD_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${EVENTFOLD_KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SASL_PORT="${EVENTFOLD_KAFKA_SASL_PORT:-9094}"
+KAFKA_SCRAM_USER="eventfold"
+KAFKA_SCRAM_PASSWORD="eventfold-local-secret"
 MONGO_PORT="${EVENTFOLD_MONGO_PORT:-27017}"
 FERRETDB_DEBUG_PORT="${EVENTFOLD_FERRETDB_DEBUG_PORT:-8088}"
 REDIS_PORT="${EVENTFOLD_REDIS_PORT:-6379}"
@@ -190,17 +196,24 @@ start_kafka() {
   if running kafka; then return 0; fi
   require_free_port "$KAFKA_PORT" EVENTFOLD_KAFKA_PORT
   require_free_port "$KAFKA_CONTROLLER_PORT" EVENTFOLD_KAFKA_CONTROLLER_PORT
+  require_free_port "$KAFKA_SASL_PORT" EVENTFOLD_KAFKA_SASL_PORT
   local dir="$STACK_DIR/kafka"
   mkdir -p "$dir"
+  kafka_tls "$dir/tls"
   cat > "$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$dir/tls/broker.p12
+ssl.keystore.password=$KAFKA_SCRAM_PASSWORD
 log.dirs=$dir/data
 num.partitions=6
 default.replication.factor=1
@@ -227,12 +240,39 @@ EOF
     log "formatting Kafka KRaft storage"
     "${java[@]}" kafka.tools.StorageTool format --ignore-formatted \
       -t "$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,iterations=4096,password=$KAFKA_SCRAM_PASSWORD]" \
       -c "$dir/server.properties" >> "$STACK_DIR/logs/kafka-format.log" 2>&1 \
       || die "Kafka storage format failed; see $STACK_DIR/logs/kafka-format.log"
+    touch "$dir/data/.scram-user"  # in the metadata from the first start
   fi
   spawn kafka "${java[@]}" kafka.Kafka "$dir/server.properties"
   wait_until kafka kafka_ready
-  log "kafka     127.0.0.1:$KAFKA_PORT (KRaft, Kafka $KAFKA_VERSION)"
+  if [ ! -f "$dir/data/.scram-user" ]; then  # a stack formatted before the user existed
+    "${java[@]}" kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+      --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
+      --add-config "SCRAM-SHA-512=[iterations=4096,password=$KAFKA_SCRAM_PASSWORD]" \
+      >> "$STACK_DIR/logs/kafka-scram.log" 2>&1 \
+      || die "adding Kafka's SCRAM user failed; see $STACK_DIR/logs/kafka-scram.log"
+    sleep 2  # the broker takes the new credential from the metadata log shortly after
+    touch "$dir/data/.scram-user"
+  fi
+  log "kafka     127.0.0.1:$KAFKA_PORT (KRaft, Kafka $KAFKA_VERSION; SASL_SSL on $KAFKA_SASL_PORT)"
+}
+
+# A self-signed certificate for the SASL_SSL listener (127.0.0.1 and localhost), and
+# the same certificate in PEM for clients to trust (ca.pem).
+kafka_tls() {
+  local tls="$1"
+  [ -f "$tls/ca.pem" ] && return 0
+  mkdir -p "$tls"
+  keytool -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 \
+    -dname "CN=localhost" -ext "SAN=ip:127.0.0.1,dns:localhost" \
+    -storetype PKCS12 -keystore "$tls/broker.p12" \
+    -storepass "$KAFKA_SCRAM_PASSWORD" -keypass "$KAFKA_SCRAM_PASSWORD" >/dev/null 2>&1 \
+    || die "keytool could not make Kafka's TLS certificate"
+  keytool -exportcert -rfc -alias broker -keystore "$tls/broker.p12" \
+    -storepass "$KAFKA_SCRAM_PASSWORD" -file "$tls/ca.pem" >/dev/null 2>&1 \
+    || die "keytool could not export Kafka's TLS certificate"
 }
 kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started\|KafkaServer id=.*started\|\[BrokerServer id=1\] Transition from STARTING to STARTED" "$STACK_DIR/logs/kafka.log" 2>/dev/null; }
 

@@ -91,9 +91,25 @@ class ProcessorApp(faust.App):
         await stall_guard.close()
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the Kafka security settings (``Settings.kafka_client``)."""
+    options = settings.kafka_client()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            ssl_context=options.get("ssl_context"),
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
 app = ProcessorApp(
     settings.processor_app_id,
-    broker=f"kafka://{settings.bootstrap_servers}",
+    broker=";".join(f"kafka://{b}" for b in settings.bootstrap_servers.split(",")),
+    broker_credentials=broker_credentials(settings),
     store="rocksdb://",
     datadir=settings.processor_data_dir,
     topic_partitions=settings.topic_partitions,

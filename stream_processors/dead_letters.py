@@ -60,7 +60,7 @@ class KafkaDeadLetterSink:
     async def __call__(self, letter: DeadLetter) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.bootstrap_servers,
+                **self._settings.kafka_client(),
                 acks="all",
                 enable_idempotence=True,
                 client_id="eventfold-dlq",

@@ -414,11 +414,11 @@ class _Session:
 
 async def _open(settings: Settings, topics: Sequence[str], group_id: str | None) -> _Session:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.kafka_client(),
         request_timeout_ms=int(settings.kafka_timeout_s * 1000),
     )
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **settings.kafka_client(),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -597,7 +597,7 @@ async def redrive(
     try:
         if not dry_run:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap_servers,
+                **settings.kafka_client(),
                 acks="all",
                 enable_idempotence=True,
                 client_id="eventfold-dlq-redrive",

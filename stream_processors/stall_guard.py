@@ -108,7 +108,7 @@ class StallGuard:
         async with self._reader_lock:
             if self._reader is None:
                 self._reader = AIOKafkaConsumer(
-                    bootstrap_servers=self._settings.bootstrap_servers,
+                    **self._settings.kafka_client(),
                     group_id=None,
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
