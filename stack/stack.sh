@@ -238,8 +238,9 @@ EOF
               "-Dlog4j.configuration=file:$dir/log4j.properties" -cp "$KAFKA_LIBS/*")
   if [ ! -f "$dir/data/meta.properties" ]; then
     log "formatting Kafka KRaft storage"
+    # (--cluster-id=: a random id may begin with "-", which would read as an option)
     "${java[@]}" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+      --cluster-id="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
       --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,iterations=4096,password=$KAFKA_SCRAM_PASSWORD]" \
       -c "$dir/server.properties" >> "$STACK_DIR/logs/kafka-format.log" 2>&1 \
       || die "Kafka storage format failed; see $STACK_DIR/logs/kafka-format.log"
