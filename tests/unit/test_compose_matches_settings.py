@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +51,39 @@ def test_api_ports_and_entry_points_match_the_code() -> None:
 
 
 def test_server_ports_match_the_default_settings() -> None:
-    services = compose()["services"]
+    """The stores are published (on loopback) only by the development override."""
+    dev = yaml.safe_load((ROOT / "docker-compose.dev.yml").read_text())["services"]
     defaults = Settings()
-    assert f"{defaults.kafka_port}:9092" in services["kafka"]["ports"]
-    assert f"{defaults.mongo_port}:27017" in services["mongodb"]["ports"]
-    assert f"{defaults.redis_port}:6379" in services["redis"]["ports"]
-    env = services["processor"]["environment"]
+    assert f"127.0.0.1:{defaults.kafka_port}:29092" in dev["kafka"]["ports"]
+    assert f"127.0.0.1:{defaults.mongo_port}:27017" in dev["mongodb"]["ports"]
+    assert f"127.0.0.1:{defaults.redis_port}:6379" in dev["redis"]["ports"]
+    env = compose()["services"]["processor"]["environment"]
     assert env["EVENTFOLD_KAFKA_BOOTSTRAP"] == "kafka:9092"
 
 
-def test_stack_script_uses_the_same_variable_names() -> None:
-    script = (ROOT / "stack" / "stack.sh").read_text()
-    for field in ("kafka_port", "mongo_port", "redis_port", "producer_port", "query_port"):
-        assert f"EVENTFOLD_{field.upper()}" in script
+def test_the_stores_are_on_the_compose_network_only_and_every_service_restarts() -> None:
+    services = compose()["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"producer-api", "query-api"}
+    assert all(service.get("restart") == "unless-stopped" for service in services.values())
+
+
+def test_the_apis_need_keys_and_the_stores_passwords_from_the_env_file() -> None:
+    """``docker compose up`` refuses to start without them (``${VAR:?...}``), and
+    ``.env.example`` names every one."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert required == {"EVENTFOLD_API_KEYS", "MONGO_PASSWORD", "REDIS_PASSWORD"}
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert set(example) == required
+    keys = json.loads(example["EVENTFOLD_API_KEYS"])
+    assert sorted(scope for scopes in keys.values() for scope in scopes) == ["read", "write"]
+    for name in ("processor", "producer-api", "query-api"):
+        env = compose()["services"][name]["environment"]
+        assert "EVENTFOLD_AUTH_DISABLED" not in env
+        assert "MONGO_PASSWORD" in env["EVENTFOLD_MONGO_URL"]
+        assert "REDIS_PASSWORD" in env["EVENTFOLD_REDIS_URL"]
