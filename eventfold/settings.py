@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     mongo_port: int = 27017
     mongo_url: str | None = Field(default=None, description="overrides mongo_host/mongo_port")
     mongo_db: str = "eventfold"
+    mongo_write_concern: str = Field(
+        default="majority",
+        pattern=r"^(majority|[0-9]+)$",
+        description="w of every read-model write: majority, or a number of members",
+    )
+    mongo_journal: bool = Field(
+        default=True, description="read-model writes acknowledged once in the journal"
+    )
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec",
+        description="the local stack's Redis fsync policy (compose's too): everysec can lose "
+        "the last second of writes on a host crash, always none",
+    )
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_url: str | None = Field(default=None, description="overrides redis_host/redis_port")
@@ -108,6 +121,11 @@ class Settings(BaseSettings):
     @cached_property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def mongo_write_concern_w(self) -> int | str:
+        w = self.mongo_write_concern
+        return int(w) if w.isdigit() else w
 
     def kafka_client(self) -> dict[str, Any]:
         """The connection arguments of every Kafka client (aiokafka's names): where the

@@ -333,6 +333,9 @@ class Stores:
             connectTimeoutMS=5000,
             socketTimeoutMS=10000,
             tz_aware=True,
+            # explicit: what an acknowledged read-model write survives (see the README)
+            w=settings.mongo_write_concern_w,
+            journal=settings.mongo_journal,
         )
         self.redis: Redis = Redis.from_url(
             settings.redis_uri,

@@ -18,6 +18,7 @@
 #     broker's certificate in $EVENTFOLD_STACK_DIR/kafka/tls/ca.pem; for trying the
 #     clients' security settings: EVENTFOLD_KAFKA_SECURITY_PROTOCOL and friends)
 #   EVENTFOLD_FERRETDB_DEBUG_PORT (8088)    EVENTFOLD_REDIS_PORT (6379)
+#   EVENTFOLD_REDIS_APPENDFSYNC (everysec: always | everysec | no)
 #   EVENTFOLD_PRODUCER_PORT (8001)      EVENTFOLD_QUERY_PORT (8002)
 #   EVENTFOLD_CACHE_DIR (~/.cache/eventfold: downloaded/built servers, shared by clones)
 set -euo pipefail
@@ -167,7 +168,7 @@ start_redis() {
   require_free_port "$REDIS_PORT" EVENTFOLD_REDIS_PORT
   mkdir -p "$STACK_DIR/redis"
   spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STACK_DIR/redis" \
-    --appendonly yes --appendfsync everysec --save "" --protected-mode yes
+    --appendonly yes --appendfsync "${EVENTFOLD_REDIS_APPENDFSYNC:-everysec}" --save "" --protected-mode yes
   wait_until redis redis_ready
   log "redis     redis://127.0.0.1:$REDIS_PORT"
 }
