@@ -113,7 +113,14 @@ pidfile() { echo "$STACK_DIR/run/$1.pid"; }
 
 running() {  # running NAME -> 0 when its recorded pid is alive
   local f; f="$(pidfile "$1")"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  [ -f "$f" ] && alive "$(cat "$f")"
+}
+
+alive() {  # alive PID -> 0 when it runs: kill -0 alone succeeds on a zombie (exited, not reaped)
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state="$(sed -n 's/^[^)]*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null)"
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -145,16 +152,16 @@ stop() {  # stop NAME: TERM, then KILL after a grace period; by pid only
   local f; f="$(pidfile "$1")"
   [ -f "$f" ] || return 0
   local pid; pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + 30))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
+    while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if alive "$pid"; then
       log "$1 ignored SIGTERM for 30s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
       # gone only once the kernel reaped it and released its ports
       deadline=$((SECONDS + 10))
-      while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+      while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
     fi
     log "stopped $1 (pid $pid)"
   fi

@@ -237,3 +237,37 @@ async def test_ferretdb_replaces_by_id_and_revision_on_the_id_index(settings) ->
     finally:
         await mongo.drop_database(settings.mongo_db)
         await mongo.close()
+
+
+def test_a_zombie_process_counts_as_stopped(tmp_path: Path) -> None:
+    """Issue 11: ``kill -0`` succeeds on a zombie (exited, not reaped by its parent), so
+    ``status`` called a dead process running and ``run`` never noticed it died."""
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0: os._exit(0)\n"
+            "print(pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{zombie}/stat").read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "processor.pid").write_text(f"{zombie}\n")
+        status = stack("status", extra_env={"EVENTFOLD_STACK_DIR": str(tmp_path)}).stdout
+        assert "processor: stopped" in status, status
+    finally:
+        parent.kill()
+        parent.wait()
