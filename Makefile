@@ -3,6 +3,10 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# `make up KAFKA_BROKERS=3`: a three-broker Kafka cluster (replication factor 3)
+ifdef KAFKA_BROKERS
+export EVENTFOLD_KAFKA_BROKERS := $(KAFKA_BROKERS)
+endif
 
 .PHONY: run test up down status bench lint venv provision clean
 
