@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_url: str | None = Field(default=None, description="overrides redis_host/redis_port")
+    redis_max_connections: int = Field(
+        default=64,
+        ge=2,
+        description="connections one process opens to Redis at most; a command that finds "
+        "them all busy waits for one (up to redis_pool_wait_s), it never opens more",
+    )
+    redis_pool_wait_s: float = Field(
+        default=10.0, gt=0, description="how long a command waits for a pooled Redis connection"
+    )
+    redis_client_name: str = Field(
+        default="eventfold", description="the name Redis's CLIENT LIST shows for our connections"
+    )
 
     producer_host: str = "127.0.0.1"
     producer_port: int = 8001

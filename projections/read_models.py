@@ -21,7 +21,7 @@ import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
 
 from eventfold.consistency import Runs
@@ -337,11 +337,18 @@ class Stores:
             w=settings.mongo_write_concern_w,
             journal=settings.mongo_journal,
         )
-        self.redis: Redis = Redis.from_url(
-            settings.redis_uri,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=5,
+        # Bounded: past redis_max_connections a command waits for a free connection,
+        # so no number of clients of this process can exhaust Redis's connections.
+        self.redis: Redis = Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                settings.redis_uri,
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_pool_wait_s,
+                client_name=settings.redis_client_name,
+                decode_responses=True,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+            )
         )
         self.db: AsyncDatabase[Document] = self.mongo[settings.mongo_db]
 

@@ -19,7 +19,13 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 from eventfold.auth import require_scope
 from eventfold.consistency import InvalidConsistencyToken, Runs, decode_token_runs, highest
@@ -213,6 +219,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "eventfold_query_consistency_waits",
         registry,
     )
+    Gauge(
+        "eventfold_query_redis_connections_limit",
+        "Redis connections this instance opens at most (redis_max_connections)",
+        registry=registry,
+    ).set(settings.redis_max_connections)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -23,7 +23,11 @@ from tests.support.stack import StackPorts
 @pytest.fixture(scope="module")
 def deployment(servers: StackPorts) -> Settings:
     return isolated_settings(
-        servers, max_streams=2, max_consistency_waits=1, consistency_timeout_s=3.0
+        servers,
+        max_streams=2,
+        max_consistency_waits=1,
+        consistency_timeout_s=3.0,
+        redis_max_connections=8,
     )
 
 
@@ -86,6 +90,7 @@ async def test_streams_share_one_subscription_and_are_capped(
         text = (await client.get("/metrics")).text
         assert metric(text, "eventfold_query_streams_open") == 2
         assert metric(text, "eventfold_query_streams_limit") == 2
+        assert metric(text, "eventfold_query_redis_connections_limit") == 8
     # closed by the client: the instance notices, frees the places and the subscription
     async with httpx.AsyncClient(base_url=query_server, timeout=30) as client:
         await eventually(
