@@ -12,6 +12,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -103,7 +104,12 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def refuse_unsafe(request: Request, allowed_origins: list[str]) -> tuple[str, int, str] | None:
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def refuse_unsafe(
+    request: Request, allowed_origins: list[str], auth_disabled: bool = False
+) -> tuple[str, int, str] | None:
     """Why a publish request is refused before its body is read, or None.
 
     A web page can send any other site a "simple" request (a form's or a
@@ -111,7 +117,10 @@ def refuse_unsafe(request: Request, allowed_origins: list[str]) -> tuple[str, in
     is taken (415), which a page can send elsewhere only after a CORS preflight; and a
     request a browser marks as coming from another origin is refused (403) unless that
     origin is configured (``EVENTFOLD_CORS_ORIGINS``), so a local stack with auth off
-    takes no events from the pages its developer visits."""
+    takes no events from the pages its developer visits. With API keys off, a page of
+    the same origin must also be served from a loopback name: a page whose name the
+    attacker re-points to 127.0.0.1 (DNS rebinding) is "same origin" by the Host
+    header it sends."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         return (
@@ -121,11 +130,20 @@ def refuse_unsafe(request: Request, allowed_origins: list[str]) -> tuple[str, in
         )
     origin = request.headers.get("origin")
     own = f"{request.url.scheme}://{request.url.netloc}"
-    if origin is not None and origin != own and origin not in allowed_origins:
+    if origin is None or origin in allowed_origins:
+        return None
+    if origin != own:
         return (
             "cross_origin",
             403,
             f"cross-origin request from {origin} refused; allow it with EVENTFOLD_CORS_ORIGINS",
+        )
+    if auth_disabled and urlsplit(origin).hostname not in LOOPBACK:
+        return (
+            "cross_origin",
+            403,
+            f"with API keys off only pages from localhost may publish, not {origin}; "
+            "configure it in EVENTFOLD_CORS_ORIGINS, or turn API keys on",
         )
     return None
 
@@ -201,7 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def publish_events(request: Request) -> Any:
         """Publish one envelope or a JSON array of envelopes (all or nothing at validation)."""
-        refused = refuse_unsafe(request, settings.cors_origins)
+        refused = refuse_unsafe(request, settings.cors_origins, settings.auth_disabled)
         if refused is not None:
             rejected.labels(refused[0]).inc()
             return problem(*refused[1:])

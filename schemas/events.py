@@ -41,7 +41,7 @@ MONEY_PRECISION = 20
 MONEY_INT_DIGITS = 12
 """An amount is below 10**12 (a trillion). The read models count money in 64-bit
 integers of 1e-4 units (Redis counters, ``projections.money``), whose bound is about
-9.2e14; below 1e12 an amount always fits, and so does a day's revenue of 9,000 of the
+9.2e14; below 1e12 an amount always fits, and so does a sum of 922 of the
 largest payments. The wire format (decimal(20, 4)) has room for 16 integer digits: a
 record beyond this bound is refused by the producer API (422) and undecodable for the
 processors, a rebuild and ``eventfold verify`` alike, so none of them stops on it."""

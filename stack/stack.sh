@@ -213,6 +213,7 @@ logfile_maxbytes=10MB
 logfile_backups=2
 pidfile=$RUN_DIR/supervisord.pid
 nodaemon=true
+silent=true
 directory=$ROOT
 
 [rpcinterface:supervisor]
@@ -359,6 +360,9 @@ start_kafka() {
     kafka_configure "$i"
     if [ ! -f "$(kafka_dir_of "$i")/data/meta.properties" ]; then
       # (--cluster-id=: a random id may begin with "-", which would read as an option)
+      # one cluster: a broker formatted later (a start that failed part-way) takes
+      # the id the others have
+      [ -n "$cluster_id" ] || cluster_id="$(sed -n 's/^cluster\.id=//p' "$STACK_DIR/kafka/data/meta.properties" 2>/dev/null || true)"
       [ -n "$cluster_id" ] || cluster_id="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
       kafka_format "$i" "$cluster_id"
     fi
@@ -540,14 +544,18 @@ MSG
 }
 
 cmd_run() {
-  trap 'echo >&2; log "stopping"; cmd_down; exit 0' INT TERM
+  local follower=""
+  # (a background job ignores the terminal's SIGINT: stopped here, explicitly)
+  trap 'echo >&2; log "stopping"; [ -z "$follower" ] || kill "$follower" 2>/dev/null || true; cmd_down; exit 0' INT TERM
   cmd_up
   start_services
   log "running in the foreground; a process that dies is restarted (status: make status); Ctrl-C stops everything"
   # supervisord's own log says when a process exited and when it was started again.
-  tail -n 0 -F "$STACK_DIR/logs/supervisord.log" 2>/dev/null | sed -u 's/^/[supervisord] /' >&2 &
+  tail -n 0 -F "$STACK_DIR/logs/supervisord.log" >&2 2>/dev/null &
+  follower=$!
   while running supervisord; do sleep 1 & wait $!; done
   log "supervisord exited; see $STACK_DIR/logs/supervisord.log"
+  kill "$follower" 2>/dev/null || true
   cmd_down
   exit 1
 }
@@ -556,10 +564,18 @@ ALL_NAMES=(query-api producer-api processor kafka kafka-2 kafka-3 kafka-4 kafka-
 
 cmd_down() {
   if running supervisord; then
-    # supervisord stops its programs in reverse start order: clients before servers.
-    local pid deadline=$((SECONDS + 60))
+    local pid deadline=$((SECONDS + 60)) brokers name
     pid="$(cat "$(pidfile supervisord)")"  # (supervisord deletes the file as it exits)
-    ctl stop all >/dev/null 2>&1 || true
+    # Clients before the servers they use, then the brokers before FerretDB and Redis
+    # ('stop all' would signal every program at once).
+    ctl stop query-api producer-api >/dev/null 2>&1 || true
+    ctl stop processor >/dev/null 2>&1 || true
+    brokers="$(ctl avail 2>/dev/null | awk '$1 ~ /^kafka/ {print $1}' || true)"
+    # All brokers at once: one stopped after the others would wait for a controller
+    # quorum that is gone, until it is killed.
+    for name in $brokers; do ctl stop "$name" >/dev/null 2>&1 & done
+    wait
+    ctl stop ferretdb redis >/dev/null 2>&1 || true
     ctl shutdown >/dev/null 2>&1 || true
     while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
     log "stopped supervisord and its programs"

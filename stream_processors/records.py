@@ -194,7 +194,9 @@ class BatchHandler:
 
     A record whose fold fails (undecodable, or one the projections cannot take) is
     left out of the batch and handled alone afterwards, by ``single``, which retries
-    it and dead-letters it if need be. A write that fails for a dependency is retried
+    it and dead-letters it if need be; so are the later records of its partition, in
+    offset order after it, so that no applied mark passes it before it is applied or
+    dead-lettered. A write that fails for a dependency is retried
     with backoff behind the breaker for as long as it takes (the writes are merges,
     so writing again is harmless). A write that fails for another reason cannot be
     pinned on one record: the batch is dropped and every record of it goes through
@@ -231,14 +233,23 @@ class BatchHandler:
         self, records: Sequence[Record], enter: Callable[[int], object] = lambda i: None
     ) -> Folded:
         alone: list[int] = []
+        held_back: set[tuple[str, int]] = set()
         started = time.perf_counter()
         async with self._lock:
             for i, record in enumerate(records):
+                if (record.topic, record.partition) in held_back:
+                    alone.append(i)
+                    continue
                 enter(i)
                 try:
                     await self._fold(record)
                 except Exception:
                     alone.append(i)
+                    # The partition's later records go alone after it, in order: the
+                    # batch's applied mark must not pass a record that is neither
+                    # applied nor dead-lettered yet (a consistency token would take it
+                    # as applied).
+                    held_back.add((record.topic, record.partition))
             batch = await self._detach()
         return Folded(records, batch, alone, time.perf_counter() - started)
 

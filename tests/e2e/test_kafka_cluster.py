@@ -160,6 +160,21 @@ async def orders_partition_0() -> dict[str, Any]:
     return dict(partition)
 
 
+async def replication_factors() -> set[int]:
+    """The replica counts of every partition of every topic of the cluster: the source
+    and internal topics, Faust's changelogs, the consumer offsets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        names = await admin.list_topics()
+        assert {"orders", "payments", "customers", "__consumer_offsets"} <= set(names), names
+        assert any(name.endswith("-changelog") for name in names), names
+        topics = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    return {len(p["replicas"]) for topic in topics for p in topic["partitions"]}
+
+
 async def leadership_moved_from(broker: int) -> dict[str, Any]:
     """Once the controller fenced ``broker``: another leader, two in sync."""
     deadline = time.monotonic() + 90
@@ -191,8 +206,9 @@ def verify() -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(900)
 async def test_a_broker_killed_mid_stream_loses_no_accepted_event(cluster: None) -> None:
+    assert await replication_factors() == {3}  # every topic, internal ones included
     before = await orders_partition_0()
-    assert len(before["replicas"]) == 3 and len(before["isr"]) == 3, before
+    assert len(before["isr"]) == 3, before
     victim_id = int(before["leader"])
     victim = "kafka" if victim_id == 1 else f"kafka-{victim_id}"
     processor, producer_api = pid_of("processor"), pid_of("producer-api")
@@ -215,7 +231,8 @@ async def test_a_broker_killed_mid_stream_loses_no_accepted_event(cluster: None)
         await publish(batches[:third])
         # The partition's leader dies without a goodbye, and stays down ...
         os.kill(pid_of(victim), signal.SIGKILL)
-        stopped = stack("stop", victim, extra_env=ENV)  # (else supervisord restarts it)
+        # (else supervisord starts it again at once)
+        stopped = await asyncio.to_thread(stack, "stop", victim, extra_env=ENV)
         assert stopped.returncode == 0
         # ... while the second third is published, and until the controller moved the
         # leadership to a surviving replica: the window in which a send can fail.
@@ -224,7 +241,7 @@ async def test_a_broker_killed_mid_stream_loses_no_accepted_event(cluster: None)
         )
         assert len(after["isr"]) == 2, after
         # Back, it catches up as a follower while the rest is published.
-        restarted = stack("up", extra_env=ENV, check=False)
+        restarted = await asyncio.to_thread(stack, "up", extra_env=ENV, check=False)
         assert restarted.returncode == 0, restarted.stderr[-3000:]
         await publish(batches[2 * third :])
 

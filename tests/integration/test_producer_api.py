@@ -252,6 +252,33 @@ async def test_only_json_from_the_same_or_a_configured_origin_is_taken(
     assert await total_records(deployment) == before + 2
 
 
+async def test_with_keys_off_a_same_origin_page_must_be_on_localhost(
+    deployment: Settings,
+) -> None:
+    """A page at http://attacker.example:8001 whose name is re-pointed to 127.0.0.1 (DNS
+    rebinding) sends its requests to the local API as "same origin": with API keys
+    off, only a page served from a loopback name may publish."""
+    open_stack = deployment.model_copy(update={"auth_disabled": True})
+    before = await total_records(deployment)
+    app = create_app(open_stack)
+    for host, expected in (
+        ("attacker.example:8001", 403),
+        ("127.0.0.1:8001", 202),
+        ("localhost:8001", 202),
+        ("[::1]:8001", 202),
+    ):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{host}"
+        ) as client:
+            response = await client.post(
+                "/v1/events", json=EXAMPLES["OrderPlaced"], headers={"origin": f"http://{host}"}
+            )
+        assert response.status_code == expected, (host, response.text)
+        if expected == 403:
+            assert "only pages from localhost" in response.json()["detail"]
+    assert await total_records(deployment) == before + 3
+
+
 async def test_a_batch_over_the_cap_is_a_422_and_publishes_nothing(deployment: Settings) -> None:
     """Issue 11: a batch's size was bounded only by the body size."""
     capped = deployment.model_copy(update={"max_batch_events": 3})

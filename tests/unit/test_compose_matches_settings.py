@@ -87,3 +87,42 @@ def test_the_apis_need_keys_and_the_stores_passwords_from_the_env_file() -> None
         assert "EVENTFOLD_AUTH_DISABLED" not in env
         assert "MONGO_PASSWORD" in env["EVENTFOLD_MONGO_URL"]
         assert "REDIS_PASSWORD" in env["EVENTFOLD_REDIS_URL"]
+
+
+def stack_script() -> str:
+    return (ROOT / "stack" / "stack.sh").read_text()
+
+
+def test_the_stack_script_defaults_are_the_settings_defaults() -> None:
+    """``make run`` and a process started by hand with no variables set agree on every
+    address: the script's fallbacks are the settings' defaults."""
+    defaults = Settings()
+    fallbacks = dict(re.findall(r'"\$\{EVENTFOLD_([A-Z_]+):-([^}]+)\}"', stack_script()))
+    for var, field in (
+        ("KAFKA_PORT", "kafka_port"),
+        ("MONGO_PORT", "mongo_port"),
+        ("REDIS_PORT", "redis_port"),
+        ("PRODUCER_PORT", "producer_port"),
+        ("QUERY_PORT", "query_port"),
+        ("REDIS_APPENDFSYNC", "redis_appendfsync"),
+    ):
+        assert fallbacks[var] == str(getattr(defaults, field)), var
+
+
+def test_variables_the_stack_script_gives_the_processes_are_settings() -> None:
+    fields = set(Settings.model_fields)
+    exported = set()
+    for line in stack_script().splitlines():
+        if line.lstrip().startswith(("export ", "EVENTFOLD_")) or " EVENTFOLD_" in line:
+            exported |= set(re.findall(r"\b(EVENTFOLD_[A-Z_]+)=", line))
+    # the stack's own variables: where it lives and what it starts, not settings
+    own = {"EVENTFOLD_STACK_DIR", "EVENTFOLD_KAFKA_BROKERS"}
+    assert {
+        "EVENTFOLD_KAFKA_PORT",
+        "EVENTFOLD_KAFKA_BOOTSTRAP",
+        "EVENTFOLD_TOPIC_REPLICATION_FACTOR",
+        "EVENTFOLD_PROCESSOR_DATA_DIR",
+        "EVENTFOLD_AUTH_DISABLED",
+    } <= exported
+    for var in exported - own:
+        assert var.removeprefix("EVENTFOLD_").lower() in fields, var

@@ -162,7 +162,59 @@ async def test_a_batch_is_written_once_and_a_bad_record_goes_alone_to_the_dead_l
     await batch_handler(batch, letters).handle(records, batch.entered.append)
     assert batch.written == [0, 2]
     assert [(letter.reason, letter.record.offset) for letter in letters] == [("undecodable", 1)]
-    assert batch.entered == [0, 1, 2, 1]  # each record entered before it is applied
+    # each record entered before it is applied; 2 after 1, which failed in its partition
+    assert batch.entered == [0, 1, 1, 2]
+
+
+async def test_no_record_of_a_partition_is_written_before_an_earlier_one_that_failed() -> None:
+    """Issue 11.4: the batch's applied marks would otherwise pass the failed record
+    while it waits for its retries, and a consistency token covering it would be
+    answered with a view that lacks it. Other partitions keep their batch."""
+    batch = ScriptedBatch()
+    log: list[tuple[str, int, int]] = []
+    records = [
+        Record("orders", 0, 0, b"o-1", VALID),
+        Record("orders", 1, 0, b"o-2", VALID),
+        Record("orders", 0, 1, b"o-1", b"\x00garbage"),
+        Record("orders", 1, 1, b"o-2", VALID),
+        Record("orders", 0, 2, b"o-1", VALID),
+        Record("orders", 0, 3, b"o-1", VALID),
+    ]
+    by_offset = {(r.partition, r.offset): r for r in records}
+
+    async def fold(r: Record) -> None:
+        await batch.fold(r)
+        batch.held[-1] = r.partition * 100 + r.offset  # (partition, offset) in one int
+
+    async def sink(letter: DeadLetter) -> None:
+        log.append(("dead-lettered", letter.record.partition, letter.record.offset))
+
+    class Logged(Detached):
+        async def write(self) -> None:
+            await super().write()
+            log.extend(("written", held // 100, held % 100) for held in self.held)
+
+    async def detach() -> Detached:
+        held, batch.held = batch.held, []
+        return Logged(batch, held)
+
+    async def apply_one(r: Record) -> None:
+        await fold(r)
+        await (await detach()).write()
+
+    single = RecordHandler(
+        apply_one, sink, FAST, CircuitBreaker("test", failure_threshold=100, reset_after_s=0.01)
+    )
+    await BatchHandler(fold, detach, single).handle(records)
+    assert log == [
+        ("written", 0, 0),  # the batch: what came before the failure, and partition 1
+        ("written", 1, 0),
+        ("written", 1, 1),
+        ("dead-lettered", 0, 1),  # then the failed record, and only then what follows it
+        ("written", 0, 2),
+        ("written", 0, 3),
+    ]
+    assert set(by_offset) == {(p, o) for _, p, o in log}
 
 
 async def test_a_batch_waits_out_a_store_outage_and_writes_everything() -> None:
