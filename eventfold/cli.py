@@ -165,6 +165,13 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             f"[yellow]{source.undecodable} undecodable records left out of the fold[/yellow] "
             "(the processors dead-letter them; see 'eventfold dlq list')"
         )
+    if expected.left_out:
+        console.print(
+            f"[yellow]{len(expected.left_out)} events the read models cannot show left out "
+            "of the fold[/yellow] (the processors dead-letter them):"
+        )
+        for line in expected.left_out[:20]:
+            console.print(f"  {line}", highlight=False)
     console.print(f"comparing {', '.join(held)}")
     found = differences(expected, actual, projections=held)
     for line in found:

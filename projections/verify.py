@@ -19,7 +19,15 @@ from aiokafka import AIOKafkaConsumer
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.customer_fold import CustomerProfile, apply_customer, customer_view, enrichment
-from projections.order_fold import order_view, redis_contribution, reference_fold
+from projections.order_fold import (
+    OrderFacts,
+    apply,
+    empty_facts,
+    order_id_of,
+    order_view,
+    redis_contribution,
+    reference_fold,
+)
 from projections.read_models import PROJECTIONS, ReadModels, order_view_of
 from schemas.codec import CodecError, decode
 from schemas.events import Event
@@ -45,6 +53,9 @@ class Snapshot:
     status_counts: dict[str, int] = field(default_factory=dict)
     revenue: dict[str, int] = field(default_factory=dict)
     top: dict[str, dict[str, int]] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+    """Events a fold computed for reference leaves out, as the processors dead-letter
+    them: the read models cannot show them (an amount past their 64-bit counts)."""
 
 
 @dataclass
@@ -96,12 +107,20 @@ def reference_snapshot(source: SourceEvents) -> Snapshot:
     profiles: dict[str, CustomerProfile] = {}
     for event in source.streams.get("customers", []):
         profiles[event.key] = apply_customer(profiles.get(event.key), event)
-    facts = reference_fold([*source.streams.get("orders", []), *source.streams.get("payments", [])])
+    events = [*source.streams.get("orders", []), *source.streams.get("payments", [])]
+    facts = reference_fold(events)
     snap = Snapshot()
+    contributions = []
     for order_id, order_facts in facts.items():
-        bare = order_view(order_facts, None)
-        profile = profiles.get(bare["customer_id"]) if bare["customer_id"] else None
-        snap.orders[order_id] = order_view(order_facts, enrichment(profile)) if profile else bare
+        try:
+            view, contribution = _shown(order_facts, profiles)
+        except FOLD_ERRORS:
+            shown = _shown_without_what_fails(order_id, events, profiles, snap.left_out)
+            if shown is None:
+                continue
+            view, contribution = shown
+        snap.orders[order_id] = view
+        contributions.append(contribution)
     by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for view in snap.orders.values():
         if view["placed"]:
@@ -112,10 +131,48 @@ def reference_snapshot(source: SourceEvents) -> Snapshot:
             **customer_view(cid, profile, by_customer.get(cid, ())),
             "email": profile.email if profile else None,
         }
-    for view in snap.orders.values():
-        _add_contribution(snap, redis_contribution(view))
+    for contribution in contributions:
+        _add_contribution(snap, contribution)
     _drop_zeros(snap)
     return snap
+
+
+FOLD_ERRORS = (ValueError, ArithmeticError)
+"""What showing an order raises for events the read models cannot take (``to_units``:
+money past a 64-bit count of 1e-4 units): the processors dead-letter the record."""
+
+
+def _shown(
+    facts: OrderFacts, profiles: Mapping[str, CustomerProfile]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An order's view, enriched when its customer is known, and its Redis contribution."""
+    bare = order_view(facts, None)
+    profile = profiles.get(bare["customer_id"]) if bare["customer_id"] else None
+    view = order_view(facts, enrichment(profile)) if profile else bare
+    return view, redis_contribution(view)
+
+
+def _shown_without_what_fails(
+    order_id: str,
+    events: Sequence[Event],
+    profiles: Mapping[str, CustomerProfile],
+    left_out: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The order as the processors leave it: its events taken one at a time, each one
+    that makes it fail to show left out (the processors dead-letter that record), or
+    None when none is left. Quadratic in the order's events, and only for an order
+    that fails."""
+    facts = empty_facts(order_id)
+    shown = None
+    for event in (e for e in events if order_id_of(e) == order_id):
+        trial = apply(facts, event)
+        try:
+            shown_now = _shown(trial, profiles)
+        except FOLD_ERRORS as exc:
+            left_out.append(f"{event.type} {event.event_id} of order {order_id}: {exc}")
+            continue
+        facts, shown = trial, shown_now
+    return shown
 
 
 def _add_contribution(snap: Snapshot, contribution: Mapping[str, Any]) -> None:
