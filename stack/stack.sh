@@ -573,8 +573,10 @@ cmd_down() {
     brokers="$(ctl avail 2>/dev/null | awk '$1 ~ /^kafka/ {print $1}' || true)"
     # All brokers at once: one stopped after the others would wait for a controller
     # quorum that is gone, until it is killed.
-    for name in $brokers; do ctl stop "$name" >/dev/null 2>&1 & done
-    wait
+    # (waited for by pid: in 'run', supervisord itself is a child of this shell)
+    local stopping=()
+    for name in $brokers; do ctl stop "$name" >/dev/null 2>&1 & stopping+=($!); done
+    [ "${#stopping[@]}" = 0 ] || wait "${stopping[@]}" || true
     ctl stop ferretdb redis >/dev/null 2>&1 || true
     ctl shutdown >/dev/null 2>&1 || true
     while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
