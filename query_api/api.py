@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -357,19 +358,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def order_events(order_id: Id, request: Request) -> StreamingResponse:
         """Live updates of one order as Server-Sent Events (503 past the instance's cap
         of open streams, ``EVENTFOLD_MAX_STREAMS``)."""
-        streams.check()
+        place = streams.reserve()  # 503 past the cap; counted from now
 
         async def held() -> AsyncIterator[bytes]:
-            with streams.counted():
+            try:
                 # closed with this body, so the stream leaves the hub at once
                 async with aclosing(
                     order_changes(order_id, versions.models, request.is_disconnected, hub)
                 ) as changes:
                     async for chunk in changes:
                         yield chunk
+            finally:
+                place.release()
 
+        body = held()
+        # a body that never runs (the client left before the headers were sent) gives
+        # its place back when it is collected
+        weakref.finalize(body, place.release)
         return StreamingResponse(
-            held(),
+            body,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -44,16 +44,28 @@ class Capacity:
     @contextmanager
     def hold(self) -> Iterator[None]:
         """Checked, then held for the block."""
-        self.check()
-        with self.counted():
-            yield
-
-    @contextmanager
-    def counted(self) -> Iterator[None]:
-        """Held for the block, unchecked: for a streaming body, which holds its place
-        only once it runs (checked by its route, when a 503 can still be sent)."""
-        self.held += 1
+        place = self.reserve()
         try:
             yield
         finally:
-            self.held -= 1
+            place.release()
+
+    def reserve(self) -> Place:
+        """Checked, and held from now until ``Place.release``: for a streaming body,
+        whose route must answer 503 before it runs, and which must count from that
+        moment (counted only once it ran, a burst of requests got past the cap)."""
+        self.check()
+        self.held += 1
+        return Place(self)
+
+
+class Place:
+    """One place of a ``Capacity``, given back once (``release`` is idempotent)."""
+
+    def __init__(self, capacity: Capacity) -> None:
+        self._capacity: Capacity | None = capacity
+
+    def release(self) -> None:
+        if self._capacity is not None:
+            self._capacity.held -= 1
+            self._capacity = None

@@ -100,6 +100,31 @@ async def test_streams_share_one_subscription_and_are_capped(
         await eventually(lambda: stores.redis.pubsub_numsub(channel), lambda n: n == [(channel, 0)])
 
 
+async def test_a_burst_of_streams_gets_no_more_places_than_the_cap(
+    query_server: str,
+) -> None:
+    """Issue 11.6: the cap was checked by the route but counted only once a stream's
+    body ran, so requests arriving together all passed the check."""
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=query_server, timeout=30)
+        )
+        opened = await asyncio.gather(
+            *(
+                stack.enter_async_context(client.stream("GET", f"/v1/orders/o-burst-{i}/events"))
+                for i in range(6)
+            )
+        )
+        assert sorted(r.status_code for r in opened) == [200, 200, 503, 503, 503, 503]
+        text = (await client.get("/metrics")).text
+        assert metric(text, "eventfold_query_streams_open") == 2
+    async with httpx.AsyncClient(base_url=query_server, timeout=30) as client:
+        await eventually(  # every place given back, the refused ones' too
+            lambda: client.get("/metrics"),
+            lambda r: metric(r.text, "eventfold_query_streams_open") == 0,
+        )
+
+
 async def test_consistency_waits_past_the_cap_are_refused_at_once(
     query_api: httpx.AsyncClient,
 ) -> None:
