@@ -260,6 +260,17 @@ class ReadModels:
             blocking_timeout=LOCK_WAIT_S,
         )
 
+    def writer_key(self, projection: str) -> str:
+        """Names the last writer of ``projection``'s collection (``claim_writes``)."""
+        return self.key(f"writer:{projection}", projection)
+
+    async def claim_writes(self, projection: str, writer: str) -> bool:
+        """Name ``writer`` the last writer of ``projection``'s collection of this version
+        (called under its ``batch_lock``); True when it was the last one already, so the
+        collection holds what it wrote last, as it wrote it (``projector.WrittenLast``)."""
+        previous = await self.redis.set(self.writer_key(projection), writer, get=True)
+        return bool(previous == writer)
+
     def for_projection(self, projection: str) -> ReadModels:
         """These handles with ``projection``'s version for every projection (so
         ``key()`` names that version's keys)."""
@@ -304,7 +315,10 @@ class ReadModels:
         for projection in chosen:
             if projection != "redis":
                 await self.db[self.collection(projection)].drop()
-                await self.redis.delete(self.key(f"lock:{projection}", projection))
+                await self.redis.delete(
+                    self.key(f"lock:{projection}", projection),
+                    self.writer_key(projection),
+                )
             await self.redis.delete(self.checkpoints_key(projection))
         if "redis" in chosen:
             for pattern in REDIS_PROJECTION_KEYS:

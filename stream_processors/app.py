@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 from faust.types import TableT
 
@@ -62,6 +63,8 @@ from stream_processors.stall_guard import StallGuard
 log = logging.getLogger(__name__)
 settings = Settings()
 T = TypeVar("T")
+OutboxRecord = tuple[faust.TopicT, int, bytes, bytes]  # topic, partition, key, value
+_PARTITIONER = DefaultPartitioner()
 
 
 PRODUCER_BUFFER_MESSAGES = 10_000
@@ -202,40 +205,63 @@ class LiveTargets:
         return self._cached
 
 
-class KafkaOutbox:
-    """The join's messages of a batch: handed to Faust's producer as they come (it
-    batches them on the wire) and awaited together before the batch's marks are raised
-    (``Pipeline.flush``), so a raised mark means its record's effects are all in Kafka,
-    which read-your-writes relies on (``query_api.consistency``)."""
+MESSAGES_PER_RECORD = 500
+"""Join messages per Kafka record at most: a customer update re-enriches every order of
+the customer, and a record must stay well below the broker's 1 MB message limit."""
 
-    def __init__(self) -> None:
-        self._messages: list[tuple[faust.TopicT, bytes, bytes]] = []
-        self._futures: list[Awaitable[Any]] = []
+
+class KafkaOutbox:
+    """The join's messages of a batch, packed into one Kafka record per target partition
+    (a JSON array, in the order they were sent, chunked at ``MESSAGES_PER_RECORD``).
+
+    Packing is what makes the join cheap: a record costs Faust and aiokafka about the same
+    whether it carries one message or hundreds (its send path on this side, its fetch, its
+    stream event and its ack on the other), and a catch-up batch sends a link or an
+    enrichment for most of the orders it touches. Each record goes to the partition the
+    messages' keys hash to (Kafka's default partitioner, as a keyed send would), so the
+    co-partitioning with ``customers`` and ``orders`` holds, and it is keyed by its first
+    message's key. The records are handed to Faust's producer when the batch is detached
+    and awaited together before the batch's marks are raised (``Pipeline.flush``), so a
+    raised mark means its record's effects are all in Kafka, which read-your-writes relies
+    on (``query_api.consistency``)."""
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = list(range(partitions))
+        self._held: dict[tuple[faust.TopicT, int], tuple[bytes, list[dict[str, Any]]]] = {}
 
     async def send_link(self, link: OrderLink) -> None:
-        await self._send(links_topic, link.customer_id, link.to_doc())
+        self._hold(links_topic, link.customer_id, link.to_doc())
 
     async def send_enrichment(self, message: Enrichment) -> None:
-        await self._send(enrichment_topic, message.order_id, message.to_doc())
+        self._hold(enrichment_topic, message.order_id, message.to_doc())
 
-    async def _send(self, topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
-        message = (topic, key.encode(), orjson.dumps(value))
-        self._messages.append(message)
-        self._futures.append(await self._hand_over(message))
+    def _hold(self, topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
+        raw = key.encode()
+        partition = _PARTITIONER(raw, self._partitions, self._partitions)
+        held = self._held.get((topic, partition))
+        if held is None:
+            self._held[(topic, partition)] = (raw, [value])
+        else:
+            held[1].append(value)
 
     @staticmethod
-    async def _hand_over(message: tuple[faust.TopicT, bytes, bytes]) -> Awaitable[Any]:
-        topic, key, value = message
-        return await topic.send(key=key, value=value, force=True)
+    async def _hand_over(message: OutboxRecord) -> Awaitable[Any]:
+        topic, partition, key, value = message
+        return await topic.send(key=key, value=value, partition=partition, force=True)
 
-    def detach(self) -> Callable[[], Awaitable[None]]:
-        """A waiter for the messages handed over since the last detach (a batch's); the
-        next ones belong to the next batch."""
-        messages, futures = self._messages, self._futures
-        self._messages, self._futures = [], []
+    async def detach(self) -> Callable[[], Awaitable[None]]:
+        """Hand over the records of the messages sent since the last detach (a batch's),
+        and return a waiter for them; the next messages belong to the next batch."""
+        held, self._held = self._held, {}
+        messages: list[OutboxRecord] = [
+            (topic, partition, key, orjson.dumps(values[i : i + MESSAGES_PER_RECORD]))
+            for (topic, partition), (key, values) in held.items()
+            for i in range(0, len(values), MESSAGES_PER_RECORD)
+        ]
+        futures = [await self._hand_over(m) for m in messages]
 
         async def sent() -> None:
-            """Returns once every message is stored; when one failed, all of them are
+            """Returns once every record is stored; when one failed, all of them are
             handed over again (the join steps take a message twice harmlessly) and the
             error is raised, so the write is retried."""
             try:
@@ -259,13 +285,16 @@ def stores() -> Stores:
     return _stores
 
 
-def internal_message(record: Record, parse: Callable[[dict[str, Any]], T]) -> T:
-    """An ``order-links`` / ``order-enrichment`` message; MalformedMessage if it is not one."""
+def internal_messages(record: Record, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """The messages of an ``order-links`` / ``order-enrichment`` record: a JSON array of
+    them (``KafkaOutbox``), or one object (as written before they were packed);
+    MalformedMessage if it is neither."""
     try:
         doc = orjson.loads(record.value)
-        if not isinstance(doc, dict):
-            raise TypeError("not a JSON object")
-        return parse(doc)
+        docs = doc if isinstance(doc, list) else [doc]
+        if not docs or not all(isinstance(d, dict) for d in docs):
+            raise TypeError("not a JSON object or a non-empty array of them")
+        return [parse(d) for d in docs]
     except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise MalformedMessage(f"{record.topic} message: {exc}") from exc
 
@@ -276,9 +305,11 @@ def fold_with(pipeline: Pipeline) -> Any:
     async def fold(record: Record) -> None:
         at = (record.topic, record.partition, record.offset)
         if record.topic == ORDER_LINKS:
-            await pipeline.order_link(internal_message(record, OrderLink.from_doc), at)
+            for link in internal_messages(record, OrderLink.from_doc):
+                await pipeline.order_link(link, at)
         elif record.topic == ORDER_ENRICHMENT:
-            await pipeline.enrichment(internal_message(record, Enrichment.from_doc), at)
+            for message in internal_messages(record, Enrichment.from_doc):
+                await pipeline.enrichment(message, at)
         else:
             await pipeline.source_event(decode(record.value), *at)
 
@@ -308,7 +339,7 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
     Each agent has a pipeline of its own: a pipeline folds one batch at a time, and
     the two agents' batches run concurrently."""
     if agent not in _handlers:
-        outbox = KafkaOutbox()
+        outbox = KafkaOutbox(settings.topic_partitions)
         pipeline = Pipeline(
             order_state,
             customer_state,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pymongo.asynchronous.collection import AsyncCollection
 
 from eventfold.settings import Settings
 from projections.projector import Projector, public_view
@@ -291,3 +293,73 @@ async def test_a_fresh_writer_merges_the_documents_another_writer_stored(stores:
     assert first["amount_paid"] == "20.00"
     assert second["status"] == "placed"
     assert (await models.customers.find_one({"_id": "c-f"}) or {})["name"] == "Ada"
+
+
+class FindCounter:
+    """Counts the documents read by id (``find({"_id": {"$in": ids}})``), per collection."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: Counter[str] = Counter()
+        real = AsyncCollection.find
+
+        def find(collection: AsyncCollection[Any], *args: Any, **kwargs: Any) -> Any:
+            query = args[0] if args else kwargs.get("filter")
+            if isinstance(query, dict) and isinstance(query.get("_id"), dict):
+                self.calls[collection.name] += len(query["_id"].get("$in", ()))
+            return real(collection, *args, **kwargs)
+
+        monkeypatch.setattr(AsyncCollection, "find", find)
+
+    def take(self, collection: str) -> int:
+        return self.calls.pop(collection, 0)
+
+
+async def test_a_writer_reads_back_only_what_another_writer_may_have_changed(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live processor rewrites documents it wrote itself a moment ago: it merges
+    without reading them as long as nobody else wrote the collection since; a write by
+    another writer (a rebuild writing the version being built) makes it read and merge
+    again, so neither loses the other's facts."""
+    finds = FindCounter(monkeypatch)
+    models = await fresh_models(stores)
+    orders = models.collection("orders")
+    live, other = Projector(models), Projector(stores.version(models.version))
+    await live.apply(placed("o-w1", "c-w"), "orders", 0, 0)
+    assert finds.take(orders) == 1  # never written by it: read (nothing there)
+    await live.apply(captured("o-w1"), "payments", 0, 0)
+    await live.apply(
+        ev("OrderShipped", {"order_id": "o-w1", "carrier": "UPS", "tracking_number": "1Z"}),
+        "orders",
+        0,
+        1,
+    )
+    assert finds.take(orders) == 0  # its own document, nobody else writing
+    assert (await order_doc(models, "o-w1"))["status"] == "shipped"
+
+    # another writer adds a fact the live writer does not know
+    await other.apply(
+        ev(
+            "PaymentRefunded",
+            {"payment_id": "r-1", "order_id": "o-w1", "amount": "5.00", "currency": "EUR"},
+        ),
+        "payments",
+        0,
+        7,
+    )
+    finds.take(orders)
+    await live.apply(
+        ev("OrderDelivered", {"order_id": "o-w1"}, "2026-02-01T10:00:00Z"), "orders", 0, 2
+    )
+    assert finds.take(orders) == 1  # read again, and merged
+    doc = await order_doc(models, "o-w1")
+    assert sorted(t["type"] for t in doc["timeline"]) == [
+        "OrderDelivered",
+        "OrderPlaced",
+        "OrderShipped",
+        "PaymentCaptured",
+        "PaymentRefunded",
+    ]
+    # the merged document holds more than the live writer's state: it reads it next time too
+    await live.apply(captured("o-w1", "1.00"), "payments", 0, 3)
+    assert finds.take(orders) == 1

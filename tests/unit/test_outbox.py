@@ -1,0 +1,146 @@
+"""The join's messages are packed into one Kafka record per target partition.
+
+The processor's co-partitioning rests on each packed record landing where a keyed send of
+each of its messages would have landed; these tests hold the outbox to that, to the order
+of the messages, to the record size limit, and to the reader taking both the packed and
+the single-message form."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from projections.joins import SUMMARY_FIELDS, Enrichment, OrderLink
+from stream_processors import app
+from stream_processors.app import (
+    MESSAGES_PER_RECORD,
+    KafkaOutbox,
+    OutboxRecord,
+    internal_messages,
+)
+from stream_processors.records import MalformedMessage, Record
+
+PARTITIONS = 6
+
+
+def partition_of(key: str) -> int:
+    partitions = list(range(PARTITIONS))
+    return int(DefaultPartitioner()(key.encode(), partitions, partitions))
+
+
+def link(order_id: str, customer_id: str, facts: int = 1) -> OrderLink:
+    summary = dict.fromkeys(SUMMARY_FIELDS) | {"customer_id": customer_id, "placed": True}
+    return OrderLink(order_id, facts, summary)
+
+
+class Recording(KafkaOutbox):
+    """An outbox whose records go to a list instead of Faust's producer; ``fail`` makes the
+    next ``fail`` records' sends fail once they are awaited."""
+
+    def __init__(self) -> None:
+        super().__init__(PARTITIONS)
+        self.handed: list[OutboxRecord] = []
+        self.fail = 0
+
+    async def _hand_over(self, message: OutboxRecord) -> Awaitable[Any]:  # type: ignore[override]
+        self.handed.append(message)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            self.fail -= 1
+            done.set_exception(ConnectionError("broker gone"))
+        else:
+            done.set_result(None)
+        return done
+
+
+def unpacked(message: OutboxRecord) -> list[dict[str, Any]]:
+    value: list[dict[str, Any]] = orjson.loads(message[3])
+    return value
+
+
+async def test_messages_are_packed_per_partition_where_their_keys_hash_to() -> None:
+    outbox = Recording()
+    customers = [f"c-{i}" for i in range(40)]
+    for i, customer in enumerate(customers):
+        await outbox.send_link(link(f"o-{i}", customer))
+    await outbox.send_enrichment(Enrichment("o-7", {"name": "Ada"}, 3))
+    assert outbox.handed == []  # nothing goes out before the batch is detached
+
+    sent = await outbox.detach()
+    await sent()
+
+    links = [m for m in outbox.handed if m[0] is app.links_topic]
+    assert len(links) == len({partition_of(c) for c in customers}) < len(customers)
+    seen = []
+    for _, partition, key, value in links:
+        docs = orjson.loads(value)
+        assert {partition_of(d["summary"]["customer_id"]) for d in docs} == {partition}
+        assert partition_of(key.decode()) == partition
+        seen.extend(d["order_id"] for d in docs)
+    # each partition's messages in the order they were sent
+    assert sorted(seen, key=lambda o: int(o[2:])) == [f"o-{i}" for i in range(40)]
+    for _, _, _, value in links:
+        ids = [int(d["order_id"][2:]) for d in orjson.loads(value)]
+        assert ids == sorted(ids)
+    [enrichment] = [m for m in outbox.handed if m[0] is app.enrichment_topic]
+    assert enrichment[1] == partition_of("o-7") and enrichment[2] == b"o-7"
+    assert unpacked(enrichment) == [{"order_id": "o-7", "customer": {"name": "Ada"}, "offset": 3}]
+
+
+async def test_a_partition_s_messages_are_split_into_records_of_a_bounded_size() -> None:
+    outbox = Recording()
+    count = MESSAGES_PER_RECORD * 2 + 1
+    for i in range(count):  # a customer update re-enriching a whale's orders
+        await outbox.send_enrichment(Enrichment("o-1", {"name": "Ada"}, i))
+    await (await outbox.detach())()
+    assert [len(unpacked(m)) for m in outbox.handed] == [MESSAGES_PER_RECORD] * 2 + [1]
+    offsets = [d["offset"] for m in outbox.handed for d in unpacked(m)]
+    assert offsets == list(range(count))
+
+
+async def test_a_detach_sends_only_what_was_held_since_the_last_one() -> None:
+    outbox = Recording()
+    await outbox.send_link(link("o-1", "c-1"))
+    first = await outbox.detach()
+    await outbox.send_link(link("o-2", "c-1"))
+    second = await outbox.detach()
+    await first()
+    await second()
+    assert [[d["order_id"] for d in unpacked(m)] for m in outbox.handed] == [["o-1"], ["o-2"]]
+    assert await outbox.detach() is not None and len(outbox.handed) == 2
+
+
+async def test_a_failed_send_hands_every_record_of_the_batch_over_again() -> None:
+    outbox = Recording()
+    await outbox.send_link(link("o-1", "c-1"))
+    await outbox.send_enrichment(Enrichment("o-1", {"name": "Ada"}, 1))
+    outbox.fail = 1
+    sent = await outbox.detach()
+    with pytest.raises(ConnectionError):
+        await sent()
+    assert len(outbox.handed) == 4  # two, then the same two again
+    assert outbox.handed[2:] == outbox.handed[:2]
+    await sent()  # the second hand-over succeeded
+
+
+def record(topic: str, value: bytes) -> Record:
+    return Record(topic, 0, 0, b"k", value)
+
+
+def test_a_packed_record_and_a_single_message_record_are_both_read() -> None:
+    links = [link("o-1", "c-1", 2), link("o-2", "c-1", 1)]
+    packed = orjson.dumps([x.to_doc() for x in links])
+    assert internal_messages(record("order-links", packed), OrderLink.from_doc) == links
+    single = orjson.dumps(links[0].to_doc())
+    assert internal_messages(record("order-links", single), OrderLink.from_doc) == links[:1]
+
+
+@pytest.mark.parametrize("value", [b"[]", b"[1]", b'"x"', b"{not json", b'[{"order_id": "o"}]'])
+def test_a_record_that_is_not_join_messages_is_malformed(value: bytes) -> None:
+    with pytest.raises(MalformedMessage, match="order-links message"):
+        internal_messages(record("order-links", value), OrderLink.from_doc)
