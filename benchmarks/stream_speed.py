@@ -125,7 +125,7 @@ class Knobs:
     whale_timeout_s: float = _env("WHALE_TIMEOUT_S", 1800)
     memory_orders: int = int(_env("ORDERS_200K", 200_000))
     memory_timeout_s: float = _env("MEMORY_TIMEOUT_S", 3600)
-    # py-spy samples the processor's catch-up and the rebuild (this process) into
+    # py-spy samples the processor's catch-up and freshness, and the rebuild (this process), into
     # bench/results/profiles/ (a flame graph and the top functions)
     profile: bool = bool(_env("PROFILE", 0))
     phases: tuple[str, ...] = tuple(
@@ -741,8 +741,15 @@ async def rebuild(d: Deployment, knobs: Knobs, results: Results) -> None:
 async def freshness(d: Deployment, knobs: Knobs, results: Results) -> None:
     """Publish at ``freshness_rate`` for ``freshness_s``; per event, the time from its
     publish call to the first poll of the applied marks (every projection) covering it."""
-    await d.ensure_processor(knobs)
+    processor = await d.ensure_processor(knobs)
     await d.wait(knobs.catchup_timeout_s, knobs.stall_s)  # from a quiet processor
+    assert processor.proc is not None
+    async with profiled(knobs, "freshness", processor.proc.pid, results):
+        await offer_load(d, knobs, results)
+
+
+async def offer_load(d: Deployment, knobs: Knobs, results: Results) -> None:
+    """The freshness phase's load and its measurement (``freshness``)."""
     models = await d.stores.active()
     keys = [models.checkpoints_key(p) for p in PROJECTIONS]
     redis = d.stores.redis

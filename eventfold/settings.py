@@ -118,7 +118,10 @@ class Settings(BaseSettings):
         default=2000, ge=1, description="records a processor folds per batch at most"
     )
     batch_max_wait_ms: int = Field(
-        default=100, ge=1, description="how long a processor gathers a batch at most"
+        default=20,
+        ge=1,
+        description="how long a record a processor's stream fetched waits at most before "
+        "it is handed to the batches (the next batch takes everything handed over)",
     )
     targets_ttl_s: float = Field(
         default=0.5,

@@ -151,17 +151,29 @@ class BatchStats:
     records: int = 0
     fold_s: float = 0.0
     write_s: float = 0.0
+    slowest_s: float = 0.0  # the longest fold and write of one batch
+    slowest_records: int = 0  # and its records
 
     def add(self, records: int, fold_s: float, write_s: float) -> None:
         self.batches += 1
         self.records += records
         self.fold_s += fold_s
         self.write_s += write_s
+        if fold_s + write_s > self.slowest_s:
+            self.slowest_s, self.slowest_records = fold_s + write_s, records
 
     def take(self) -> BatchStats:
         """These figures, and start again from zero."""
-        taken = BatchStats(self.batches, self.records, self.fold_s, self.write_s)
+        taken = BatchStats(
+            self.batches,
+            self.records,
+            self.fold_s,
+            self.write_s,
+            self.slowest_s,
+            self.slowest_records,
+        )
         self.batches, self.records, self.fold_s, self.write_s = 0, 0, 0.0, 0.0
+        self.slowest_s, self.slowest_records = 0.0, 0
         return taken
 
     def __str__(self) -> str:
@@ -169,7 +181,8 @@ class BatchStats:
         return (
             f"{self.records} records in {self.batches} batches ({self.records / per:.0f} "
             f"per batch), fold {1000 * self.fold_s / per:.1f} ms and write "
-            f"{1000 * self.write_s / per:.1f} ms per batch"
+            f"{1000 * self.write_s / per:.1f} ms per batch; the slowest "
+            f"{1000 * self.slowest_s:.0f} ms for {self.slowest_records} records"
         )
 
 
