@@ -13,7 +13,7 @@ keeps its own applied-position marks (``checkpoints:<projection>``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -486,20 +486,34 @@ class Stores:
         await self.meta.replace_one({"_id": META_ID}, layout, upsert=True)
         return {"_id": META_ID, **layout}
 
-    async def begin_build(self, projections: Sequence[str] = PROJECTIONS) -> str:
+    async def begin_build(
+        self,
+        projections: Sequence[str] = PROJECTIONS,
+        prepare: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
         """Allocate a new version for ``projections`` and register it so live processors
-        also write to it."""
+        also write to it. ``prepare`` runs on the allocated version before it is
+        registered, while nothing writes to it yet: a rebuild clears what an earlier
+        attempt may have left under the name. (Clearing it after registering raced with
+        the live processors' first writes to it: a Redis count deleted under an order
+        key kept, and the version's counts were off for good.)"""
         chosen = list(projections_named(projections))
 
-        def register(doc: Document) -> tuple[Document, str]:
-            version = f"v{int(doc['last_version']) + 1}"
-            entry = {"version": version, "projections": chosen}
-            return {
-                "last_version": int(doc["last_version"]) + 1,
-                "building": [*doc["building"], entry],
-            }, version
+        def allocate(doc: Document) -> tuple[Document, str]:
+            version = int(doc["last_version"]) + 1
+            return {"last_version": version}, f"v{version}"
 
-        return await self._change_meta(register)
+        version = await self._change_meta(allocate)
+        if prepare is not None:
+            await prepare(version)
+
+        def register(doc: Document) -> tuple[Document, None]:
+            return {
+                "building": [*doc["building"], {"version": version, "projections": chosen}]
+            }, None
+
+        await self._change_meta(register)
+        return version
 
     async def activate(self, version: str) -> dict[str, str]:
         """Make ``version`` the one queries read for the projections it was built for, in

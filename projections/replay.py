@@ -333,8 +333,9 @@ async def rebuild(
         version, chosen = building[0].version, building[0].projections
     else:
         chosen = projections_named(projections)
-        version = await stores.begin_build(chosen)
-        await stores.version(version).drop(chosen)
+        version = await stores.begin_build(
+            chosen, prepare=lambda allocated: stores.version(allocated).drop(chosen)
+        )
     models = stores.version(version)
     if "orders" in chosen:
         await models.ensure_indexes()

@@ -231,4 +231,22 @@ async def test_concurrent_meta_changes_each_take_effect_once(stores: Stores) -> 
     assert await stores.building() == []
     assert (await stores.active_versions())["redis"] in versions[:4]
     meta = await stores.meta.find_one({"_id": read_models.META_ID})
-    assert meta is not None and meta["revision"] == 8 + 4 + 4  # one per change
+    # one per change: a build's allocation and its registration, each switch, each abort
+    assert meta is not None and meta["revision"] == 2 * 8 + 4 + 4
+
+
+async def test_a_new_version_is_prepared_before_live_processors_can_write_to_it(
+    stores: Stores,
+) -> None:
+    """A rebuild clears what an earlier attempt may have left under its version's name;
+    done once the version was registered, that raced with the live processors' first
+    writes to it (a Redis count deleted under an order's contribution kept)."""
+    seen: list[tuple[str, list[str]]] = []
+
+    async def prepare(version: str) -> None:
+        seen.append((version, [b.version for b in await stores.building()]))
+
+    version = await stores.begin_build(["redis"], prepare=prepare)
+    assert seen == [(version, [])]  # not registered yet while it was prepared
+    assert [b.version for b in await stores.building()] == [version]
+    assert await stores.begin_build(["redis"]) != version
