@@ -33,6 +33,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from eventfold.collector import long_lived_frozen
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.disk_state import DiskState
@@ -375,17 +376,18 @@ async def rebuild(
             reader.consumer.seek(tp, begin[tp])
         ends = await reader.end_offsets()
         total = sum(max(0, ends[tp] - begin[tp]) for tp in reader.partitions)
-        await read_until(
-            settings,
-            reader,
-            projector,
-            ends,
-            result,
-            progress,
-            total,
-            batch_records,
-            flush_documents,
-        )
+        with long_lived_frozen():
+            await read_until(
+                settings,
+                reader,
+                projector,
+                ends,
+                result,
+                progress,
+                total,
+                batch_records,
+                flush_documents,
+            )
         # Live processors re-read their targets within targets_ttl_s; once that has
         # surely happened, records past the then-current ends reach the new version
         # through them.

@@ -38,6 +38,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 from faust.types import TableT
 
+from eventfold.collector import freeze_long_lived
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics, start_group_at_beginning
 from projections.joins import Enrichment, OrderLink
@@ -94,13 +95,7 @@ class ProcessorApp(faust.App):
 
     async def on_started(self) -> None:
         await super().on_started()
-        # A full collection walks every tracked object, and the event loop stands still
-        # meanwhile: with the app, Faust and the libraries loaded, each one took 100 to
-        # 250 ms, once every few seconds under load (the slowest batches of both agents,
-        # at the same moment). What is loaded by now lives as long as the process, so it
-        # is moved out of the collector's sight.
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()  # what is loaded by now lives as long as the process
 
     async def on_stop(self) -> None:
         await super().on_stop()
