@@ -67,7 +67,10 @@ from stream_processors.stall_guard import StallGuard
 log = logging.getLogger(__name__)
 settings = Settings()
 T = TypeVar("T")
-OutboxRecord = tuple[faust.TopicT, int, bytes, bytes]  # topic, partition, key, value
+OutboxRecord = tuple[faust.TopicT, int, bytes, bytes, int]  # topic, partition, key, value, count
+MESSAGES_HEADER = "eventfold-messages"
+"""The number of join messages a packed record carries (``KafkaOutbox``): batches are
+bounded by messages, not records (``Gathering``)."""
 _PARTITIONER = DefaultPartitioner()
 
 
@@ -254,17 +257,26 @@ class KafkaOutbox:
 
     @staticmethod
     async def _hand_over(message: OutboxRecord) -> Awaitable[Any]:
-        topic, partition, key, value = message
-        return await topic.send(key=key, value=value, partition=partition, force=True)
+        topic, partition, key, value, count = message
+        return await topic.send(
+            key=key,
+            value=value,
+            partition=partition,
+            headers=[(MESSAGES_HEADER, str(count).encode())],
+            force=True,
+        )
 
     async def detach(self) -> Callable[[], Awaitable[None]]:
         """Hand over the records of the messages sent since the last detach (a batch's),
         and return a waiter for them; the next messages belong to the next batch."""
         held, self._held = self._held, {}
         messages: list[OutboxRecord] = [
-            (topic, partition, key, orjson.dumps(values[i : i + MESSAGES_PER_RECORD]))
+            (topic, partition, key, orjson.dumps(chunk), len(chunk))
             for (topic, partition), (key, values) in held.items()
-            for i in range(0, len(values), MESSAGES_PER_RECORD)
+            for chunk in (
+                values[i : i + MESSAGES_PER_RECORD]
+                for i in range(0, len(values), MESSAGES_PER_RECORD)
+            )
         ]
         futures = [await self._hand_over(m) for m in messages]
 
@@ -373,6 +385,19 @@ def live_targets() -> LiveTargets:
     if _targets is None:
         _targets = LiveTargets(stores(), settings.targets_ttl_s)
     return _targets
+
+
+def messages_in(event: Any) -> int:
+    """How many messages a record carries: a packed join record says so in a header."""
+    headers = event.message.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    for name, value in items:
+        if name == MESSAGES_HEADER:
+            try:
+                return max(1, int(value))
+            except (TypeError, ValueError):
+                return 1
+    return 1
 
 
 def to_record(event: Any) -> Record:
@@ -484,7 +509,7 @@ async def project(agent: str, stream: faust.StreamT[bytes]) -> None:
     stopped mid-way) are not committed and their partition's next owner reads them
     again."""
     manual = stream.noack()  # type: ignore[attr-defined]  # Stream has it, StreamT not
-    gathered: Gathering[Any] = Gathering(settings.batch_max_records)
+    gathered: Gathering[Any] = Gathering(settings.batch_max_records, messages_in)
     applier = asyncio.ensure_future(apply_batches(agent, manual, gathered))
     consumer = asyncio.current_task()
 

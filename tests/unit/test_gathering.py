@@ -104,3 +104,31 @@ async def test_a_put_after_the_applier_ended_never_adds_records() -> None:
     with pytest.raises(RuntimeError, match="ended"):
         await gathered.put([1], applier)
     assert len(gathered) == 0
+
+
+async def test_a_batch_is_bounded_by_the_weight_of_its_records() -> None:
+    """A packed join record carries many messages: batches are cut by what they weigh,
+    the oldest first, at least one record each."""
+    gathered: Gathering[tuple[str, int]] = Gathering(10, weight=lambda item: item[1])
+    applier = asyncio.ensure_future(never())
+    await gathered.put([("a", 4), ("b", 4), ("c", 4), ("d", 30), ("e", 1)], applier)
+    assert gathered.weight == 43
+    assert await gathered.take() == [("a", 4), ("b", 4)]
+    assert await gathered.take() == [("c", 4)]
+    assert await gathered.take() == [("d", 30)]  # heavier than a batch: alone
+    assert await gathered.take() == [("e", 1)]
+    assert gathered.weight == 0
+    applier.cancel()
+
+
+async def test_a_put_waits_while_the_weight_held_reaches_the_limit() -> None:
+    gathered: Gathering[int] = Gathering(10, weight=lambda item: item)
+    applier = asyncio.ensure_future(never())
+    await gathered.put([6, 5], applier)  # 11: full
+    putting = asyncio.ensure_future(gathered.put([1], applier))
+    await asyncio.sleep(0.01)
+    assert not putting.done()
+    assert await gathered.take() == [6]  # 5 left: room again
+    await asyncio.wait_for(putting, 1)
+    assert await gathered.take() == [5, 1]
+    applier.cancel()

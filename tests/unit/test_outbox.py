@@ -77,14 +77,15 @@ async def test_messages_are_packed_per_partition_where_their_keys_hash_to() -> N
     links = [m for m in outbox.handed if m[0] is app.links_topic]
     assert len(links) == len({partition_of(c) for c in customers}) < len(customers)
     seen = []
-    for _, partition, key, value in links:
+    for _, partition, key, value, count in links:
         docs = orjson.loads(value)
+        assert count == len(docs)
         assert {partition_of(d["summary"]["customer_id"]) for d in docs} == {partition}
         assert partition_of(key.decode()) == partition
         seen.extend(d["order_id"] for d in docs)
     # each partition's messages in the order they were sent
     assert sorted(seen, key=lambda o: int(o[2:])) == [f"o-{i}" for i in range(40)]
-    for _, _, _, value in links:
+    for _, _, _, value, _ in links:
         ids = [int(d["order_id"][2:]) for d in orjson.loads(value)]
         assert ids == sorted(ids)
     [enrichment] = [m for m in outbox.handed if m[0] is app.enrichment_topic]
@@ -99,6 +100,7 @@ async def test_a_partition_s_messages_are_split_into_records_of_a_bounded_size()
         await outbox.send_enrichment(Enrichment("o-1", {"name": "Ada"}, i))
     await (await outbox.detach())()
     assert [len(unpacked(m)) for m in outbox.handed] == [MESSAGES_PER_RECORD] * 2 + [1]
+    assert [m[4] for m in outbox.handed] == [MESSAGES_PER_RECORD] * 2 + [1]
     offsets = [d["offset"] for m in outbox.handed for d in unpacked(m)]
     assert offsets == list(range(count))
 
@@ -144,3 +146,27 @@ def test_a_packed_record_and_a_single_message_record_are_both_read() -> None:
 def test_a_record_that_is_not_join_messages_is_malformed(value: bytes) -> None:
     with pytest.raises(MalformedMessage, match="order-links message"):
         internal_messages(record("order-links", value), OrderLink.from_doc)
+
+
+class Message:
+    def __init__(self, headers: Any) -> None:
+        self.headers = headers
+
+
+class Event:
+    def __init__(self, headers: Any) -> None:
+        self.message = Message(headers)
+
+
+@pytest.mark.parametrize(
+    ("headers", "weight"),
+    [
+        ([(app.MESSAGES_HEADER, b"37")], 37),
+        ({app.MESSAGES_HEADER: b"5"}, 5),
+        ([("event-type", b"OrderPlaced")], 1),  # a source record: one event
+        (None, 1),
+        ([(app.MESSAGES_HEADER, b"nonsense")], 1),
+    ],
+)
+def test_a_record_weighs_the_messages_its_header_says_it_carries(headers: Any, weight: int) -> None:
+    assert app.messages_in(Event(headers)) == weight
