@@ -123,6 +123,17 @@ class Settings(BaseSettings):
         description="how long a record a processor's stream fetched waits at most before "
         "it is handed to the batches (the next batch takes everything handed over)",
     )
+    processor_compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = Field(
+        default="lz4",
+        description="compression of what the processors write to Kafka (table changelogs, "
+        "the join's internal topics): an order's state is rewritten whole on each change, "
+        "so its changelog was 2.5 times the size of the source topics",
+    )
+    processor_allocator: Literal["jemalloc", "system"] = Field(
+        default="jemalloc",
+        description="the processor's malloc: jemalloc returns the pages its batches "
+        "leave free, glibc's malloc held them (stream_processors.worker)",
+    )
     targets_ttl_s: float = Field(
         default=0.5,
         gt=0,

@@ -108,12 +108,26 @@ provision_redis() {
     || die "apt-get could not install redis-server; see $CACHE_DIR/redis-provision.log"
 }
 
+provision_jemalloc() {  # the processor's allocator (stream_processors/worker.py); optional
+  ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so\.2' && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "libjemalloc2 missing (sudo apt-get install -y libjemalloc2): the processor runs on glibc's malloc"
+    return 0
+  fi
+  log "installing libjemalloc2 from Debian"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 \
+    > "$CACHE_DIR/jemalloc-provision.log" 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; } \
+    >> "$CACHE_DIR/jemalloc-provision.log" 2>&1 \
+    || log "apt-get could not install libjemalloc2 (see $CACHE_DIR/jemalloc-provision.log): the processor runs on glibc's malloc"
+}
+
 cmd_provision() {
   mkdir -p "$CACHE_DIR"
   local pids=() failed=0
   provision_kafka & pids+=($!)
   provision_ferretdb & pids+=($!)
-  provision_redis & pids+=($!)
+  { provision_redis && provision_jemalloc; } & pids+=($!)  # one apt-get at a time
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || die "provisioning failed (see messages above)"
 }
@@ -516,7 +530,7 @@ start_services() {
   "$VENV_BIN/eventfold" topics >&2
   if ! running processor; then
     : > "$STACK_DIR/logs/processor.log"
-    spawn processor "$VENV_BIN/faust" -A stream_processors.app worker --without-web -l info
+    spawn processor "$VENV_BIN/python" -m stream_processors.worker -l info
     wait_until processor processor_ready
   fi
   log "processor running (faust worker, logs in $STACK_DIR/logs/processor.log)"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from eventfold.settings import Settings
 from projections.read_models import Stores
 from projections.replay import rebuild
 from projections.verify import Snapshot, differences, stored_snapshot
+from stream_processors.worker import jemalloc_library
 from tests.conftest import eventually
 from tests.support.processes import ProcessorProcess
 
@@ -142,3 +145,14 @@ async def test_replay_rebuilds_documents_equal_to_the_live_ones(
     # and the query API now serves the rebuilt version
     response = await query_api.get(f"/v1/orders/{ids[0]}")
     assert response.json()["status"] == "shipped"
+
+
+def test_the_processor_runs_under_jemalloc_where_the_machine_has_it(
+    processor: ProcessorProcess,
+) -> None:
+    """``make provision`` installs it; the worker's command preloads it (pid unchanged)."""
+    assert processor.proc is not None
+    maps = Path(f"/proc/{processor.proc.pid}/maps").read_text()
+    if jemalloc_library() is None:
+        pytest.skip("libjemalloc2 is not installed here")
+    assert "libjemalloc" in maps

@@ -12,8 +12,6 @@ from pathlib import Path
 from eventfold.settings import Settings
 from tests.support.stack import ROOT
 
-FAUST = Path(sys.executable).parent / "faust"
-
 
 class ProcessorProcess:
     """One ``faust worker`` with the given settings; its log goes to a file."""
@@ -32,7 +30,7 @@ class ProcessorProcess:
     def start(self, timeout: float = 60.0) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(FAUST), "-A", "stream_processors.app", "worker", "--without-web", "-l", "info"],
+            [sys.executable, "-m", "stream_processors.worker", "-l", "info"],
             cwd=ROOT,
             env=self._env,
             stdout=self._log,

@@ -47,7 +47,7 @@ def test_api_ports_and_entry_points_match_the_code() -> None:
         module, factory = command[command.index("--factory") + 1].split(":")
         assert callable(getattr(importlib.import_module(module), factory))
     processor = services["processor"]["command"]
-    assert importlib.import_module(processor[processor.index("-A") + 1]).app is not None
+    assert callable(importlib.import_module(processor[processor.index("-m") + 1]).main)
 
 
 def test_server_ports_match_the_default_settings() -> None:
