@@ -58,9 +58,23 @@ class Gathering(Generic[T]):
         return self._held_weight
 
     async def put(self, items: Sequence[T], applier: asyncio.Future[Any]) -> None:
-        """Add ``items`` once there is room. ``applier`` is the task taking them: when it
-        ends (it failed, or was cancelled) while this waits, its error is raised here,
-        so a stream whose applier is gone stops instead of waiting for good."""
+        """Add ``items``, each once there is room (the stream hands over up to
+        ``batch_max_records`` records at once, and packed join records weigh up to a
+        hundred each, so room is checked per record: held weight stays below ``limit``
+        plus one record's). ``applier`` is the task taking them: when it ends (it failed,
+        or was cancelled) while this waits, its error is raised here, so a stream whose
+        applier is gone stops instead of waiting for good."""
+        for item in items:
+            await self._room_for_one(applier)
+            weight = max(1, self._weight(item))
+            self._items.append((item, weight))
+            self._held_weight += weight
+            self._held.set()
+        if applier.done():
+            applier.result()  # its error (CancelledError when cancelled)
+            raise RuntimeError("the applier of the batches ended")
+
+    async def _room_for_one(self, applier: asyncio.Future[Any]) -> None:
         while self._held_weight >= self._limit and not applier.done():
             self._room.clear()
             room = asyncio.ensure_future(self._room.wait())
@@ -69,14 +83,8 @@ class Gathering(Generic[T]):
             finally:
                 room.cancel()
         if applier.done():
-            applier.result()  # its error (CancelledError when cancelled)
+            applier.result()
             raise RuntimeError("the applier of the batches ended")
-        for item in items:
-            weight = max(1, self._weight(item))
-            self._items.append((item, weight))
-            self._held_weight += weight
-        if self._items:
-            self._held.set()
 
     async def take(self) -> list[T]:
         """The oldest records held, up to a total weight of ``limit`` (at least one),

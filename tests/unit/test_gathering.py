@@ -111,12 +111,16 @@ async def test_a_batch_is_bounded_by_the_weight_of_its_records() -> None:
     the oldest first, at least one record each."""
     gathered: Gathering[tuple[str, int]] = Gathering(10, weight=lambda item: item[1])
     applier = asyncio.ensure_future(never())
-    await gathered.put([("a", 4), ("b", 4), ("c", 4), ("d", 30), ("e", 1)], applier)
-    assert gathered.weight == 43
+    putting = asyncio.ensure_future(
+        gathered.put([("a", 4), ("b", 4), ("c", 4), ("d", 30), ("e", 1)], applier)
+    )
+    await asyncio.sleep(0.01)
+    assert gathered.weight == 12  # room is checked per record
     assert await gathered.take() == [("a", 4), ("b", 4)]
     assert await gathered.take() == [("c", 4)]
     assert await gathered.take() == [("d", 30)]  # heavier than a batch: alone
     assert await gathered.take() == [("e", 1)]
+    await asyncio.wait_for(putting, 1)
     assert gathered.weight == 0
     applier.cancel()
 
@@ -131,4 +135,23 @@ async def test_a_put_waits_while_the_weight_held_reaches_the_limit() -> None:
     assert await gathered.take() == [6]  # 5 left: room again
     await asyncio.wait_for(putting, 1)
     assert await gathered.take() == [5, 1]
+    applier.cancel()
+
+
+async def test_a_put_of_many_heavy_records_holds_at_most_the_limit_and_one_record() -> None:
+    """The stream hands over up to 2,000 records at once, each packed join record
+    weighing up to a hundred messages: room is checked per record, not per hand-over."""
+    gathered: Gathering[int] = Gathering(250, weight=lambda item: item)
+    applier = asyncio.ensure_future(never())
+    putting = asyncio.ensure_future(gathered.put([100] * 10, applier))
+    await asyncio.sleep(0.01)
+    assert not putting.done()
+    assert gathered.weight == 300  # 100 + 100 (< 250, room) + 100, then it waits
+    assert await gathered.take() == [100, 100]  # a take stays within the limit
+    await asyncio.sleep(0.01)
+    assert gathered.weight <= 250 + 100
+    taken = await gathered.take()
+    while not putting.done() or len(gathered):
+        taken += await gathered.take()
+    assert len(taken) == 8
     applier.cancel()
