@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         "before reading them again (a rebuild waits twice this for every processor to "
         "write its new version too)",
     )
+    projections_disabled: str = Field(
+        default="",
+        description="registered projections (projections.registry) not to run, "
+        "comma-separated: e.g. sku_sales,payment_methods",
+    )
     topic_partitions: int = 6
     topic_replication_factor: int = Field(default=1, description="3 on a production cluster")
 
@@ -180,6 +185,9 @@ class Settings(BaseSettings):
     @cached_property
     def redis_uri(self) -> str:
         return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    def disabled_projections(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.projections_disabled.split(",") if n.strip())
 
     @property
     def processor_app_id(self) -> str:

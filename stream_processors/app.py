@@ -45,6 +45,7 @@ from eventfold.topics import ensure_topics, start_group_at_beginning
 from projections.joins import Enrichment, OrderLink
 from projections.projector import Pipeline, Targets
 from projections.read_models import PROJECTIONS, Stores
+from projections.registry import enabled
 from schemas.catalog import (
     CUSTOMER_STATE,
     INTERNAL_TOPICS,
@@ -56,6 +57,7 @@ from schemas.catalog import (
 from schemas.codec import decode
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.gathering import Gathering
+from stream_processors.projection_worker import ProjectionWorker
 from stream_processors.records import (
     TRANSIENT_ERRORS,
     BatchHandler,
@@ -114,9 +116,23 @@ class ProcessorApp(faust.App):
 
     async def on_started(self) -> None:
         await super().on_started()
+        self._projections = asyncio.ensure_future(run_projections())
+        self._projections.add_done_callback(self._projections_ended)
         freeze_long_lived()  # what is loaded by now lives as long as the process
 
+    def _projections_ended(self, done: asyncio.Future[None]) -> None:
+        """A projection worker that failed takes the processor down (its supervisor
+        restarts it), rather than leaving the projections silently behind."""
+        if not done.cancelled() and done.exception() is not None:
+            log.error("the projections stopped", exc_info=done.exception())
+            self._crashing = asyncio.ensure_future(self.crash(done.exception()))  # type: ignore[arg-type]
+
     async def on_stop(self) -> None:
+        task = getattr(self, "_projections", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await super().on_stop()
         await stall_guard.close()
 
@@ -404,6 +420,14 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
             single,
         )
     return _handlers[agent]
+
+
+async def run_projections() -> None:
+    """The registered projections (``projections.registry``), live."""
+    projections = enabled(settings)
+    if projections:
+        log.info("projections: %s", ", ".join(projections))
+        await ProjectionWorker(settings, projections, stores().redis).run()
 
 
 def live_targets() -> LiveTargets:

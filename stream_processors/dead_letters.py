@@ -34,6 +34,7 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
         ("dlq-original-topic", r.topic.encode()),
         ("dlq-original-partition", str(r.partition).encode()),
         ("dlq-original-offset", str(r.offset).encode()),
+        *([("dlq-projection", letter.projection.encode())] if letter.projection else []),
     ]
 
 

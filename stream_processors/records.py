@@ -56,6 +56,7 @@ class DeadLetter:
     record: Record
     reason: str
     error: BaseException
+    projection: str | None = None  # the one projection it failed for (projections.api)
 
 
 class MalformedMessage(ValueError):

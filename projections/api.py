@@ -1,0 +1,117 @@
+"""Write your own projection: the public definition the projection engine runs.
+
+A projection folds the events of one *entity* (an order, a customer: the key the
+events' topic is partitioned by) into a JSON state, and derives from that state
+what it shows:
+
+* ``rows``: numbers grouped by any key you choose (a SKU and a day, a payment
+  method and an hour, a customer, ...). Each entity contributes its rows, and a
+  group's row is the sum of every entity's contribution. The engine stores the
+  contributions and adds only the difference when an entity changes, so an event
+  costs the same whatever the group's history, and a redelivered event changes
+  nothing.
+* ``view``: one JSON document per entity, served as it is.
+
+The fold and the derivations are plain functions of data (no I/O). The engine does
+the rest: batching, exactly-once application (a per-partition mark written with the
+state, and each entity's event ids), blue/green rebuilds (``eventfold replay
+--projection NAME``), ``eventfold verify``, dead letters per projection (an event
+whose fold raises is dead-lettered for that projection alone) and read-your-writes
+over ``GET /v1/projections/{name}/{key}``.
+
+Events of different topics (``orders`` and ``payments``) can arrive in either order
+relative to each other, so derive ``rows`` and ``view`` from what the state holds,
+not from the order the events came in: a refund folded before its order was placed
+must end in the same rows as the other way round.
+
+Register a projection under the ``eventfold.projections`` entry point group of your
+package (``name = "your_package.module:projection"``); ``EVENTFOLD_PROJECTIONS_DISABLED``
+switches registered ones off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.catalog import KEY_FIELD_OF_TOPIC, TOPIC_OF_TYPE
+from schemas.events import Event
+
+JSON = Any
+"""A JSON value (dict, list, str, int, float, bool, None): what a state may hold."""
+Rows = Mapping[str, Mapping[str, int]]
+"""Group key -> measure -> an integer (money in minor units, e.g. ``to_units``)."""
+Fold = Callable[[JSON, Event], JSON]
+NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+GROUP_SEPARATOR = "|"
+"""Joins the parts of a composite group key (``group_key("SKU-1", "2026-12-03")``)."""
+
+
+class ProjectionError(ValueError):
+    """A projection definition the engine cannot run."""
+
+
+def group_key(*parts: str) -> str:
+    """A composite group key; its parts must not contain the separator."""
+    for part in parts:
+        if GROUP_SEPARATOR in part:
+            raise ValueError(f"a group key part contains {GROUP_SEPARATOR!r}: {part!r}")
+    return GROUP_SEPARATOR.join(parts)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One read model: what it consumes, its fold and what it shows.
+
+    ``initial`` makes the state of an entity not seen before; ``fold`` returns the
+    state after an event (it may change and return the state it was given: the
+    engine hands it a copy it owns). Exactly one of ``rows`` and ``view``."""
+
+    name: str
+    consumes: tuple[str, ...]
+    initial: Callable[[], JSON]
+    fold: Fold
+    rows: Callable[[JSON], Rows] | None = None
+    view: Callable[[JSON], Mapping[str, JSON] | None] | None = None
+    description: str = ""
+    topics: tuple[str, ...] = field(init=False)
+    key_field: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ProjectionError(
+                f"projection name {self.name!r}: lowercase letters, digits and _, "
+                "starting with a letter, at most 40"
+            )
+        if not self.consumes:
+            raise ProjectionError(f"{self.name}: consumes no event type")
+        unknown = sorted(set(self.consumes) - set(TOPIC_OF_TYPE))
+        if unknown:
+            raise ProjectionError(
+                f"{self.name}: unknown event type(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(TOPIC_OF_TYPE))}"
+            )
+        if (self.rows is None) == (self.view is None):
+            raise ProjectionError(f"{self.name}: define exactly one of rows and view")
+        topics = tuple(sorted({TOPIC_OF_TYPE[t] for t in self.consumes}))
+        keys = {KEY_FIELD_OF_TOPIC[t] for t in topics}
+        if len(keys) > 1:
+            raise ProjectionError(
+                f"{self.name}: its events are keyed by different fields"
+                f" ({', '.join(sorted(keys))});"
+                " a projection folds the events of one entity: consume topics keyed alike"
+                " (orders and payments by order_id, customers by customer_id)"
+            )
+        object.__setattr__(self, "consumes", tuple(sorted(set(self.consumes))))
+        object.__setattr__(self, "topics", topics)
+        object.__setattr__(self, "key_field", keys.pop())
+
+    @property
+    def kind(self) -> str:
+        """``rows`` or ``view``: what ``GET /v1/projections/{name}/{key}`` serves."""
+        return "rows" if self.rows is not None else "view"
+
+    def entity_of(self, event: Event) -> str:
+        return str(getattr(event.data, self.key_field))

@@ -1,0 +1,205 @@
+"""Applying a batch of events to a projection, as a pure step: no I/O.
+
+Given what is stored of the batch's entities, ``apply_batch`` folds each entity's
+events in offset order and returns the entities that changed, the difference
+their rows make to each group, and the events whose fold (or derivation) raised:
+those are left out of the state (dead-lettered by the caller, for this projection
+alone) and the entity's other events still apply. An event whose id the entity
+already holds is skipped, so a re-published or re-driven event counts once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from projections.api import JSON, Projection
+from schemas.events import Event
+
+RowsDict = dict[str, dict[str, int]]
+
+
+class InvalidOutput(TypeError):
+    """A projection's fold or derivation returned something the engine cannot store."""
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What is stored per entity: the projection's state, the rows it contributes, the
+    view it shows, and the ids of the events folded into it (as one JSON string)."""
+
+    encoded: bytes
+
+    @classmethod
+    def of(cls, state: JSON, rows: RowsDict, view: JSON | None, events: Iterable[str]) -> Entity:
+        try:
+            return cls(
+                orjson.dumps({"state": state, "rows": rows, "view": view, "events": list(events)})
+            )
+        except TypeError as exc:
+            raise InvalidOutput(f"state or view is not JSON: {exc}") from exc
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """A fresh copy of the stored document (the fold may change its state)."""
+        loaded: dict[str, Any] = orjson.loads(self.encoded)
+        return loaded
+
+    @property
+    def rows(self) -> RowsDict:
+        rows: RowsDict = self.doc["rows"]
+        return rows
+
+
+@dataclass(frozen=True)
+class Positioned:
+    """An event and where it was read."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def mark(self) -> str:
+        return mark_of(self.topic, self.partition)
+
+
+def mark_of(topic: str, partition: int) -> str:
+    """The field a partition's applied offset is stored under (as the built-ins do)."""
+    return f"{topic}:{partition}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: Positioned
+    error: BaseException
+
+
+@dataclass
+class Outcome:
+    entities: dict[str, Entity] = field(default_factory=dict)  # the changed ones
+    deltas: RowsDict = field(default_factory=dict)  # group -> measure -> difference
+    failures: list[Failure] = field(default_factory=list)
+
+
+def _checked_rows(rows: object) -> RowsDict:
+    if not isinstance(rows, Mapping):
+        raise InvalidOutput(f"rows must be a mapping of group -> measures, not {rows!r:.100}")
+    checked: RowsDict = {}
+    for group, measures in rows.items():
+        if not isinstance(group, str) or not isinstance(measures, Mapping):
+            raise InvalidOutput(f"rows: {group!r:.100} -> {measures!r:.100}")
+        row = {}
+        for name, value in measures.items():
+            if not isinstance(name, str) or type(value) is not int:
+                raise InvalidOutput(f"rows[{group!r}]: {name!r} -> {value!r} is not an integer")
+            if value:
+                row[name] = value
+        if row:
+            checked[group] = row
+    return checked
+
+
+def derive(projection: Projection, state: JSON, events: Iterable[str]) -> Entity:
+    """The entity stored for ``state``: its rows or view, checked."""
+    rows: RowsDict = {}
+    view = None
+    if projection.rows is not None:
+        rows = _checked_rows(projection.rows(state))
+    elif projection.view is not None:
+        view = projection.view(state)
+        if view is not None and not isinstance(view, Mapping):
+            raise InvalidOutput(f"view must be a mapping or None, not {view!r:.100}")
+    return Entity.of(state, rows, view, events)
+
+
+def _new_state(projection: Projection) -> JSON:
+    return orjson.loads(orjson.dumps(projection.initial()))
+
+
+def _fold_all(
+    projection: Projection, stored: Entity | None, events: Sequence[Positioned]
+) -> tuple[Entity | None, list[Failure]]:
+    """The entity after ``events`` (None: unchanged), and the events that failed."""
+    doc = stored.doc if stored is not None else None
+    seen = list(doc["events"]) if doc is not None else []
+    known = set(seen)
+    fresh = []
+    for p in events:  # each event once: a batch may hold a re-published copy too
+        if p.event.event_id not in known:
+            known.add(p.event.event_id)
+            fresh.append(p)
+    if not fresh:
+        return None, []
+    start = doc["state"] if doc is not None else _new_state(projection)
+    try:  # the common case: the whole batch of the entity at once
+        state = start
+        for p in fresh:
+            state = projection.fold(state, p.event)
+        return derive(projection, state, [*seen, *(p.event.event_id for p in fresh)]), []
+    except Exception:  # find the events that raise, fold the others
+        pass
+    failures: list[Failure] = []
+    entity = stored
+    state_json = orjson.dumps(start)
+    applied = list(seen)
+    for p in fresh:
+        try:
+            state = projection.fold(orjson.loads(state_json), p.event)
+            candidate = derive(projection, state, [*applied, p.event.event_id])
+        except Exception as exc:
+            failures.append(Failure(p, exc))
+            continue
+        entity, applied = candidate, [*applied, p.event.event_id]
+        state_json = orjson.dumps(candidate.doc["state"])
+    return (None if entity is stored else entity), failures
+
+
+def _add(deltas: RowsDict, rows: Mapping[str, Mapping[str, int]], sign: int) -> None:
+    for group, measures in rows.items():
+        row = deltas.setdefault(group, {})
+        for name, value in measures.items():
+            row[name] = row.get(name, 0) + sign * value
+
+
+def apply_batch(
+    projection: Projection,
+    stored: Mapping[str, Entity | None],
+    events: Sequence[Positioned],
+) -> Outcome:
+    """Fold ``events`` (in the order given: offset order within each partition) into
+    the ``stored`` entities (every entity the events name must be a key)."""
+    by_entity: dict[str, list[Positioned]] = {}
+    for p in events:
+        by_entity.setdefault(projection.entity_of(p.event), []).append(p)
+    outcome = Outcome()
+    for key, its_events in by_entity.items():
+        before = stored[key]
+        after, failures = _fold_all(projection, before, its_events)
+        outcome.failures.extend(failures)
+        if after is None:
+            continue
+        outcome.entities[key] = after
+        if projection.rows is not None:
+            if before is not None:
+                _add(outcome.deltas, before.rows, -1)
+            _add(outcome.deltas, after.rows, 1)
+    outcome.deltas = {
+        g: kept
+        for g, row in outcome.deltas.items()
+        if (kept := {k: v for k, v in row.items() if v})
+    }
+    return outcome
+
+
+def sum_rows(entities: Iterable[Entity]) -> RowsDict:
+    """Each group's row as the sum of the entities' contributions (what the stored rows
+    must equal)."""
+    total: RowsDict = {}
+    for entity in entities:
+        _add(total, entity.rows, 1)
+    return {g: kept for g, row in total.items() if (kept := {k: v for k, v in row.items() if v})}

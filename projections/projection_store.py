@@ -1,0 +1,320 @@
+"""Where a projection's state lives: one port, a Redis adapter and an in-memory one.
+
+The port owns the key layout. Per projection and version (``v1``, ``v2``, ... one per
+rebuild), under ``{prefix}p:{name}:{version}:``:
+
+* ``marks``: hash, ``topic:partition`` -> the highest offset applied;
+* ``entities``: hash, entity key -> the stored entity (``engine.Entity``: state,
+  rows, view and the ids of its events);
+* ``rows:{group}``: hash, measure -> sum over the entities' contributions;
+* ``groups``: set of the group keys ever written.
+
+A batch is one script call: it checks that the marks of the batch's partitions are
+still those the batch was folded on (another worker that took the partitions over
+may have moved them: then nothing is written and the caller reloads), then writes
+the changed entities, adds the row differences and raises the marks, atomically.
+The marks are thus the tracking record written with the state: a worker resumes a
+partition from its mark, whatever Kafka's committed offsets say.
+
+Which version is active (and being built) is kept per projection in
+``{prefix}projections:active`` / ``:building``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+from redis.asyncio import Redis
+
+from eventfold.consistency import Runs
+from projections.engine import Entity, RowsDict
+
+FIRST_VERSION = "v1"
+
+_WRITE = """
+local marks, entities, groups = KEYS[1], KEYS[2], KEYS[3]
+local rows_prefix = ARGV[1]
+for f, o in pairs(cjson.decode(ARGV[2])) do
+  local cur = redis.call('HGET', marks, f)
+  if cur == false then cur = -1 else cur = tonumber(cur) end
+  if cur ~= o then return 0 end
+end
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  redis.call('HSET', entities, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  local key = rows_prefix .. ARGV[i]
+  if redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2]) == 0 then
+    redis.call('HDEL', key, ARGV[i + 1])
+  end
+  redis.call('SADD', groups, ARGV[i])
+  i = i + 3
+end
+for f, o in pairs(cjson.decode(ARGV[3])) do
+  redis.call('HSET', marks, f, string.format('%d', o))
+end
+return 1
+"""
+
+_SNAPSHOT = """
+local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+for _, g in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  table.insert(out, g)
+  table.insert(out, redis.call('HGETALL', ARGV[1] .. g))
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a version holds, read at one instant (for ``verify``)."""
+
+    marks: dict[str, int]
+    entities: dict[str, Entity]
+    rows: RowsDict
+
+
+class ProjectionStore(Protocol):
+    """One version of one projection."""
+
+    version: str
+
+    async def marks(self) -> dict[str, int]: ...
+
+    async def load(self, keys: Sequence[str]) -> dict[str, Entity | None]: ...
+
+    async def write(
+        self,
+        entities: Mapping[str, Entity],
+        deltas: RowsDict,
+        marks: Mapping[str, int],
+        expected: Mapping[str, int],
+    ) -> bool:
+        """Apply a batch if the ``expected`` marks (-1: none) still hold; False if not."""
+        ...
+
+    async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]: ...
+
+    async def groups(self) -> list[str]: ...
+
+    async def snapshot(self) -> Snapshot: ...
+
+    async def drop(self) -> None: ...
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisProjectionStore:
+    def __init__(self, redis: Redis, prefix: str, name: str, version: str) -> None:
+        self._redis = redis
+        self.version = version
+        self.prefix = f"{prefix}p:{name}:{version}:"
+        self._marks = self.prefix + "marks"
+        self._entities = self.prefix + "entities"
+        self._groups = self.prefix + "groups"
+        self._rows = self.prefix + "rows:"
+        self._write = redis.register_script(_WRITE)
+        self._snapshot = redis.register_script(_SNAPSHOT)
+
+    async def marks(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in (await self._redis.hgetall(self._marks)).items()}
+
+    async def load(self, keys: Sequence[str]) -> dict[str, Entity | None]:
+        if not keys:
+            return {}
+        found = await self._redis.hmget(self._entities, list(keys))
+        return {
+            k: None if v is None else Entity(_bytes(v)) for k, v in zip(keys, found, strict=True)
+        }
+
+    async def write(
+        self,
+        entities: Mapping[str, Entity],
+        deltas: RowsDict,
+        marks: Mapping[str, int],
+        expected: Mapping[str, int],
+    ) -> bool:
+        args: list[str | int] = [
+            self._rows,
+            orjson.dumps(dict(expected)).decode(),
+            orjson.dumps(dict(marks)).decode(),
+            len(entities),
+        ]
+        for key, entity in entities.items():
+            args += [key, entity.encoded.decode()]
+        for group, row in deltas.items():
+            for name, value in row.items():
+                args += [group, name, value]
+        done = await self._write(keys=[self._marks, self._entities, self._groups], args=args)
+        return bool(done)
+
+    async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.hgetall(self._rows + group)
+        return [{k: int(v) for k, v in row.items()} for row in await pipe.execute()]
+
+    async def groups(self) -> list[str]:
+        return sorted(str(g) for g in await self._redis.smembers(self._groups))
+
+    async def snapshot(self) -> Snapshot:
+        out = await self._snapshot(
+            keys=[self._marks, self._entities, self._groups], args=[self._rows]
+        )
+        marks, entities, *rest = out
+        rows = {}
+        for group, flat in zip(rest[::2], rest[1::2], strict=True):
+            if flat:
+                rows[group] = {k: int(v) for k, v in _pairs(flat).items()}
+        return Snapshot(
+            {k: int(v) for k, v in _pairs(marks).items()},
+            {k: Entity(_bytes(v)) for k, v in _pairs(entities).items()},
+            rows,
+        )
+
+    async def drop(self) -> None:
+        async for key in self._redis.scan_iter(match=self.prefix + "*", count=1000):
+            await self._redis.unlink(key)
+
+
+class MemoryProjectionStore:
+    """The same contract in a dict (unit tests of the engine and the runner)."""
+
+    def __init__(self, version: str = FIRST_VERSION) -> None:
+        self.version = version
+        self._marks: dict[str, int] = {}
+        self._entities: dict[str, Entity] = {}
+        self._rows: RowsDict = {}
+
+    async def marks(self) -> dict[str, int]:
+        return dict(self._marks)
+
+    async def load(self, keys: Sequence[str]) -> dict[str, Entity | None]:
+        return {k: self._entities.get(k) for k in keys}
+
+    async def write(
+        self,
+        entities: Mapping[str, Entity],
+        deltas: RowsDict,
+        marks: Mapping[str, int],
+        expected: Mapping[str, int],
+    ) -> bool:
+        if any(self._marks.get(f, -1) != o for f, o in expected.items()):
+            return False
+        self._entities.update(entities)
+        for group, row in deltas.items():
+            held = self._rows.setdefault(group, {})
+            for name, value in row.items():
+                held[name] = held.get(name, 0) + value
+                if not held[name]:
+                    del held[name]
+        self._marks.update(marks)
+        return True
+
+    async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
+        return [dict(self._rows.get(g, {})) for g in groups]
+
+    async def groups(self) -> list[str]:
+        return sorted(self._rows)
+
+    async def snapshot(self) -> Snapshot:
+        return Snapshot(
+            dict(self._marks),
+            dict(self._entities),
+            {g: dict(r) for g, r in self._rows.items() if r},
+        )
+
+    async def drop(self) -> None:
+        self._marks.clear()
+        self._entities.clear()
+        self._rows.clear()
+
+
+class ProjectionVersions:
+    """Per projection: the active version, the one being built, dead letters."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._active = f"{prefix}projections:active"
+        self._building = f"{prefix}projections:building"
+
+    def store(self, name: str, version: str) -> RedisProjectionStore:
+        return RedisProjectionStore(self._redis, self._prefix, name, version)
+
+    async def active(self) -> dict[str, str]:
+        """Projection -> active version (projections never rebuilt are on ``v1``)."""
+        return {str(k): str(v) for k, v in (await self._redis.hgetall(self._active)).items()}
+
+    async def active_of(self, name: str) -> str:
+        return str(await self._redis.hget(self._active, name) or FIRST_VERSION)
+
+    async def building(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (await self._redis.hgetall(self._building)).items()}
+
+    async def begin_build(self, name: str) -> str:
+        """Allocate a new version for a rebuild of ``name`` (an earlier rebuild left
+        unfinished is dropped)."""
+        old = await self._redis.hget(self._building, name)
+        if old is not None:
+            await self.store(name, str(old)).drop()
+        number = await self._redis.incr(f"{self._prefix}projections:seq:{name}")
+        active = await self.active_of(name)
+        while f"v{number}" == active or number < 2:
+            number = await self._redis.incr(f"{self._prefix}projections:seq:{name}")
+        version = f"v{number}"
+        await self._redis.hset(self._building, name, version)
+        return version
+
+    async def activate(self, name: str, version: str) -> str:
+        """Make ``version`` active; returns the version it replaced (dropped by the caller)."""
+        previous = await self.active_of(name)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._active, name, version)
+        pipe.hdel(self._building, name)
+        await pipe.execute()
+        return previous
+
+    async def abandon(self, name: str) -> None:
+        version = await self._redis.hget(self._building, name)
+        if version is not None:
+            await self.store(name, str(version)).drop()
+            await self._redis.hdel(self._building, name)
+
+    def _dead_letters_key(self, name: str, topic: str, partition: int) -> str:
+        return f"{self._prefix}p:{name}:dead-letters:{topic}:{partition}"
+
+    async def record_dead_letter(
+        self, name: str, topic: str, partition: int, offset: int, why: str
+    ) -> None:
+        await self._redis.zadd(
+            self._dead_letters_key(name, topic, partition), {f"{offset} {why}": offset}
+        )
+
+    async def dead_letters_in(self, name: str, runs: Runs) -> list[str]:
+        """``topic:partition@offset reason`` of each record of ``runs`` that ``name``
+        dead-lettered."""
+        pipe = self._redis.pipeline(transaction=False)
+        asked = []
+        for topic, parts in runs.items():
+            for partition, found in parts.items():
+                for first, last in found:
+                    pipe.zrangebyscore(self._dead_letters_key(name, topic, partition), first, last)
+                    asked.append(f"{topic}:{partition}")
+        if not asked:
+            return []
+        answers = await pipe.execute()
+        return [f"{w}@{e}" for w, entries in zip(asked, answers, strict=True) for e in entries]

@@ -1,0 +1,211 @@
+"""Runs the registered projections (``projections.registry``) live: one consumer group
+over the source topics they consume, batches of records applied to each projection's
+active version (``projections.applier``).
+
+No Faust here: a plain aiokafka consumer in the processor's process, whose position is
+taken from the projections' own marks (the tracking records written with their state),
+not from Kafka's committed offsets, which it commits only for lag tooling. A partition
+assigned to this worker is read from the lowest mark of the projections reading it; a
+projection whose active version changes (a rebuild switched it) makes its partitions be
+read again from the new version's marks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from redis.asyncio import Redis
+
+from eventfold.settings import Settings
+from projections.api import Projection
+from projections.applier import Applier
+from projections.engine import Failure, Positioned, mark_of
+from projections.projection_store import ProjectionVersions
+from schemas.codec import CodecError, decode
+from stream_processors.dead_letters import KafkaDeadLetterSink
+from stream_processors.records import TRANSIENT_ERRORS, DeadLetter, Record
+
+log = logging.getLogger(__name__)
+COMMIT_INTERVAL_S = 1.0
+RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def group_id(settings: Settings) -> str:
+    return f"{settings.processor_app_id}-projections"
+
+
+def decoded(
+    records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]], settings: Settings
+) -> tuple[list[Positioned], dict[str, int]]:
+    """The decodable events of a poll in offset order per partition, and the highest
+    offset read per partition (``topic:partition``)."""
+    events: list[Positioned] = []
+    highest: dict[str, int] = {}
+    for tp, batch in records.items():
+        topic = settings.logical_topic(tp.topic)
+        for r in batch:
+            try:
+                event = decode(r.value)
+            except CodecError:  # the processor's join dead-letters it
+                continue
+            finally:
+                highest[mark_of(topic, tp.partition)] = r.offset
+            events.append(Positioned(event, topic, tp.partition, r.offset))
+    return events, highest
+
+
+class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self, settings: Settings, projections: Mapping[str, Projection], redis: Redis
+    ) -> None:
+        self._settings = settings
+        self._projections = dict(projections)
+        self.versions = ProjectionVersions(redis, settings.redis_prefix)
+        self.appliers: dict[str, Applier] = {}
+        self._sink = KafkaDeadLetterSink(settings)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._raw: dict[tuple[str, int], ConsumerRecord[Any, Any]] = {}
+        self._lock = asyncio.Lock()
+        self._versions_read_at = float("-inf")
+        self._committed_at = time.monotonic()
+        self.applied = 0
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(sorted({t for p in self._projections.values() for t in p.topics}))
+
+    async def _dead_letter(self, projection: Projection, failure: Failure) -> None:
+        at = failure.at
+        raw = self._raw.get((at.mark, at.offset))
+        if raw is None:
+            return
+        record = Record(at.topic, at.partition, at.offset, raw.key, raw.value, list(raw.headers))
+        await self._sink(DeadLetter(record, "projection-failed", failure.error, projection.name))
+        reason = f"projection {projection.name} failed: {failure.error!r:.400}"
+        await self.versions.record_dead_letter(
+            projection.name, at.topic, at.partition, at.offset, reason
+        )
+
+    async def _appliers_now(self) -> list[str]:
+        """Follow the active versions (re-read every ``targets_ttl_s``); the names of
+        the projections whose version changed."""
+        if time.monotonic() - self._versions_read_at < self._settings.targets_ttl_s:
+            return []
+        active = await self.versions.active()
+        self._versions_read_at = time.monotonic()
+        changed = []
+        for name, projection in self._projections.items():
+            version = active.get(name, "v1")
+            held = self.appliers.get(name)
+            if held is None or held.version != version:
+                applier = Applier(projection, self.versions.store(name, version), self._dead_letter)
+                await applier.start()
+                self.appliers[name] = applier
+                changed.append(name)
+        return changed
+
+    def _seek(self, partitions: Sequence[TopicPartition], names: Sequence[str]) -> None:
+        """Read ``partitions`` again from the lowest mark of the projections ``names``."""
+        assert self._consumer is not None
+        for tp in partitions:
+            topic = self._settings.logical_topic(tp.topic)
+            mark = mark_of(topic, tp.partition)
+            readers = [
+                self.appliers[n] for n in names if topic in self.appliers[n].projection.topics
+            ]
+            if readers:
+                self._consumer.seek(tp, min(a.position(mark) for a in readers))
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:  # the batch in flight ends first
+            await self._commit()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            await self._appliers_now()
+            for applier in self.appliers.values():
+                await applier.reset()  # what it held may have been written by another worker since
+            self._seek(assigned, list(self.appliers))
+            log.info("projections %s: assigned %d partitions", list(self.appliers), len(assigned))
+
+    async def _commit(self) -> None:
+        if self._consumer is None:
+            return
+        with contextlib.suppress(Exception):  # informational only: the marks are the truth
+            await self._consumer.commit()
+        self._committed_at = time.monotonic()
+
+    async def _apply(
+        self, records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        events, highest = decoded(records, self._settings)
+        self._raw = {
+            (mark_of(self._settings.logical_topic(tp.topic), tp.partition), r.offset): r
+            for tp, batch in records.items()
+            for r in batch
+        }
+        try:
+            for applier in self.appliers.values():
+                done = await applier.apply(events, highest)
+                self.applied += done.events
+        finally:
+            self._raw = {}
+
+    async def _resync(self) -> None:
+        """After a failed batch: forget what is held, read every partition again from
+        the marks."""
+        assert self._consumer is not None
+        for applier in self.appliers.values():
+            await applier.reset()
+        self._seek(list(self._consumer.assignment()), list(self.appliers))
+
+    async def run(self) -> None:
+        if not self._projections:
+            return
+        consumer = self._consumer = AIOKafkaConsumer(
+            **self._settings.kafka_client(),
+            group_id=group_id(self._settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=1024 * 1024,
+        )
+        await consumer.start()
+        failures = 0
+        try:
+            await self._appliers_now()
+            consumer.subscribe([self._settings.topic(t) for t in self.topics], listener=self)
+            while True:
+                records = await consumer.getmany(
+                    timeout_ms=max(self._settings.batch_max_wait_ms, 100),
+                    max_records=self._settings.batch_max_records,
+                )
+                async with self._lock:
+                    try:
+                        changed = await self._appliers_now()
+                        if changed:  # a new version: read from its marks (this poll again too)
+                            await self._resync()
+                            continue
+                        if records:
+                            await self._apply(records)
+                        failures = 0
+                    except TRANSIENT_ERRORS as exc:
+                        wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
+                        failures += 1
+                        log.warning(
+                            "projections: %r; reading again from the marks in %.1f s", exc, wait
+                        )
+                        await asyncio.sleep(wait)
+                        await self._resync()
+                        continue
+                if time.monotonic() - self._committed_at > COMMIT_INTERVAL_S:
+                    await self._commit()
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            await self._sink.close()
