@@ -37,7 +37,7 @@ class Entity:
     def of(cls, state: JSON, rows: RowsDict, view: JSON | None, events: Iterable[str]) -> Entity:
         try:
             return cls(
-                orjson.dumps({"state": state, "rows": rows, "view": view, "events": list(events)})
+                orjson.dumps({"state": state, "rows": rows, "view": view, "events": sorted(events)})
             )
         except TypeError as exc:
             raise InvalidOutput(f"state or view is not JSON: {exc}") from exc
@@ -47,6 +47,14 @@ class Entity:
         """A fresh copy of the stored document (the fold may change its state)."""
         loaded: dict[str, Any] = orjson.loads(self.encoded)
         return loaded
+
+    @property
+    def shown(self) -> dict[str, Any]:
+        """What the entity shows and is made of (its rows, view and event ids), not its
+        state: states folded in another cross-topic order may differ in form."""
+        doc = self.doc
+        del doc["state"]
+        return doc
 
     @property
     def rows(self) -> RowsDict:
