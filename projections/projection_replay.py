@@ -110,7 +110,7 @@ async def rebuild(
     try:
         await applier.start()
         async for batch, done, total in read_until(settings, projection.topics, latest):
-            events, highest = decoded(batch, settings)
+            events, highest = decoded(batch, settings, projection.consumes)
             applied = await applier.apply(events, highest)
             result.records = done
             result.events += applied.events
@@ -155,7 +155,7 @@ async def verify(settings: Settings, redis: Redis, projection: Projection) -> Pr
         }
 
     async for batch, _, _ in read_until(settings, projection.topics, marks):
-        events, highest = decoded(batch, settings)
+        events, highest = decoded(batch, settings, projection.consumes)
         await applier.apply(events, highest)
     expected = await fresh.snapshot()
     check = ProjectionCheck(projection.name, version, len(snapshot.entities), len(snapshot.rows))

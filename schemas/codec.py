@@ -194,6 +194,15 @@ def fingerprint_hex(type_name: str, version: int) -> str:
     return REGISTRY.get(type_name, version).fingerprint.hex()
 
 
+def event_type(payload: bytes | bytearray | memoryview, registry: SchemaRegistry = REGISTRY) -> str:
+    """The event type a payload holds, from its header alone (no body decoded): a consumer
+    that wants some types only skips the others at this cost. Raises ``DecodeError`` as
+    ``decode`` does for a payload whose header is not one of ours."""
+    if len(payload) < HEADER_LENGTH or payload[:2] != MARKER:
+        raise DecodeError("not Avro single-object encoding")
+    return registry.by_fingerprint(bytes(payload[2:HEADER_LENGTH])).type_name
+
+
 def decode_record(
     payload: bytes | bytearray | memoryview, registry: SchemaRegistry = REGISTRY
 ) -> tuple[SchemaVersion, dict[str, Any]]:

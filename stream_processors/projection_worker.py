@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -27,7 +27,7 @@ from projections.api import Projection
 from projections.applier import Applier
 from projections.engine import Failure, Positioned, mark_of
 from projections.projection_store import ProjectionVersions
-from schemas.codec import CodecError, decode
+from schemas.codec import CodecError, decode, event_type
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.records import TRANSIENT_ERRORS, DeadLetter, Record
 
@@ -41,16 +41,20 @@ def group_id(settings: Settings) -> str:
 
 
 def decoded(
-    records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]], settings: Settings
+    records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]],
+    settings: Settings,
+    wanted: Collection[str] | None = None,
 ) -> tuple[list[Positioned], dict[str, int]]:
-    """The decodable events of a poll in offset order per partition, and the highest
-    offset read per partition (``topic:partition``)."""
+    """The decodable events of a poll (of the ``wanted`` types, if given) in offset order
+    per partition, and the highest offset read per partition (``topic:partition``)."""
     events: list[Positioned] = []
     highest: dict[str, int] = {}
     for tp, batch in records.items():
         topic = settings.logical_topic(tp.topic)
         for r in batch:
             try:
+                if wanted is not None and event_type(r.value) not in wanted:
+                    continue
                 event = decode(r.value)
             except CodecError:  # the processor's join dead-letters it
                 continue
@@ -75,6 +79,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._versions_read_at = float("-inf")
         self._committed_at = time.monotonic()
         self.applied = 0
+        self._wanted = frozenset(t for p in self._projections.values() for t in p.consumes)
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -144,7 +149,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _apply(
         self, records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
     ) -> None:
-        events, highest = decoded(records, self._settings)
+        events, highest = decoded(records, self._settings, self._wanted)
         self._raw = {
             (mark_of(self._settings.logical_topic(tp.topic), tp.partition), r.offset): r
             for tp, batch in records.items()
