@@ -82,7 +82,11 @@ BULK_CHUNK = 90
 one update command whose statements match 100 or more existing documents (each matched
 statement holds a pooled connection until the command ends) until the stack's patch for
 it lands; below 100 it works either way."""
-BATCH_ENV = ("EVENTFOLD_BATCH_MAX_RECORDS", "EVENTFOLD_BATCH_MAX_WAIT_MS")
+BATCH_ENV = (
+    "EVENTFOLD_BATCH_MAX_RECORDS",
+    "EVENTFOLD_BATCH_MAX_WAIT_MS",
+    "EVENTFOLD_PROJECTIONS_DISABLED",
+)
 PHASES = (
     "bare",
     "naive_event",

@@ -43,6 +43,9 @@ from schemas.events import event_to_json
 
 REDRIVE_GROUP = "eventfold-dlq-redrive"
 REDRIVEN_FROM_HEADER = "dlq-redriven-from"
+PROJECTION_HEADER = "dlq-projection"
+"""The projection whose fold failed (``dead_letters.dead_letter_headers``); absent when
+the processor's join dead-lettered the record."""
 DLQ_HEADER_PREFIX = "dlq-"  # headers the dead-letter sink adds; not carried back
 PREVIEW_BYTES = 32
 # Brokers refuse commit metadata above offset.metadata.max.bytes (default 4096).
@@ -255,6 +258,7 @@ class DeadLetterView:
     preview_hex: str | None
     redriven: bool
     redriven_from: str | None  # this dead letter came from an earlier re-drive
+    projection: str | None = None  # the projection it failed in; None: the processor's join
 
     @property
     def ref(self) -> str:
@@ -300,6 +304,7 @@ def dead_letter_view(
         preview_hex=content.preview_hex,
         redriven=redriven,
         redriven_from=header_text(h, REDRIVEN_FROM_HEADER),
+        projection=header_text(h, PROJECTION_HEADER),
     )
 
 
@@ -319,6 +324,7 @@ def render_table(views: Sequence[DeadLetterView]) -> Table:
         "dead letter",
         "from",
         "reason",
+        "failed in",
         "error",
         "event",
         "key",
@@ -342,6 +348,7 @@ def render_table(views: Sequence[DeadLetterView]) -> Table:
             f"{v.dlq_topic}:{v.dlq_partition}@{v.dlq_offset}",
             origin,
             v.reason or "-",
+            v.projection or "join",
             _clip(error, 80) or "-",
             " ".join(x for x in (v.event_type, v.event_id) if x) or "-",
             v.key if v.key is not None else "-",
@@ -449,9 +456,11 @@ async def list_dead_letters(
     settings: Settings,
     topics: Sequence[str] = DEAD_LETTER_SOURCES,
     limit: int | None = None,
+    projection: str | None = None,
 ) -> list[DeadLetterView]:
     """Every dead letter of the given source topics' dlq topics (up to their current end),
-    by topic, partition and offset; the first ``limit`` of them when given."""
+    by topic, partition and offset; the first ``limit`` of them when given. ``projection``:
+    only those that failed in that projection (the ``dlq-projection`` header)."""
     topics = [source_topic(t) for t in topics]
     s = await _open(settings, topics, group_id=None)
     views: list[DeadLetterView] = []
@@ -478,6 +487,8 @@ async def list_dead_letters(
                             redriven=progress.is_redriven(r.offset),
                         )
                         for r in records
+                        if projection is None
+                        or header_text(list(r.headers), PROJECTION_HEADER) == projection
                     ]
                     if limit is not None and len(views) >= limit:
                         break

@@ -79,6 +79,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._versions_read_at = float("-inf")
         self._committed_at = time.monotonic()
         self.applied = 0
+        self._reread = False  # read every partition again from the marks before the next batch
         self._wanted = frozenset(t for p in self._projections.values() for t in p.consumes)
 
     @property
@@ -133,10 +134,15 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
-            await self._appliers_now()
-            for applier in self.appliers.values():
-                await applier.reset()  # what it held may have been written by another worker since
-            self._seek(assigned, list(self.appliers))
+            try:
+                await self._appliers_now()
+                for applier in self.appliers.values():
+                    await applier.reset()  # another worker may have written since
+                self._seek(assigned, list(self.appliers))
+            except TRANSIENT_ERRORS as exc:  # the loop reads the marks again
+                log.warning("projections: %r on assignment", exc)
+                self._reread = True
+                return
             log.info("projections %s: assigned %d partitions", list(self.appliers), len(assigned))
 
     async def _commit(self) -> None:
@@ -183,7 +189,6 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         await consumer.start()
         failures = 0
         try:
-            await self._appliers_now()
             consumer.subscribe([self._settings.topic(t) for t in self.topics], listener=self)
             while True:
                 records = await consumer.getmany(
@@ -192,9 +197,11 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 async with self._lock:
                     try:
-                        changed = await self._appliers_now()
-                        if changed:  # a new version: read from its marks (this poll again too)
+                        # after a failed batch, or when a rebuild switched a projection to a
+                        # new version: read again from the marks (this poll's records too)
+                        if self._reread or await self._appliers_now():
                             await self._resync()
+                            self._reread = False
                             continue
                         if records:
                             await self._apply(records)
@@ -206,7 +213,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                             "projections: %r; reading again from the marks in %.1f s", exc, wait
                         )
                         await asyncio.sleep(wait)
-                        await self._resync()
+                        self._reread = True
                         continue
                 if time.monotonic() - self._committed_at > COMMIT_INTERVAL_S:
                     await self._commit()

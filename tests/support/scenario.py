@@ -10,7 +10,12 @@ from typing import Any
 from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from producers.client import EventPublisher
+from projections.api import Projection
+from projections.engine import mark_of
+from projections.projection_replay import verify
+from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
+from projections.registry import enabled
 from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
 from query_api.consistency import wait_for_positions
 from schemas.catalog import TOPICS
@@ -57,11 +62,45 @@ async def wait_progress(settings: Settings, at_least: int, within_s: float = 60.
 
 
 async def read_model_differences(settings: Settings) -> list[str]:
-    """The active read models against a reference fold of everything published."""
+    """The active read models against a reference fold of everything published, and
+    each registered projection (``projections.registry``), once it has applied every
+    record published, against a fresh fold of its topics."""
     source = await read_source_events(settings)
     stores = Stores(settings)
     try:
         actual = await stored_snapshot(await stores.active())
+        found = differences(reference_snapshot(source), actual)
+        for projection in enabled(settings).values():
+            await wait_projection_caught_up(settings, stores, projection)
+            check = await verify(settings, stores.redis, projection)
+            found += [f"{projection.name}: {d}" for d in check.differences]
     finally:
         await stores.close()
-    return differences(reference_snapshot(source), actual)
+    return found
+
+
+async def wait_projection_caught_up(
+    settings: Settings, stores: Stores, projection: Projection, within_s: float = 120.0
+) -> None:
+    """Until ``projection``'s active version has applied every record of its topics."""
+    reader = LastOffsets(settings)
+    versions = ProjectionVersions(stores.redis, settings.redis_prefix)
+    try:
+        ends = {
+            mark_of(topic, partition): offset
+            for topic in projection.topics
+            for partition, offset in (await reader(topic)).items()
+            if offset >= 0
+        }
+        deadline = time.monotonic() + within_s
+        while True:
+            store = versions.store(projection.name, await versions.active_of(projection.name))
+            marks = await store.marks()
+            behind = [m for m, o in ends.items() if marks.get(m, -1) < o]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{projection.name} behind after {within_s}s on {behind}")
+            await asyncio.sleep(0.1)
+    finally:
+        await reader.close()
