@@ -151,9 +151,10 @@ def _fold_all(
         return derive(projection, state, [*seen, *(p.event.event_id for p in fresh)]), []
     except Exception:  # find the events that raise, fold the others
         pass
+    # the fold may have changed ``start`` in place: begin again from a fresh copy
     failures: list[Failure] = []
     entity = stored
-    state_json = orjson.dumps(start)
+    state_json = orjson.dumps(stored.doc["state"] if stored is not None else _new_state(projection))
     applied = list(seen)
     for p in fresh:
         try:

@@ -1,0 +1,211 @@
+"""The ProjectionStore contract, run against both adapters: the in-memory one and Redis
+(the session's server; the settings' key prefix keeps each test to itself)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from eventfold.settings import Settings
+from projections.engine import Entity
+from projections.projection_store import (
+    MemoryProjectionStore,
+    ProjectionStore,
+    RedisProjectionStore,
+    Snapshot,
+)
+
+MakeStore = Callable[[str, str], ProjectionStore]
+G1 = "SKU-1|2026-03-01"  # group keys as the built-ins make them
+G2 = "SKU-2|2026-03-01"
+BIG = 2**53 + 1  # beyond a double's exact integers: counted exactly
+FAR = 10**12 + 7  # an offset of a long-lived partition
+
+
+def entity(n: int, rows: dict[str, dict[str, int]] | None = None) -> Entity:
+    return Entity.of({"n": n, "note": "é|\"'"}, rows or {}, None, [f"e-{n}"])
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
+    """Makes stores (projection name, version) of one adapter."""
+    if request.param == "memory":
+        yield lambda name, version: MemoryProjectionStore(version)
+        return
+    settings: Settings = request.getfixturevalue("settings")
+    redis: Redis = Redis.from_url(settings.redis_uri, decode_responses=True)
+    made: list[RedisProjectionStore] = []
+
+    def make(name: str, version: str) -> ProjectionStore:
+        store = RedisProjectionStore(redis, settings.redis_prefix, name, version)
+        made.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            await store.drop()
+        await redis.aclose()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> ProjectionStore:
+    return make_store("contract", "v1")
+
+
+async def everything(store: ProjectionStore) -> tuple[Any, ...]:
+    """What every read of the store says."""
+    snapshot = await store.snapshot()
+    groups = await store.groups()
+    return (
+        snapshot,
+        await store.marks(),
+        groups,
+        await store.rows(groups),
+        await store.load([*sorted(snapshot.entities), "o-unknown"]),
+    )
+
+
+async def test_a_new_store_is_empty(store: ProjectionStore) -> None:
+    assert store.version == "v1"
+    assert await store.marks() == {}
+    assert await store.groups() == []
+    assert await store.rows([G1]) == [{}]
+    assert await store.rows([]) == []
+    assert await store.load(["o-1"]) == {"o-1": None}
+    assert await store.load([]) == {}
+    assert await store.snapshot() == Snapshot({}, {}, {})
+
+
+async def test_a_write_on_the_expected_marks_applies_and_raises_them(
+    store: ProjectionStore,
+) -> None:
+    first = entity(1, {G1: {"units": 2}})
+    assert await store.write({"o-1": first}, {G1: {"units": 2}}, {"orders:0": 4}, {"orders:0": -1})
+    assert await store.marks() == {"orders:0": 4}
+    assert await store.load(["o-1", "o-2"]) == {"o-1": first, "o-2": None}
+
+    # the next batch: one partition seen before, one new; an entity replaced, one added
+    second, third = entity(2, {G1: {"units": 5}}), entity(3)
+    assert await store.write(
+        {"o-1": second, "o-2": third},
+        {G1: {"units": 3}},
+        {"orders:0": 9, "payments:0": FAR},
+        {"orders:0": 4, "payments:0": -1},
+    )
+    assert await store.marks() == {"orders:0": 9, "payments:0": FAR}
+    assert await store.load(["o-1", "o-2"]) == {"o-1": second, "o-2": third}
+    assert await store.rows([G1]) == [{"units": 5}]
+
+    # a batch that changes no entity and no row still raises its marks
+    assert await store.write({}, {}, {"orders:0": 12}, {"orders:0": 9})
+    assert await store.marks() == {"orders:0": 12, "payments:0": FAR}
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [
+        {"orders:0": -1},  # the partition was written since
+        {"orders:0": 3},  # an older mark
+        {"orders:0": 5},  # a mark it never had
+        {"orders:0": 4, "payments:0": 0},  # one holds, the other does not
+        {"orders:1": 4},  # another partition's mark expected where there is none
+    ],
+)
+async def test_a_write_on_stale_marks_writes_nothing(
+    store: ProjectionStore, stale: dict[str, int]
+) -> None:
+    assert await store.write(
+        {"o-1": entity(1, {G1: {"units": 2}})},
+        {G1: {"units": 2}},
+        {"orders:0": 4},
+        {"orders:0": -1},
+    )
+    before = await everything(store)
+
+    assert not await store.write(
+        {"o-1": entity(7), "o-9": entity(9)},
+        {G1: {"units": -2}, G2: {"units": 1}},
+        {"orders:0": 8, "payments:0": 3, "orders:1": 5},
+        stale,
+    )
+    assert await everything(store) == before
+    assert before[1] == {"orders:0": 4}
+
+
+async def test_row_deltas_sum_and_a_measure_summing_to_zero_disappears(
+    store: ProjectionStore,
+) -> None:
+    marks = iter(range(100))
+
+    async def add(deltas: dict[str, dict[str, int]]) -> None:
+        mark = next(marks)
+        assert await store.write({}, deltas, {"orders:0": mark}, {"orders:0": mark - 1})
+
+    await add({G1: {"units": 3, "orders": 1, "revenue:EUR": BIG}})
+    await add({G1: {"units": 4, "revenue:EUR": BIG}, G2: {"units": 1}})
+    assert await store.rows([G1, G2]) == [
+        {"units": 7, "orders": 1, "revenue:EUR": 2 * BIG},
+        {"units": 1},
+    ]
+
+    await add({G1: {"units": -7, "revenue:EUR": -BIG}})
+    assert await store.rows([G1, G2]) == [{"orders": 1, "revenue:EUR": BIG}, {"units": 1}]
+
+    await add({G1: {"orders": -1, "revenue:EUR": -BIG}, G2: {"units": -3}})
+    assert await store.rows([G1, G2]) == [{}, {"units": -2}]  # a difference may go below 0
+    snapshot = await store.snapshot()
+    assert snapshot.rows == {G2: {"units": -2}}  # an empty group is left out
+    assert await store.groups() == [G1, G2]  # the groups ever written
+
+
+async def test_every_read_agrees(store: ProjectionStore) -> None:
+    a, b = entity(1, {G1: {"units": 1}}), entity(2, {G1: {"units": 2}, G2: {"units": 5}})
+    assert await store.write(
+        {"o-1": a, "o-2": b},
+        {G1: {"units": 3}, G2: {"units": 5}},
+        {"orders:0": 0, "orders:2": 6},
+        {"orders:0": -1, "orders:2": -1},
+    )
+    assert await store.write(
+        {"o-1": entity(3)}, {G1: {"units": -1}}, {"orders:0": 1}, {"orders:0": 0}
+    )
+
+    snapshot, marks, groups, rows, loaded = await everything(store)
+    assert snapshot.marks == marks == {"orders:0": 1, "orders:2": 6}
+    assert groups == [G1, G2]
+    assert snapshot.rows == {g: r for g, r in zip(groups, rows, strict=True) if r}
+    assert snapshot.rows == {G1: {"units": 2}, G2: {"units": 5}}
+    assert loaded == {**snapshot.entities, "o-unknown": None}
+    assert snapshot.entities == {"o-1": entity(3), "o-2": b}
+    assert snapshot.entities["o-2"].doc["state"] == {"n": 2, "note": "é|\"'"}
+
+
+async def test_drop_empties_the_version_alone(make_store: MakeStore) -> None:
+    store, other_version, other_name = (
+        make_store("contract", "v1"),
+        make_store("contract", "v2"),
+        make_store("contract_b", "v1"),
+    )
+    for s in (store, other_version, other_name):
+        assert await s.write(
+            {"o-1": entity(1)}, {G1: {"units": 1}}, {"orders:0": 0}, {"orders:0": -1}
+        )
+    kept = [await s.snapshot() for s in (other_version, other_name)]
+
+    await store.drop()
+
+    assert await store.snapshot() == Snapshot({}, {}, {})
+    assert await store.marks() == {}
+    assert await store.groups() == []
+    assert await store.rows([G1]) == [{}]
+    assert await store.load(["o-1"]) == {"o-1": None}
+    assert [await s.snapshot() for s in (other_version, other_name)] == kept
+
+    # and a dropped version starts again from no marks
+    assert await store.write({}, {G1: {"units": 2}}, {"orders:0": 0}, {"orders:0": -1})
+    assert await store.rows([G1]) == [{"units": 2}]
