@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -17,12 +19,22 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
 
+if TYPE_CHECKING:
+    from projections.api import Projection
+    from projections.read_models import Stores
+
 console = Console(stderr=True)
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+CORE_DESCRIPTIONS = {
+    "orders": "order views (MongoDB), written by the processor's join",
+    "customers": "customer views (MongoDB), written by the processor's join",
+    "redis": "hot cache, status counts, revenue, top customers (Redis)",
+}
 
 
 async def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,49 +43,121 @@ async def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import datetime
-
-    from projections.read_models import PROJECTIONS, NotBuilding, Stores, projections_named
-    from projections.replay import RebuildInProgress, abort, rebuild
-
-    await ensure_topics(settings)
-    stores = Stores(settings)
-    if args.abort:
-        try:
-            aborted = await abort(stores)
-        finally:
-            await stores.close()
-        console.print(
-            f"aborted and dropped: {', '.join(aborted)}" if aborted else "no rebuild in progress"
-        )
-        return 0
-    projections = projections_named(args.projection or PROJECTIONS)
-    since = datetime.fromisoformat(args.since) if args.since else None
-    if since is not None and since.tzinfo is None:
-        console.print("--since needs a time zone, e.g. 2026-01-01T00:00:00Z")
-        return 2
+@contextmanager
+def rebuild_bar(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for a rebuild; yields the callback the rebuild reports to."""
     columns = (
-        TextColumn("[bold]rebuild"),
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]} events/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    with Progress(*columns, console=console, disable=quiet) as bar:
+        task = bar.add_task(label, total=None, rate="-")
+
+        def progress(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield progress
+
+
+def split_projections(names: Sequence[str]) -> tuple[tuple[str, ...], list[Projection]]:
+    """The core read models named (canonical order) and the registered projections named
+    (in the order given). ValueError naming what is known for an unknown name (a
+    ``ProjectionError``, also a ValueError, when a registered projection does not load).
+
+    The registry is loaded only when a name is not a core one, so a package whose
+    projection is broken does not stop the core read models' commands."""
+    from projections.read_models import PROJECTIONS
+
+    others = list(dict.fromkeys(n for n in names if n not in PROJECTIONS))
+    core = tuple(p for p in PROJECTIONS if p in names)
+    if not others:
+        return core, []
+    from projections.registry import registered
+
+    known = registered()
+    unknown = [n for n in others if n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown projection(s) {', '.join(unknown)}; known: the core read models "
+            f"{', '.join(PROJECTIONS)} and the registered projections "
+            f"{', '.join(known) or '(none)'} (see 'eventfold projections')"
+        )
+    return core, [known[n] for n in others]
+
+
+async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Core read models: one rebuild of those named (all by default); registered
+    projections: one rebuild each, after the core one."""
+    from projections.read_models import PROJECTIONS, Stores
+
     try:
-        with Progress(*columns, console=console, disable=args.quiet) as bar:
-            task = bar.add_task("rebuild", total=None, rate="-")
+        core, registered = split_projections(args.projection or PROJECTIONS)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    core_only = [
+        option
+        for option, given in (
+            ("--abort", args.abort),
+            ("--resume", args.resume),
+            ("--since", args.since),
+        )
+        if given
+    ]
+    if registered and core_only:
+        console.print(
+            f"[red]{', '.join(core_only)}: for the core read models only "
+            f"({', '.join(PROJECTIONS)}), not {', '.join(p.name for p in registered)}[/red] "
+            "(a registered projection is always rebuilt from the beginning of its topics, "
+            "and an interrupted rebuild of one is dropped)"
+        )
+        return 2
+    await ensure_topics(settings)
+    stores = Stores(settings)
+    try:
+        if core or args.abort:
+            code = await replay_core(args, settings, stores, core)
+            if code:
+                return code
+        for projection in registered:
+            code = await replay_registered(args, settings, stores, projection)
+            if code:
+                return code
+        return 0
+    finally:
+        await stores.close()
 
-            def progress(done: int, total: int) -> None:
-                elapsed = bar.tasks[0].elapsed or 0.0
-                rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
-                bar.update(task, completed=done, total=total, rate=rate)
 
+async def replay_core(
+    args: argparse.Namespace, settings: Settings, stores: Stores, core: tuple[str, ...]
+) -> int:
+    from datetime import datetime
+
+    from projections.read_models import NotBuilding
+    from projections.replay import RebuildInProgress, abort, rebuild
+
+    if args.abort:
+        aborted = await abort(stores)
+        console.print(
+            f"aborted and dropped: {', '.join(aborted)}" if aborted else "no rebuild in progress"
+        )
+        return 0
+    since = datetime.fromisoformat(args.since) if args.since else None
+    if since is not None and since.tzinfo is None:
+        console.print("--since needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        return 2
+    try:
+        with rebuild_bar("rebuild", args.quiet) as progress:
             result = await rebuild(
                 settings,
                 stores,
-                projections=projections,
+                projections=core,
                 progress=progress,
                 resume=args.resume,
                 since=since,
@@ -91,8 +175,6 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             "or discard with 'eventfold replay --abort'"
         )
         return 130
-    finally:
-        await stores.close()
     previous = ", ".join(f"{p} {v}" for p, v in result.previous.items())
     left_out = result.undecodable + result.failed
     if left_out:
@@ -115,6 +197,38 @@ async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def replay_registered(
+    args: argparse.Namespace, settings: Settings, stores: Stores, projection: Projection
+) -> int:
+    """Fold the projection's topics into a new version, switch to it, drop the old one
+    (``projections.projection_replay``); the live worker follows the switch."""
+    from projections.projection_replay import rebuild
+
+    name = projection.name
+    if name in settings.disabled_projections():
+        console.print(
+            f"[yellow]{name} is switched off (EVENTFOLD_PROJECTIONS_DISABLED): rebuilt, "
+            "but the live worker does not keep it up to date[/yellow]"
+        )
+    try:
+        with rebuild_bar(f"rebuild {name}", args.quiet) as progress:
+            result = await rebuild(settings, stores.redis, projection, progress)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print(f"interrupted: the partial rebuild of {name} was dropped; nothing switched")
+        return 130
+    if result.failed:
+        console.print(
+            f"[yellow]left out {result.failed} event(s) the fold of {name} raised on[/yellow] "
+            f"(the live worker dead-letters them: 'eventfold dlq list --projection {name}')"
+        )
+    console.print(
+        f"rebuilt {name} as {result.version} from {result.records} records "
+        f"({result.events} of the events it consumes, {result.failed} failed) in "
+        f"{result.seconds:.1f}s; active: {result.version} (was {result.previous}, dropped)"
+    )
+    return 0
+
+
 async def cmd_drop(args: argparse.Namespace, settings: Settings) -> int:
     from projections.read_models import Stores
 
@@ -131,6 +245,58 @@ async def cmd_drop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare read models with a fresh fold of the topics: exit code 0 identical, 1 some
+    differ, 2 when it cannot compare. Core read models: one comparison of those named
+    (all by default); registered projections: each one's active version."""
+    from projections.read_models import PROJECTIONS
+
+    try:
+        core, registered = split_projections(args.projection or PROJECTIONS)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    if registered and (args.version or args.against):
+        console.print(
+            f"[red]--version and --against: for the core read models only "
+            f"({', '.join(PROJECTIONS)}); a registered projection is verified in its "
+            "active version[/red]"
+        )
+        return 2
+    code = await verify_core(args, settings, core) if core else 0
+    if code == 2:
+        return code
+    for projection in registered:
+        code = max(code, await verify_registered(settings, projection))
+    return code
+
+
+async def verify_registered(settings: Settings, projection: Projection) -> int:
+    from projections.projection_replay import SHOWN_DIFFERENCES, verify
+    from projections.read_models import Stores
+
+    stores = Stores(settings)
+    try:
+        check = await verify(settings, stores.redis, projection)
+    finally:
+        await stores.close()
+    for line in check.differences:
+        console.print(Text.assemble(("diff", "red"), " ", line), highlight=False)
+    found = len(check.differences)
+    held = f"{check.entities} entities" + (
+        f", {check.groups} groups" if projection.kind == "rows" else ""
+    )
+    console.print(
+        f"{projection.name} {check.version} vs a fresh fold of its topics: {held}; "
+        + (
+            "identical"
+            if check.identical
+            else f"{found}{'+' if found >= SHOWN_DIFFERENCES else ''} difference(s)"
+        )
+    )
+    return 0 if check.identical else 1
+
+
+async def verify_core(args: argparse.Namespace, settings: Settings, core: Sequence[str]) -> int:
     """Compare a read-model version with a fresh reference fold (or with another version)."""
     from projections.read_models import PROJECTIONS, Stores
     from projections.verify import (
@@ -144,8 +310,11 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.version:
             models, held = await stores.holding(args.version)
+            if not set(core) & set(held):
+                raise ValueError(f"{args.version} holds none of {', '.join(core)}")
         else:
             models, held = await stores.active(), PROJECTIONS
+        held = tuple(p for p in held if p in core)
         actual = await stored_snapshot(models)
         if args.against:
             other, other_held = await stores.holding(args.against)
@@ -182,6 +351,186 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         + ("identical" if not found else f"{len(found)} difference(s)")
     )
     return 1 if found else 0
+
+
+@dataclass(frozen=True)
+class ProjectionRow:
+    """One line of ``eventfold projections`` (and one object of its ``--json``)."""
+
+    name: str
+    core: bool  # a core read model (the processor's join writes it), or a registered one
+    enabled: bool
+    kind: str  # "core", "rows" or "view"
+    active: str
+    building: str | None  # the version a rebuild is writing
+    lag: int | None  # records of its topics not applied yet
+    lag_from: str  # "marks" (its active version's) or "consumer group" (the processor's)
+    topics: tuple[str, ...]
+    description: str
+
+
+async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[ProjectionRow], str]:
+    """Every projection with its versions and lag, and a warning ("" when none).
+
+    Lag is the number of records on the projection's topics it has not applied: for a
+    registered projection, past its active version's marks (the tracking records the
+    engine writes with the state); for the core read models, past the processor's
+    consumer group's committed offsets over the source and internal topics (one figure
+    for the three, as the join writes them together)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from eventfold.topics import end_offsets
+    from projections.api import ProjectionError
+    from projections.engine import mark_of
+    from projections.projection_store import FIRST_VERSION, ProjectionVersions
+    from projections.read_models import PROJECTIONS
+    from projections.registry import enabled, registered
+    from schemas.catalog import INTERNAL_TOPICS, TOPICS
+
+    every = registered()
+    warning = ""
+    try:
+        on = set(enabled(settings))
+    except ProjectionError as exc:
+        warning = str(exc)
+        on = set(every) - settings.disabled_projections()
+    core_topics = (*TOPICS, *INTERNAL_TOPICS)
+    wanted = sorted({*core_topics, *(t for p in every.values() for t in p.topics)})
+    ends = await end_offsets(settings, wanted)
+    committed = {}
+    if ends:  # no topics yet (never created): nothing to ask the group about
+        admin = AIOKafkaAdminClient(
+            **settings.kafka_client(), request_timeout_ms=int(settings.kafka_timeout_s * 1000)
+        )
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(
+                settings.processor_app_id, partitions=list(ends)
+            )
+        finally:
+            await admin.close()
+    core_lag = 0
+    for tp, end in ends.items():
+        if settings.logical_topic(tp.topic) in core_topics:
+            at = committed.get(tp)
+            core_lag += max(0, end - (at.offset if at is not None and at.offset >= 0 else 0))
+    meta = await stores.read_meta()
+    rows = [
+        ProjectionRow(
+            name,
+            core=True,
+            enabled=True,
+            kind="core",
+            active=meta.active[name],
+            building=", ".join(b.version for b in meta.building if name in b.projections) or None,
+            lag=core_lag,
+            lag_from="consumer group",
+            topics=core_topics,
+            description=CORE_DESCRIPTIONS.get(name, ""),
+        )
+        for name in PROJECTIONS
+    ]
+    versions = ProjectionVersions(stores.redis, settings.redis_prefix)
+    active, building = await versions.active(), await versions.building()
+    for name, projection in every.items():
+        version = active.get(name, FIRST_VERSION)
+        marks = await versions.store(name, version).marks()
+        lag = 0
+        for tp, end in ends.items():
+            topic = settings.logical_topic(tp.topic)
+            if topic in projection.topics:
+                lag += max(0, end - 1 - marks.get(mark_of(topic, tp.partition), -1))
+        rows.append(
+            ProjectionRow(
+                name,
+                core=False,
+                enabled=name in on,
+                kind=projection.kind,
+                active=version,
+                building=building.get(name),
+                lag=lag,
+                lag_from="marks",
+                topics=projection.topics,
+                description=projection.description,
+            )
+        )
+    return rows, warning
+
+
+def render_projections(rows: Sequence[ProjectionRow]) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title="projections",
+        caption="lag: records not applied yet; registered projections: past their active "
+        "version's marks; core read models: past the processor's consumer group",
+    )
+    for column in ("projection", "enabled", "kind", "active", "building", "lag", "topics"):
+        table.add_column(column, justify="right" if column == "lag" else "left")
+    table.add_column("description", overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.name,
+            "yes" if r.enabled else "no",
+            r.kind,
+            r.active,
+            r.building or "-",
+            "-" if r.lag is None else f"{r.lag:,}",
+            ", ".join(r.topics),
+            r.description,
+        )
+    return table
+
+
+async def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit code 0; 2 when a registered projection does not load or Kafka failed."""
+    import json
+
+    from projections.read_models import Stores
+
+    stores = Stores(settings)
+    try:
+        rows, warning = await gather_projections(settings, stores)
+    except ValueError as exc:  # ProjectionError: an entry point that does not load
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    except (OSError, RuntimeError, TimeoutError) as exc:  # KafkaError is a RuntimeError
+        console.print(
+            f"[red]Kafka unavailable at {settings.bootstrap_servers}: "
+            f"{type(exc).__name__}: {exc}[/red]"
+        )
+        return 2
+    finally:
+        await stores.close()
+    if warning:
+        console.print(f"[yellow]{warning}[/yellow]")
+    if args.json:
+        sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
+        sys.stdout.flush()
+    else:
+        Console().print(render_projections(rows))
+    return 0
+
+
+async def cmd_new_projection(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit code 0 written, 2 refused (nothing written)."""
+    from pathlib import Path
+
+    from eventfold.scaffold import ScaffoldError, scaffold
+
+    try:
+        made = scaffold(args.name, Path(args.dir))
+    except ScaffoldError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    console.print(f"wrote {made.module} and {made.test} (run: pytest {made.test})", highlight=False)
+    console.print(
+        "register it in your package's pyproject.toml, then install the package "
+        "(pip install -e .) and check 'eventfold projections':"
+    )
+    sys.stdout.write(made.entry_point + "\n")
+    sys.stdout.flush()
+    return 0
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -324,7 +673,9 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         topics = (args.topic,) if args.topic else DEAD_LETTER_SOURCES
-        views = await list_dead_letters(settings, topics, limit=args.limit)
+        views = await list_dead_letters(
+            settings, topics, limit=args.limit, projection=args.projection
+        )
     except (OSError, RuntimeError, TimeoutError, ValueError) as exc:  # KafkaError: RuntimeError
         console.print(
             f"[red]cannot read the dead letters at {settings.bootstrap_servers}: "
@@ -340,7 +691,9 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     pending = sum(not v.redriven for v in views)
     capped = args.limit is not None and len(views) == args.limit
     console.print(
-        f"{len(views)} dead letter(s), {pending} not re-driven"
+        f"{len(views)} dead letter(s)"
+        + (f" of projection {args.projection}" if args.projection else "")
+        + f", {pending} not re-driven"
         + (" (--limit reached)" if capped else "")
     )
     return 0
@@ -354,23 +707,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the Kafka topics that are missing")
     replay = sub.add_parser("replay", help="rebuild the read models from the topics")
     which = replay.add_mutually_exclusive_group()
-    which.add_argument("--all", action="store_true", help="every projection (the default)")
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help=f"every core read model ({', '.join(PROJECTIONS)}; the default)",
+    )
     which.add_argument(
         "--projection",
         action="append",
-        choices=PROJECTIONS,
-        help="rebuild only this projection (repeatable)",
+        metavar="NAME",
+        help="rebuild only this projection (repeatable): a core read model "
+        f"({', '.join(PROJECTIONS)}; rebuilt together in one version) or a registered "
+        "projection (see 'eventfold projections'; rebuilt into a new version of its own, "
+        "switched to and the old one dropped)",
     )
     replay.add_argument(
-        "--resume", action="store_true", help="continue an interrupted rebuild from its checkpoints"
+        "--resume",
+        action="store_true",
+        help="continue an interrupted rebuild from its checkpoints (core read models only)",
     )
     replay.add_argument(
-        "--abort", action="store_true", help="abandon and drop the rebuild in progress"
+        "--abort",
+        action="store_true",
+        help="abandon and drop the rebuild in progress (core read models only)",
     )
     replay.add_argument(
         "--since",
         help="start at this time (offsets for times) instead of "
-        "the earliest offset, e.g. 2026-01-01T00:00:00Z",
+        "the earliest offset, e.g. 2026-01-01T00:00:00Z (core read models only)",
     )
     replay.add_argument(
         "--grace-s",
@@ -384,9 +748,56 @@ def build_parser() -> argparse.ArgumentParser:
         "drop", help="drop retired read-model versions whose grace period is over, or the one named"
     )
     drop.add_argument("version", nargs="?", help="drop this (inactive) version now")
-    verify = sub.add_parser("verify", help="compare read models with a fresh fold of the topics")
-    verify.add_argument("--version", help="the version to check (default: the active one)")
-    verify.add_argument("--against", help="compare with this version instead of a fresh fold")
+    verify = sub.add_parser(
+        "verify",
+        help="compare read models with a fresh fold of the topics "
+        "(exit code 0 identical, 1 different, 2 cannot compare)",
+    )
+    verify.add_argument(
+        "--projection",
+        action="append",
+        metavar="NAME",
+        help="verify only this projection (repeatable): a core read model "
+        f"({', '.join(PROJECTIONS)}; all of them by default) or a registered projection "
+        "(its active version)",
+    )
+    verify.add_argument(
+        "--version", help="the version to check (default: the active one; core read models only)"
+    )
+    verify.add_argument(
+        "--against",
+        help="compare with this version instead of a fresh fold (core read models only)",
+    )
+    listing = sub.add_parser(
+        "projections",
+        help="every projection: enabled, kind, active version, version being built, lag",
+        description="The core read models (orders, customers, redis) and every registered "
+        "projection (built-in, or a package's eventfold.projections entry point). Lag: "
+        "records of its topics not applied yet. For a registered projection, past the marks "
+        "of its active version; for the core read models, past the committed offsets of "
+        "the processor's consumer group on the source and internal topics (one figure for "
+        "the three). Exit code 0; 2 when a registered projection does not load or Kafka "
+        "failed.",
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="a JSON array of objects on stdout instead of a table"
+    )
+    new = sub.add_parser(
+        "new-projection",
+        help="write an example projection module and its unit test to start from",
+        description="Write NAME.py (a working example projection, written against "
+        "projections.api and schemas.events) and test_NAME.py (a unit test of its fold "
+        "that passes as written) into DIR, and print the pyproject.toml entry point that "
+        "registers it. Refuses an invalid or taken name and existing files (exit code 2).",
+    )
+    new.add_argument(
+        "name",
+        metavar="NAME",
+        help="the projection's name: lowercase letters, digits and _, starting with a letter",
+    )
+    new.add_argument(
+        "--dir", default=".", metavar="DIR", help="an existing folder (default: the current one)"
+    )
     schemas = sub.add_parser("schemas", help="list schema versions, check compatibility")
     schemas.add_argument("--quiet", action="store_true", help="only the check's result")
     schemas.add_argument(
@@ -460,6 +871,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=None, metavar="N", help="the first N dead letters only"
     )
     dlq_list.add_argument(
+        "--projection",
+        metavar="NAME",
+        help="only the dead letters of this projection (those its fold raised on; "
+        "the others are the processor's join's)",
+    )
+    dlq_list.add_argument(
         "--json", action="store_true", help="one JSON object per line on stdout instead of a table"
     )
     dlq_redrive = dlq_sub.add_parser(
@@ -492,6 +909,8 @@ COMMANDS: dict[str, Command] = {
     "publish": cmd_publish,
     "demo": cmd_demo,
     "dlq": cmd_dlq,
+    "projections": cmd_projections,
+    "new-projection": cmd_new_projection,
 }
 
 

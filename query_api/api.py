@@ -74,7 +74,7 @@ def _encode_cursor(placed_at: str, order_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _invalid(where: str, name: str, msg: str) -> HTTPException:
+def invalid_parameter(where: str, name: str, msg: str) -> HTTPException:
     """A 422 with the documented body: FastAPI's validation-error list."""
     return HTTPException(422, [{"loc": [where, name], "msg": msg, "type": "value_error"}])
 
@@ -87,7 +87,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
             raise TypeError
         return placed_at, order_id
     except (binascii.Error, ValueError, TypeError):
-        raise _invalid(
+        raise invalid_parameter(
             "query", "cursor", "invalid cursor: pass next_cursor from a previous page"
         ) from None
 
@@ -118,22 +118,39 @@ async def consistent(request: Request, runs: Runs, deadline: float) -> Active:
         polled[:] = [await versions.current()]
         return polled[0].models
 
+    async def applied() -> list[str]:
+        return await wait_for_positions(
+            current,
+            highest(runs),
+            max(0.0, deadline - time.monotonic()),
+            request.app.state.last_offsets,
+        )
+
+    await await_applied(request, lambda: stores.dead_letters_in(runs), applied)
+    return polled[0]
+
+
+async def await_applied(
+    request: Request,
+    dead_letters: Callable[[], Awaitable[list[str]]],
+    applied: Callable[[], Awaitable[list[str]]],
+) -> None:
+    """What every read-your-writes wait does around its own ``applied`` (which returns
+    the positions still behind at its deadline): it holds a place of the instance's cap
+    (503 past ``EVENTFOLD_MAX_CONSISTENCY_WAITS``), and a token covering a record that
+    was dead-lettered (``dead_letters``, checked before the wait and after it: it may be
+    dead-lettered meanwhile) is answered with that, never with data lacking its write."""
     waits: Capacity = request.app.state.waits
-    with waits.hold():  # 503 past the instance's cap (EVENTFOLD_MAX_CONSISTENCY_WAITS)
-        dead = await stores.dead_letters_in(runs)
+    missing: list[str] = []
+    with waits.hold():
+        dead = await dead_letters()
         if not dead:
-            missing = await wait_for_positions(
-                current,
-                highest(runs),
-                max(0.0, deadline - time.monotonic()),
-                request.app.state.last_offsets,
-            )
-            dead = await stores.dead_letters_in(runs)
+            missing = await applied()
+            dead = await dead_letters()
     if dead:
         raise DeadLettered(dead)
     if missing:
         raise NotYetConsistent(missing)
-    return polled[0]
 
 
 async def _reading(
@@ -142,20 +159,28 @@ async def _reading(
     versions: ActiveVersions = request.app.state.versions
     stores: Stores = request.app.state.stores
     deadline = time.monotonic() + stores.settings.consistency_timeout_s
-    token = x_consistency_token or consistency_token
-    if not token:
+    runs = token_runs(x_consistency_token, consistency_token)
+    if runs is None:
         active = await (versions.current() if checked else versions.cached())
         return Reading(active, None, deadline)
+    return Reading(await consistent(request, runs, deadline), runs, deadline)
+
+
+def token_runs(x_consistency_token: str | None, consistency_token: str | None) -> Runs | None:
+    """The runs of the caller's token (the header's, if both), None without one; a 422
+    naming where it came from for one that is not a token."""
+    token = x_consistency_token or consistency_token
+    if not token:
+        return None
     try:
-        runs = decode_token_runs(token)
+        return decode_token_runs(token)
     except InvalidConsistencyToken as exc:
         where = (
             ("header", "x-consistency-token")
             if x_consistency_token
             else ("query", "consistency_token")
         )
-        raise _invalid(*where, str(exc)) from None
-    return Reading(await consistent(request, runs, deadline), runs, deadline)
+        raise invalid_parameter(*where, str(exc)) from None
 
 
 TokenHeader = Annotated[str | None, Header()]
@@ -466,6 +491,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             revenue=entries,
         )
 
+    # imported here: query_api.projections uses this module's errors and token helpers
+    from query_api.projections import projection_routes
+
+    v1.include_router(projection_routes(stores))
     app.include_router(v1)
 
     @app.get("/healthz")

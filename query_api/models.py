@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, Field
@@ -109,3 +109,85 @@ class Stats(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+# --- projections (query_api.projections) -------------------------------------------
+
+ProjectionKind = Literal["rows", "view"]
+
+
+class ProjectionInfo(BaseModel):
+    name: str
+    kind: ProjectionKind = Field(
+        description="rows: numbers per group key; view: one document per entity"
+    )
+    description: str
+    consumes: list[str] = Field(description="the event types it folds")
+    topics: list[str] = Field(
+        description="the source topics it reads: the only positions of a consistency "
+        "token its reads wait for"
+    )
+    version: str = Field(description="the active version (a rebuild makes a new one)")
+
+
+class ProjectionList(BaseModel):
+    items: list[ProjectionInfo]
+
+
+class ProjectionRead(BaseModel):
+    projection: str
+    version: str = Field(description="the version read: the active one")
+    key: str = Field(description="the group key (rows) or the entity key (view)")
+    kind: ProjectionKind
+    data: dict[str, Any] = Field(
+        description="rows: measure -> the sum over the group's entities (integers, money "
+        "in 1e-4 units; a measure that sums to 0 is left out); view: the entity's view"
+    )
+
+
+class SkuSalesFigures(BaseModel):
+    units: int
+    orders: int = Field(description="orders holding the SKU")
+    revenue: dict[str, str] = Field(description="currency -> decimal string")
+
+
+class SkuSalesDay(SkuSalesFigures):
+    day: str = Field(description="UTC day, YYYY-MM-DD")
+
+
+class SkuSales(BaseModel):
+    sku: str
+    from_day: str = Field(description="first day of the range (inclusive), YYYY-MM-DD")
+    to_day: str = Field(description="last day of the range (inclusive), YYYY-MM-DD")
+    version: str = Field(description="the version of sku_sales read")
+    days: list[SkuSalesDay] = Field(description="the days with sales, oldest first")
+    totals: SkuSalesFigures = Field(description="over the whole range")
+
+
+class PaymentOutcomes(BaseModel):
+    authorized: int
+    captured: int
+    failed: int
+    refunded: int
+    failure_rate: float | None = Field(
+        description="failed / (captured + failed); null when both are 0"
+    )
+
+
+class PaymentMethodHour(PaymentOutcomes):
+    hour: str = Field(description="UTC hour, YYYY-MM-DDTHH")
+
+
+class PaymentMethodHealth(BaseModel):
+    method: str = Field(description="as authorized (failures never authorized: unknown)")
+    hours: list[PaymentMethodHour] = Field(description="the hours with outcomes, oldest first")
+    totals: PaymentOutcomes = Field(description="over the whole range")
+
+
+class PaymentMethods(BaseModel):
+    from_hour: str = Field(description="first hour of the range (inclusive), YYYY-MM-DDTHH")
+    to_hour: str = Field(description="last hour of the range (inclusive), YYYY-MM-DDTHH")
+    version: str = Field(description="the version of payment_methods read")
+    methods: list[PaymentMethodHealth] = Field(
+        description="the methods with outcomes in the range, by name"
+    )

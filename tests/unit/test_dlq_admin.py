@@ -168,6 +168,7 @@ def test_view_of_a_decodable_dead_letter() -> None:
     assert view.envelope == json.loads(json.dumps(view.envelope))  # JSON already
     assert view.envelope is not None and view.envelope["data"]["amount"] == "140.48"
     assert view.redriven and view.redriven_from is None
+    assert view.projection is None  # no dlq-projection header: the processor's join
     as_json = json.loads(json.dumps(view.to_json()))
     assert as_json["ref"] == "payments.dlq:1:7" and as_json["value_bytes"] == len(value)
 
@@ -218,6 +219,23 @@ def test_table_shows_origin_reason_content_and_flag() -> None:
     assert "│ RuntimeError: boom" in text and "Traceback" not in text
     assert '"amount":"140.48"' in text and "00 01 67" in text
     assert "(1 not re-driven)" in text
+    assert "failed in" in text and "│ join " in text
+
+
+def test_a_projections_dead_letter_names_the_projection() -> None:
+    view = dead_letter_view(
+        "orders.dlq",
+        0,
+        5,
+        b"o-1",
+        encode(parse_event(EXAMPLES["OrderPlaced"])),
+        sink_headers(**{"dlq-projection": b"sku_sales"}),
+    )
+    assert view.projection == "sku_sales"
+    assert view.to_json()["projection"] == "sku_sales"
+    out = io.StringIO()
+    Console(file=out, width=300).print(render_table([view]))
+    assert "│ sku_sales " in out.getvalue()
 
 
 # --- summaries and arguments ----------------------------------------------------------------
@@ -266,7 +284,9 @@ def test_cli_arguments() -> None:
     assert (args.command, args.dlq_command, args.topic) == ("dlq", "redrive", "orders.dlq")
     assert args.decodable_only and not args.dry_run
     args = parser.parse_args(["dlq", "list", "--limit", "5", "--json"])
-    assert (args.limit, args.json, args.topic) == (5, True, None)
+    assert (args.limit, args.json, args.topic, args.projection) == (5, True, None, None)
+    args = parser.parse_args(["dlq", "list", "--projection", "sku_sales"])
+    assert args.projection == "sku_sales"
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["dlq", "list", "--topic", "shipments"])
     assert exit_info.value.code == 2
