@@ -203,6 +203,7 @@ async def replay_registered(
     """Fold the projection's topics into a new version, switch to it, drop the old one
     (``projections.projection_replay``); the live worker follows the switch."""
     from projections.projection_replay import rebuild
+    from projections.projection_store import RebuildInProgress
 
     name = projection.name
     if name in settings.disabled_projections():
@@ -216,6 +217,9 @@ async def replay_registered(
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print(f"interrupted: the partial rebuild of {name} was dropped; nothing switched")
         return 130
+    except RebuildInProgress as exc:
+        console.print(f"[red]{exc}[/red] (one that died is replaced after a minute)")
+        return 2
     if result.failed:
         console.print(
             f"[yellow]left out {result.failed} event(s) the fold of {name} raised on[/yellow] "

@@ -112,13 +112,14 @@ async def rebuild(
         async for batch, done, total in read_until(settings, projection.topics, latest):
             events, highest = decoded(batch, settings, projection.consumes)
             applied = await applier.apply(events, highest)
+            await versions.still_building(projection.name, version)
             result.records = done
             result.events += applied.events
             result.failed += applied.dead_letters
             if progress is not None:
                 progress(done, total)
     except BaseException:
-        await versions.abandon(projection.name)
+        await versions.abandon(projection.name, version)
         raise
     result.previous = await versions.activate(projection.name, version)
     if result.previous != version:

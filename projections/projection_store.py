@@ -22,6 +22,7 @@ Which version is active (and being built) is kept per projection in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -70,6 +71,30 @@ for _, g in ipairs(redis.call('SMEMBERS', KEYS[3])) do
 end
 return out
 """
+
+
+_SWAP = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if (held or '') ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
+"""
+
+_ACTIVATE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+REBUILD_STALE_S = 60.0
+"""A rebuild of a projection shows it is alive at least this often (after each batch it
+writes); an entry older than this is one that died, and a new rebuild replaces it."""
+
+
+class RebuildInProgress(RuntimeError):
+    """Another rebuild of the projection is running (or took this one over)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +276,8 @@ class ProjectionVersions:
         self._prefix = prefix
         self._active = f"{prefix}projections:active"
         self._building = f"{prefix}projections:building"
+        self._swap = redis.register_script(_SWAP)
+        self._activate = redis.register_script(_ACTIVATE)
 
     def store(self, name: str, version: str) -> RedisProjectionStore:
         return RedisProjectionStore(self._redis, self._prefix, name, version)
@@ -263,36 +290,65 @@ class ProjectionVersions:
         return str(await self._redis.hget(self._active, name) or FIRST_VERSION)
 
     async def building(self) -> dict[str, str]:
-        return {str(k): str(v) for k, v in (await self._redis.hgetall(self._building)).items()}
+        """Projection -> the version a rebuild in progress builds."""
+        held = await self._redis.hgetall(self._building)
+        return {str(k): str(v).partition("@")[0] for k, v in held.items()}
 
-    async def begin_build(self, name: str) -> str:
-        """Allocate a new version for a rebuild of ``name`` (an earlier rebuild left
-        unfinished is dropped)."""
-        old = await self._redis.hget(self._building, name)
-        if old is not None:
-            await self.store(name, str(old)).drop()
+    async def begin_build(self, name: str, stale_after_s: float = REBUILD_STALE_S) -> str:
+        """Allocate a new version for a rebuild of ``name``; RebuildInProgress while
+        another rebuild of it is alive (it calls ``still_building`` as it goes). One that
+        died (no sign for ``stale_after_s``) is dropped and replaced."""
+        held = await self._redis.hget(self._building, name)
+        if held is not None:
+            version, _, at = str(held).partition("@")
+            if time.time() - float(at or 0) < stale_after_s:
+                raise RebuildInProgress(f"a rebuild of {name} ({version}) is in progress")
+            await self.store(name, version).drop()
         number = await self._redis.incr(f"{self._prefix}projections:seq:{name}")
         active = await self.active_of(name)
         while f"v{number}" == active or number < 2:
             number = await self._redis.incr(f"{self._prefix}projections:seq:{name}")
         version = f"v{number}"
-        await self._redis.hset(self._building, name, version)
+        if not await self._claim(name, held, f"{version}@{time.time()}"):
+            raise RebuildInProgress(f"another rebuild of {name} started meanwhile")
         return version
 
+    async def _claim(self, name: str, expected: object, value: str | None) -> bool:
+        """Set (or with None delete) the building entry of ``name`` if it still is
+        ``expected`` (None: absent)."""
+        done = await self._swap(
+            keys=[self._building],
+            args=[name, "" if expected is None else str(expected), value or ""],
+        )
+        return bool(done)
+
+    async def _entry(self, name: str, version: str) -> str | None:
+        held = await self._redis.hget(self._building, name)
+        return str(held) if held is not None and str(held).partition("@")[0] == version else None
+
+    async def still_building(self, name: str, version: str) -> None:
+        """A rebuild's sign of life; RebuildInProgress when another one took over."""
+        held = await self._entry(name, version)
+        if held is None or not await self._claim(name, held, f"{version}@{time.time()}"):
+            raise RebuildInProgress(f"the rebuild of {name} ({version}) was taken over")
+
     async def activate(self, name: str, version: str) -> str:
-        """Make ``version`` active; returns the version it replaced (dropped by the caller)."""
+        """Make ``version`` active if it is still the one being built; returns the
+        version it replaced (dropped by the caller)."""
         previous = await self.active_of(name)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._active, name, version)
-        pipe.hdel(self._building, name)
-        await pipe.execute()
+        held = await self._entry(name, version)
+        if held is None or not await self._activate(
+            keys=[self._building, self._active], args=[name, held, version]
+        ):
+            raise RebuildInProgress(f"the rebuild of {name} ({version}) was taken over")
         return previous
 
-    async def abandon(self, name: str) -> None:
-        version = await self._redis.hget(self._building, name)
-        if version is not None:
-            await self.store(name, str(version)).drop()
-            await self._redis.hdel(self._building, name)
+    async def abandon(self, name: str, version: str) -> None:
+        """Drop ``version``, and its building entry if it still is this rebuild's."""
+        held = await self._entry(name, version)
+        if held is not None:
+            await self._claim(name, held, None)
+        await self.store(name, version).drop()
 
     def _dead_letters_key(self, name: str, topic: str, partition: int) -> str:
         return f"{self._prefix}p:{name}:dead-letters:{topic}:{partition}"

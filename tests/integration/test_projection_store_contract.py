@@ -209,3 +209,32 @@ async def test_drop_empties_the_version_alone(make_store: MakeStore) -> None:
     # and a dropped version starts again from no marks
     assert await store.write({}, {G1: {"units": 2}}, {"orders:0": 0}, {"orders:0": -1})
     assert await store.rows([G1]) == [{"units": 2}]
+
+
+async def test_a_second_rebuild_of_a_projection_is_refused_while_the_first_lives(
+    settings: Settings,
+) -> None:
+    """Two rebuilds of one projection would drop each other's version: the second is
+    refused while the first shows signs of life, and takes over one that died."""
+    from projections.projection_store import ProjectionVersions, RebuildInProgress
+
+    redis = Redis.from_url(settings.redis_uri, decode_responses=True)
+    versions = ProjectionVersions(redis, settings.redis_prefix)
+    try:
+        first = await versions.begin_build("sku_sales")
+        with pytest.raises(RebuildInProgress):
+            await versions.begin_build("sku_sales")
+        await versions.still_building("sku_sales", first)
+        second = await versions.begin_build("sku_sales", stale_after_s=0.0)  # first "died"
+        assert second != first
+        with pytest.raises(RebuildInProgress):  # the first finds it was taken over
+            await versions.still_building("sku_sales", first)
+        with pytest.raises(RebuildInProgress):
+            await versions.activate("sku_sales", first)
+        await versions.abandon("sku_sales", first)  # drops its own version only
+        assert await versions.building() == {"sku_sales": second}
+        assert await versions.activate("sku_sales", second) == "v1"
+        assert await versions.active_of("sku_sales") == second
+        assert await versions.building() == {}
+    finally:
+        await redis.aclose()
