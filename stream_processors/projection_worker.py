@@ -152,6 +152,33 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._consumer.commit()
         self._committed_at = time.monotonic()
 
+    async def _note_undecodable(
+        self,
+        records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]],
+        events: Sequence[Positioned],
+    ) -> None:
+        """Records none of the projections could decode (the processor's join dead-letters
+        them): noted for each projection reading their topic, so a consistency token
+        covering one is answered with that, not with data that lacks it."""
+        if sum(len(b) for b in records.values()) == len(events):
+            return
+        decodable = {(p.mark, p.offset) for p in events}
+        for tp, batch in records.items():
+            topic = self._settings.logical_topic(tp.topic)
+            for r in batch:
+                if (mark_of(topic, tp.partition), r.offset) in decodable:
+                    continue
+                try:
+                    if event_type(r.value) not in self._wanted:
+                        continue  # decodable enough: of a type no projection reads
+                except CodecError:
+                    pass
+                for name, applier in self.appliers.items():
+                    if topic in applier.projection.topics:
+                        await self.versions.record_dead_letter(
+                            name, topic, tp.partition, r.offset, "undecodable"
+                        )
+
     async def _apply(
         self, records: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]
     ) -> None:
@@ -162,6 +189,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for r in batch
         }
         try:
+            await self._note_undecodable(records, events)
             for applier in self.appliers.values():
                 done = await applier.apply(events, highest)
                 self.applied += done.events

@@ -25,8 +25,12 @@ from schemathesis import Case, HookContext, checks
 from eventfold.settings import Settings
 from producers.api import create_app as create_producer_app
 from producers.client import EventPublisher
+from projections.applier import Applier
+from projections.engine import Positioned
+from projections.projection_store import ProjectionVersions
 from projections.projector import Projector
 from projections.read_models import Stores
+from projections.registry import enabled
 from query_api.api import create_app as create_query_app
 from schemas.events import parse_event
 
@@ -128,6 +132,17 @@ async def seeded(topics: Settings) -> AsyncIterator[Settings]:
         projector = Projector(models)
         for event, receipt in zip(events, result.receipts, strict=True):
             await projector.apply(event, receipt.topic, receipt.partition, receipt.offset)
+        # and the registered projections, so the seed's token is applied there too
+        positioned = [
+            Positioned(e, r.topic, r.partition, r.offset)
+            for e, r in zip(events, result.receipts, strict=True)
+        ]
+        highest = {p.mark: p.offset for p in positioned}
+        versions = ProjectionVersions(stores.redis, topics.redis_prefix)
+        for projection in enabled(topics).values():
+            applier = Applier(projection, versions.store(projection.name, "v1"))
+            await applier.start()
+            await applier.apply(positioned, highest)
         yield topics
         await models.drop()
         await stores.mongo.drop_database(topics.mongo_db)
