@@ -64,12 +64,14 @@ from eventfold.topics import ensure_topics, source_partitions
 from producers.client import EventPublisher, Receipt
 from projections import replay
 from projections.read_models import PROJECTIONS, Stores
+from projections.registry import enabled
 from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
 from schemas.catalog import DEAD_LETTER_SOURCES, INTERNAL_TOPICS, TOPICS, dlq_topic
 from schemas.codec import decode, decode_record
 from schemas.events import Event
 from tests.conftest import isolated_settings, settings_env
 from tests.support.processes import ProcessorProcess
+from tests.support.scenario import wait_projection_caught_up
 from tests.support.stack import ROOT, StackPorts
 
 T = TypeVar("T")
@@ -653,6 +655,10 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
     took = time.monotonic() - ready
     assert processor.proc is not None
     memory = rss_mb(processor.proc.pid)
+    projected: dict[str, float] = {}
+    for projection in enabled(d.settings).values():  # they run in the same process
+        await wait_projection_caught_up(d.settings, d.stores, projection, knobs.catchup_timeout_s)
+        projected[projection.name] = round(time.monotonic() - ready, 2)
     calls, mongo = await redis_calls(d), await mongo_calls()
     calls.subtract(calls_before)
     mongo.subtract(mongo_before)
@@ -682,6 +688,9 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
             k: round(v / max(1, applied), 2) for k, v in mongo.most_common() if v > 0
         },
         dead_letters=await d.dead_letters(),
+        # the registered projections (projections.registry): seconds from ready until each
+        # had applied every record (EVENTFOLD_PROJECTIONS_DISABLED turns them off)
+        projections_caught_up_s=projected,
         timeout_s=None if done else knobs.catchup_timeout_s,
         not_reached=None if done else waited.why(knobs.catchup_timeout_s, knobs.stall_s),
     )
