@@ -217,6 +217,12 @@ async def until(
         await asyncio.sleep(interval)
 
 
+def children_rss_mb(pid: int) -> float:
+    """VmRSS of a process's children (the processor's projection worker), in MB."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sum(rss_mb(int(c)).get("VmRSS", 0.0) for c in children)
+
+
 def rss_mb(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak) of a process, in MB."""
     found: dict[str, float] = {}
@@ -1155,10 +1161,13 @@ async def memory(servers: StackPorts, logs: Path, knobs: Knobs, results: Results
                 flush=True,
             )
         final = rss_mb(pid)
+        projections = children_rss_mb(pid)
         dead = await d.dead_letters()
     results.put(
         "memory",
         processor_rss_mb_200k_orders=final["VmRSS"],
+        # the registered projections' worker, a child process of the processor
+        projections_rss_mb_200k_orders=projections,
         orders_reached=reached,
         processor_rss_mb_empty=empty["VmRSS"],
     )

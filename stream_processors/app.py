@@ -55,9 +55,9 @@ from schemas.catalog import (
     TOPICS,
 )
 from schemas.codec import decode
+from stream_processors import projection_worker
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.gathering import Gathering
-from stream_processors.projection_worker import ProjectionWorker
 from stream_processors.records import (
     TRANSIENT_ERRORS,
     BatchHandler,
@@ -116,23 +116,29 @@ class ProcessorApp(faust.App):
 
     async def on_started(self) -> None:
         await super().on_started()
-        self._projections = asyncio.ensure_future(run_projections())
-        self._projections.add_done_callback(self._projections_ended)
+        if enabled(settings):
+            self._projections = await projection_worker.spawn()
+            self._watching = asyncio.ensure_future(self._watch_projections(self._projections))
         freeze_long_lived()  # what is loaded by now lives as long as the process
 
-    def _projections_ended(self, done: asyncio.Future[None]) -> None:
-        """A projection worker that failed takes the processor down (its supervisor
-        restarts it), rather than leaving the projections silently behind."""
-        if not done.cancelled() and done.exception() is not None:
-            log.error("the projections stopped", exc_info=done.exception())
-            self._crashing = asyncio.ensure_future(self.crash(done.exception()))  # type: ignore[arg-type]
+    async def _watch_projections(self, child: asyncio.subprocess.Process) -> None:
+        """A projection worker that exits takes the processor down (its supervisor
+        restarts both), rather than leaving the projections silently behind."""
+        code = await child.wait()
+        log.error("the projection worker (pid %d) exited with %s", child.pid, code)
+        await self.crash(RuntimeError(f"the projection worker exited with {code}"))
 
     async def on_stop(self) -> None:
-        task = getattr(self, "_projections", None)
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        watching = getattr(self, "_watching", None)
+        if watching is not None:
+            watching.cancel()
+        child = getattr(self, "_projections", None)
+        if child is not None and child.returncode is None:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), timeout=10.0)
+            except TimeoutError:
+                child.kill()
         await super().on_stop()
         await stall_guard.close()
 
@@ -420,14 +426,6 @@ def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
             single,
         )
     return _handlers[agent]
-
-
-async def run_projections() -> None:
-    """The registered projections (``projections.registry``), live."""
-    projections = enabled(settings)
-    if projections:
-        log.info("projections: %s", ", ".join(projections))
-        await ProjectionWorker(settings, projections, stores().redis).run()
 
 
 def live_targets() -> LiveTargets:

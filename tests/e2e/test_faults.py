@@ -59,6 +59,18 @@ async def group_members(settings: Settings) -> int:
     return len(members)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
+
 def events(seed: int) -> list[dict[str, Any]]:
     return generate(seed, ORDERS)
 
@@ -69,9 +81,15 @@ async def test_worker_killed_mid_stream_applies_nothing_twice(
 ) -> None:
     stream = events(1)
     first = workers.start()
+    assert first.proc is not None
+    projection_worker = child_of(first.proc.pid)
     await publish(deployment, stream)
     await wait_progress(deployment, at_least=len(stream) // 4)
     first.stop(signal.SIGKILL)  # no chance to commit what it wrote last
+    # its projection worker dies with it (no orphan keeps writing)
+    await eventually(
+        lambda: asyncio.to_thread(alive, projection_worker), lambda running: not running
+    )
     workers.start()
     await wait_caught_up(deployment)
     assert await read_model_differences(deployment) == []
