@@ -44,6 +44,10 @@ from stream_processors.records import TRANSIENT_ERRORS, DeadLetter, Record
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # prctl(2)
+PROJECTIONS_NICENESS = 10
+"""The projection worker yields the CPU to the join's agents when both want it: sharing
+it evenly on the 2-core benchmark machine, the join's freshness p99 rose from about
+0.5 s to 0.8 to 2.5 s at 300 events/s."""
 COMMIT_INTERVAL_S = 1.0
 RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -294,6 +298,7 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != int(parent):  # the processor died before prctl took effect
         os._exit(1)
+    os.nice(PROJECTIONS_NICENESS)
 
 
 async def spawn() -> asyncio.subprocess.Process:
