@@ -31,6 +31,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from eventfold.settings import Settings
@@ -220,6 +221,20 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await applier.reset()
         self._seek(list(self._consumer.assignment()), list(self.appliers))
 
+    @staticmethod
+    async def _start(consumer: AIOKafkaConsumer) -> None:
+        """Connect, for as long as the broker takes to come back (it may be restarting)."""
+        failures = 0
+        while True:
+            try:
+                await consumer.start()
+                return
+            except KafkaError as exc:
+                wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
+                failures += 1
+                log.warning("projections: Kafka unavailable (%r); again in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+
     async def run(self) -> None:
         if not self._projections:
             return
@@ -230,7 +245,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=1024 * 1024,
         )
-        await consumer.start()
+        await self._start(consumer)
         failures = 0
         try:
             consumer.subscribe([self._settings.topic(t) for t in self.topics], listener=self)
@@ -250,7 +265,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                         if records:
                             await self._apply(records)
                         failures = 0
-                    except TRANSIENT_ERRORS as exc:
+                    except (*TRANSIENT_ERRORS, KafkaError) as exc:
                         wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
                         failures += 1
                         log.warning(
