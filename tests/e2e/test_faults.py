@@ -67,8 +67,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def child_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+def children_of(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def events(seed: int) -> list[dict[str, Any]]:
@@ -82,7 +82,12 @@ async def test_worker_killed_mid_stream_applies_nothing_twice(
     stream = events(1)
     first = workers.start()
     assert first.proc is not None
-    projection_worker = child_of(first.proc.pid)
+    # the projection worker is spawned once the processor has started (it logs "Ready"
+    # a little before)
+    pid = first.proc.pid
+    (projection_worker,) = await eventually(
+        lambda: asyncio.to_thread(children_of, pid), lambda found: len(found) == 1
+    )
     await publish(deployment, stream)
     await wait_progress(deployment, at_least=len(stream) // 4)
     first.stop(signal.SIGKILL)  # no chance to commit what it wrote last
