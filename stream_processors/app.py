@@ -55,7 +55,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from schemas.codec import decode
-from stream_processors import projection_worker
+from stream_processors import projection_worker, table_dir
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.gathering import Gathering
 from stream_processors.records import (
@@ -116,6 +116,12 @@ class ProcessorApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
+        if table_dir.trust_or_forget(self.conf.tabledir):
+            log.warning(
+                "the last run on %s did not stop cleanly: its tables are restored from "
+                "their changelogs",
+                self.conf.tabledir,
+            )
         created = await ensure_topics(settings)
         if created:
             log.info("created topics %s", created)
@@ -160,6 +166,13 @@ class ProcessorApp(faust.App):
                 child.kill()
         await super().on_stop()
         await stall_guard.close()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        # the tables are closed, and a stop that did not crash flushed their changelogs
+        producer = self._producer
+        if self.crash_reason is None and (producer is None or producer.buffer.size == 0):
+            table_dir.mark_clean_stop(self.conf.tabledir)
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:

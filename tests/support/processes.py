@@ -26,9 +26,13 @@ class ProcessorProcess:
             "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent / f"{log_path.stem}-faust-data"),
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self._run_starts_at = 0
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start the worker (again, on the same data dir, after a stop) and wait until it
+        is ready; its log is appended to, and waits look at this run's part only."""
         self._log = self.log_path.open("ab")
+        self._run_starts_at = self._log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_processors.worker", "-l", "info"],
             cwd=ROOT,
@@ -41,13 +45,19 @@ class ProcessorProcess:
 
     def wait_for_log(self, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.log_path.read_text(errors="replace"):
+        while text not in self.run_log():
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"processor exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"processor not ready in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.1)
+
+    def run_log(self) -> str:
+        """The log of the current (or last) run."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._run_starts_at)
+            return log.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
