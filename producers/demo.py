@@ -417,11 +417,13 @@ class _Order:
         return payment_id, captured_at
 
     def _fail(self, at: datetime, method: str) -> datetime:
-        """A payment that fails (sometimes after its authorization); returns when."""
-        payment_id = self._payment_id()
+        """A payment that fails (sometimes after its authorization, the same payment);
+        returns when."""
         if self.shop.rng.random() < 0.3:  # authorized, then the capture is refused
-            self._authorize(at, method)
+            payment_id = self._authorize(at, method)
             at += self.shop._seconds(5, 600)
+        else:
+            payment_id = self._payment_id()
         self._event(
             "PaymentFailed", at, payment_id=payment_id, reason=self.shop.rng.choice(_FAILURES)
         )

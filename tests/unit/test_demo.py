@@ -298,3 +298,14 @@ async def test_run_demo_stops_at_a_publish_failure_and_says_how_far_it_got() -> 
     assert summary.error is not None and "Kafka" in summary.error
     assert summary.published == 2 * 500 < summary.events
     assert sum(summary.counts_by_type.values()) == summary.published
+
+
+def test_a_payment_refused_after_its_authorization_fails_under_the_same_id(
+    streams: dict[int, list[dict[str, Any]]],
+) -> None:
+    for stream in streams.values():
+        authorized = {e["data"]["payment_id"] for e in stream if e["type"] == "PaymentAuthorized"}
+        failed = [e["data"]["payment_id"] for e in stream if e["type"] == "PaymentFailed"]
+        refused = [p for p in failed if p in authorized]
+        # about 3 in 10 failures were authorized first; the others never were
+        assert 0 < len(refused) < len(failed)
