@@ -37,11 +37,7 @@ def require_scope(settings: Settings, scope: str) -> Callable[..., Awaitable[str
     ) -> str:
         if settings.auth_disabled:
             return ANONYMOUS
-        presented = x_api_key
-        if presented is None and authorization:
-            kind, _, token = authorization.partition(" ")
-            if kind.lower() == "bearer" and token:
-                presented = token.strip()
+        presented = presented_key(x_api_key, authorization)
         if not presented:
             raise HTTPException(
                 401,
@@ -53,6 +49,35 @@ def require_scope(settings: Settings, scope: str) -> Callable[..., Awaitable[str
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if scope not in settings.api_keys[key]:
             raise HTTPException(403, f"this API key lacks the '{scope}' scope")
-        return key[:4] + "…"
+        return key_name(key)
 
     return check
+
+
+# --- the operations console's scope (issue 13) ------------------------------------------
+
+ADMIN = "admin"
+"""The scope of the operations console's actions (start or abort a rebuild, drop a
+version, re-drive dead letters); viewing needs ``read``. A key gets it by naming it:
+``{"k-ops": ["read", "admin"]}``."""
+
+
+def key_name(key: str) -> str:
+    """How logs name a key: its first characters, never the whole secret."""
+    return key[:4] + "…"
+
+
+def presented_key(x_api_key: str | None, authorization: str | None) -> str | None:
+    """The key a request presents: ``X-API-Key``, else ``Authorization: Bearer``."""
+    if x_api_key is None and authorization:
+        kind, _, token = authorization.partition(" ")
+        if kind.lower() == "bearer" and token:
+            return token.strip()
+    return x_api_key
+
+
+def key_scopes(settings: Settings, presented: str) -> tuple[str, frozenset[str]] | None:
+    """The configured key equal to ``presented`` (constant-time) and its scopes; None for
+    an unknown key."""
+    key = _match(settings, presented)
+    return None if key is None else (key, frozenset(settings.api_keys[key]))

@@ -254,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await operations.close()  # the console's rebuild and chart sampler
         await hub.close()
         await last_offsets.close()
         await stores.close()
@@ -496,6 +497,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     v1.include_router(projection_routes(stores))
     app.include_router(v1)
+    # the operations console (/console) and its admin API (/v1/admin); imported here, as
+    # the projection routes are: the admin routes use this module's errors
+    from query_api.operations import mount_operations
+
+    operations = mount_operations(app, settings, stores, registry)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
