@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         description="the processor's malloc: jemalloc returns the pages its batches "
         "leave free, glibc's malloc held them (stream_processors.worker)",
     )
+    console_history: bool = Field(
+        default=True,
+        description="the query API samples lag, event rates and HTTP latency for the "
+        "console's charts from its start (every 5 s, the last hour kept); false: from the "
+        "first console request on",
+    )
     targets_ttl_s: float = Field(
         default=0.5,
         gt=0,

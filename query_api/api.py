@@ -253,6 +253,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.console_history:
+            operations.sampler.ensure_started()  # the console's charts show the last hour
         yield
         await operations.close()  # the console's rebuild and chart sampler
         await hub.close()

@@ -58,6 +58,9 @@ def isolated_settings(servers: StackPorts, **overrides: Any) -> Settings:
         "mongo_db": name,
         "redis_prefix": f"{name}:",
         "auth_disabled": "api_keys" not in overrides,
+        # the many query APIs of the suite sample for the console's charts only once
+        # it is opened (test_console opens it)
+        "console_history": False,
     }
     return Settings(**(fields | overrides))
 

@@ -37,3 +37,13 @@ def test_every_admin_route_is_documented_with_its_refusals() -> None:
 
 def test_the_dead_letter_topics_are_those_of_the_catalog() -> None:
     assert set(get_args(DlqTopic)) == set(DLQ_TOPICS)
+
+
+async def test_an_instance_samples_for_the_charts_from_its_start_unless_told_not_to() -> None:
+    for history in (True, False):
+        # nothing listens on port 1: a sample fails and is retried, which is a gap in
+        # the charts; the API itself is not bothered
+        settings = Settings(console_history=history, kafka_port=1, redis_port=1, mongo_port=1)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            assert (app.state.admin.sampler._task is not None) is history
