@@ -29,6 +29,7 @@ from projections.api import Projection
 from projections.applier import Applier
 from projections.engine import mark_of, sum_rows
 from projections.projection_store import MemoryProjectionStore, ProjectionVersions
+from projections.rebuild_status import StatusSaver
 from stream_processors.projection_worker import decoded
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ async def rebuild(
     async def latest(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> Any:
         return await consumer.end_offsets(partitions)
 
+    status = StatusSaver(redis, versions.status_key(projection.name, version))
     try:
         await applier.start()
         async for batch, done, total in read_until(settings, projection.topics, latest):
@@ -118,6 +120,7 @@ async def rebuild(
             result.failed += applied.dead_letters
             if progress is not None:
                 progress(done, total)
+            await status.save(done, total, final=done >= total)
     except BaseException:
         await versions.abandon(projection.name, version)
         raise

@@ -142,11 +142,16 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def version_prefix(prefix: str, name: str, version: str) -> str:
+    """What every Redis key of one version of one projection starts with."""
+    return f"{prefix}p:{name}:{version}:"
+
+
 class RedisProjectionStore:
     def __init__(self, redis: Redis, prefix: str, name: str, version: str) -> None:
         self._redis = redis
         self.version = version
-        self.prefix = f"{prefix}p:{name}:{version}:"
+        self.prefix = version_prefix(prefix, name, version)
         self._marks = self.prefix + "marks"
         self._entities = self.prefix + "entities"
         self._groups = self.prefix + "groups"
@@ -281,6 +286,11 @@ class ProjectionVersions:
 
     def store(self, name: str, version: str) -> RedisProjectionStore:
         return RedisProjectionStore(self._redis, self._prefix, name, version)
+
+    def status_key(self, name: str, version: str) -> str:
+        """Where a rebuild of the version saves its progress (``rebuild_status``); dropped
+        with the version."""
+        return version_prefix(self._prefix, name, version) + "rebuild_status"
 
     async def active(self) -> dict[str, str]:
         """Projection -> active version (projections never rebuilt are on ``v1``)."""

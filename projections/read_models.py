@@ -218,6 +218,11 @@ class ReadModels:
         return self.key(TOP_KEY.format(currency=currency))
 
     @property
+    def status_key(self) -> str:
+        """How far a rebuild of this version has got (``projections.rebuild_status``)."""
+        return self.key("rebuild_status")
+
+    @property
     def progress_key(self) -> str:
         """A rebuild's saved position per source partition (``topic:partition`` -> offset)."""
         return self.key("rebuild_progress")

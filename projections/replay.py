@@ -40,6 +40,7 @@ from projections.disk_state import DiskState
 from projections.joins import OrderLink, OrderState, stored_state
 from projections.projector import Projector, Targets, stored_customer
 from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
+from projections.rebuild_status import StatusSaver
 from projections.redis_writer import RedisWriter
 from schemas.catalog import INTERNAL_TOPICS
 from schemas.codec import CodecError, decode
@@ -192,6 +193,7 @@ async def read_until(
     total: int,
     batch_records: int = 2000,
     flush_documents: int = FLUSH_DOCUMENTS,
+    status: StatusSaver | None = None,
 ) -> None:
     """Apply every record below ``ends``; partitions are applied concurrently.
 
@@ -229,8 +231,12 @@ async def read_until(
             await flush()
         if progress:
             progress(result.records, total)
+        if status is not None:
+            await status.save(result.records, total)
         pending = await behind()
     await flush()
+    if status is not None:
+        await status.save(result.records, total, final=True)
 
 
 def _progress_field(settings: Settings, tp: TopicPartition) -> str:
@@ -357,6 +363,7 @@ async def rebuild(
     if resume_at_saved:
         await _preload(projector, models)
     reader = TopicReader(settings)
+    status = StatusSaver(models.redis, models.status_key)
     result = RebuildResult(
         version=version, projections=tuple(chosen), previous=dict(await stores.active_versions())
     )
@@ -387,6 +394,7 @@ async def rebuild(
                 total,
                 batch_records,
                 flush_documents,
+                status,
             )
         # Live processors re-read their targets within targets_ttl_s; once that has
         # surely happened, records past the then-current ends reach the new version
@@ -405,6 +413,7 @@ async def rebuild(
             total,
             batch_records,
             flush_documents,
+            status,
         )
     finally:
         await reader.stop()  # on any failure the version stays registered: --resume

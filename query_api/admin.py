@@ -16,10 +16,10 @@ another face of them, not a second implementation.
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field
 
 from eventfold.auth import ADMIN
 from eventfold.settings import Settings
+from projections.projection_store import ProjectionVersions
 from projections.read_models import PROJECTIONS, Stores
+from projections.rebuild_status import load_status
 from query_api.admin_access import (
     CONSOLE_HEADER,
     CORRELATION_HEADER,
@@ -45,6 +47,9 @@ from query_api.live import sse
 from query_api.models import Problem
 from schemas.catalog import DEAD_LETTER_SOURCES, dlq_topic
 from stream_processors.dlq_admin import DeadLetterView
+
+if TYPE_CHECKING:
+    from eventfold.cli import ProjectionRow
 
 DLQ_TOPICS = tuple(dlq_topic(t) for t in DEAD_LETTER_SOURCES)
 DlqTopic = Literal[
@@ -97,6 +102,26 @@ class Admin:
     async def close(self) -> None:
         await self.runner.close()
         await self.sampler.close()
+
+
+async def building_progress(
+    settings: Settings, stores: Stores, rows: "Sequence[ProjectionRow]"
+) -> dict[str, dict[str, Any] | None]:
+    """How far the rebuild of each projection being built has got, wherever it runs
+    (``eventfold replay`` or a console): what it saved (``projections.rebuild_status``);
+    None before its first save."""
+    versions = ProjectionVersions(stores.redis, settings.redis_prefix)
+    found: dict[str, dict[str, Any] | None] = {}
+    for row in rows:
+        if row.building:
+            key = (
+                stores.version(row.building).status_key
+                if row.core
+                else versions.status_key(row.name, row.building)
+            )
+            status = await load_status(stores.redis, key)
+            found[row.name] = None if status is None else status.to_json()
+    return found
 
 
 def _step(view: DeadLetterView, what: str) -> dict[str, Any]:
@@ -190,8 +215,9 @@ def admin_routes(admin: Admin) -> APIRouter:
             raise HTTPException(503, str(exc)) from None
         meta = await stores.read_meta()
         current = admin.runner.current
+        progress = await building_progress(settings, stores, rows)
         return {
-            "projections": [asdict(r) for r in rows],
+            "projections": [asdict(r) | {"building_progress": progress.get(r.name)} for r in rows],
             "retired": [
                 {
                     "version": str(r["version"]),

@@ -130,7 +130,7 @@
       el("td", {}, p.kind),
       el("td", {}, p.enabled ? "yes" : "no"),
       el("td", { class: "version", "data-active": p.name }, p.active),
-      el("td", { "data-building": p.name }, p.building || "–"),
+      el("td", { "data-building": p.name }, building(p)),
       el("td", { class: "num" }, fmt(p.lag)),
       el("td", {}, actionButton("Rebuild", `Rebuild ${p.name}`, () => rebuild([p.name]))),
     )));
@@ -144,7 +144,27 @@
     if (data.rebuild) showRebuild(data.rebuild);
     if (data.rebuild && data.rebuild.state === "running") follow();
     applyPermissions();
+    // a rebuild started anywhere (eventfold replay, another console) saves its progress
+    // once a second: the table follows it while the view is shown
+    clearTimeout(buildingTimer);
+    if (data.projections.some((p) => p.building)) {
+      buildingTimer = setTimeout(() => {
+        if (!$("view-projections").hidden) loaders.projections().catch((e) => notify(e.message));
+      }, 2000);
+    }
   };
+
+  let buildingTimer;
+
+  function building(p) {
+    if (!p.building) return "–";
+    const s = p.building_progress;
+    if (!s) return p.building;
+    const share = s.total ? Math.floor((100 * s.records) / s.total) : 100;
+    const eta = s.eta_s == null ? "" : `, ETA ${Math.round(s.eta_s)} s`;
+    return `${p.building}: ${fmt(s.records)} of ${fmt(s.total)} records (${share} %), ` +
+      `${fmt(Math.round(s.events_per_s))}/s${eta}`;
+  }
 
   function rebuild(names) {
     const what = names.length ? names.join(", ") : "every projection";
