@@ -106,9 +106,16 @@ async def drain(buffer: Any) -> None:
     the table changelog writes of its record were in Kafka; after a kill -9 the next
     owner restored state without them and did not read the record again (a customer's
     totals kept an order refunded in a lost write). Raises, as Faust's does, when the
-    producer stopped with records queued."""
-    while buffer.size:
-        await buffer.flush_atmost(None)
+    producer stopped with records queued.
+
+    It waits for the records queued when it is called, not for an empty buffer: the
+    agents keep queueing while a commit waits, and the commit covers only what was acked
+    before it (the buffer is first in, first out; a send it does not see counted makes
+    it wait longer, never shorter)."""
+    queued = buffer.size
+    sent = 0
+    while sent < queued and buffer.size:
+        sent += await buffer.flush_atmost(queued - sent)
 
 
 class ProcessorApp(faust.App):
@@ -199,7 +206,13 @@ app = ProcessorApp(
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication_factor,
     consumer_auto_offset_reset="earliest",
-    broker_commit_every=100,
+    # Commits come from Faust's timer, every half second, in a task of their own. Faust
+    # also commits every ``broker_commit_every`` acked records from its delivery loop,
+    # which stops delivering until the commit is done, and a commit waits until every
+    # changelog write is in Kafka (``drain``): at 100, as it was, the agents waited on
+    # commits many times a second (freshness p99 1.0-1.6 s against 0.7 s before the
+    # drain). Now that happens once per 10,000 records (Faust's default).
+    broker_commit_every=10_000,
     broker_commit_interval=0.5,
     # A worker that dies without leaving the group (SIGKILL, lost host) hands its
     # partitions over after this long.

@@ -22,16 +22,21 @@ class SlowBuffer(ProducerBuffer):
 
     send_s = 0.25
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.sent: list[Any] = []
+
     async def _send_pending(self, fut: Any) -> None:
         await asyncio.sleep(self.send_s)
+        self.sent.append(fut)
 
 
 async def _buffer_holding(records: int) -> SlowBuffer:
     buffer = SlowBuffer()
     buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))  # type: ignore[assignment]
     await buffer.start()
-    for _ in range(records):
-        buffer.put(object())  # type: ignore[arg-type]
+    for n in range(records):
+        buffer.put(n)  # type: ignore[arg-type]
     return buffer
 
 
@@ -59,4 +64,23 @@ async def test_drain_returns_at_once_when_nothing_is_queued() -> None:
     try:
         await asyncio.wait_for(drain(buffer), 0.05)
     finally:
+        await buffer.stop()
+
+
+async def test_drain_waits_for_what_was_queued_not_for_what_comes_after() -> None:
+    buffer = await _buffer_holding(3)
+    buffer.send_s = 0.05
+
+    async def keep_queueing() -> None:  # the agents go on while a commit waits
+        for n in range(100, 200):
+            buffer.put(n)  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+
+    agents = asyncio.ensure_future(keep_queueing())
+    try:
+        await asyncio.wait_for(drain(buffer), 5)
+        assert buffer.sent[:3] == [0, 1, 2] and buffer.size > 0
+    finally:
+        agents.cancel()
+        await drain(buffer)
         await buffer.stop()
