@@ -382,6 +382,7 @@ async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[P
     consumer group's committed offsets over the source and internal topics (one figure
     for the three, as the join writes them together)."""
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
 
     from eventfold.topics import end_offsets
     from projections.api import ProjectionError
@@ -402,6 +403,7 @@ async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[P
     wanted = sorted({*core_topics, *(t for p in every.values() for t in p.topics)})
     ends = await end_offsets(settings, wanted)
     committed = {}
+    group_known = True
     if ends:  # no topics yet (never created): nothing to ask the group about
         admin = AIOKafkaAdminClient(
             **settings.kafka_client(), request_timeout_ms=int(settings.kafka_timeout_s * 1000)
@@ -411,13 +413,18 @@ async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[P
             committed = await admin.list_consumer_group_offsets(
                 settings.processor_app_id, partitions=list(ends)
             )
+        except KafkaError as exc:  # no coordinator for the group yet, or Kafka moving
+            group_known = False
+            warning = warning or f"the core read models' lag is unknown now: {exc}"
         finally:
             await admin.close()
-    core_lag = 0
+    core_lag: int | None = 0
     for tp, end in ends.items():
-        if settings.logical_topic(tp.topic) in core_topics:
+        if settings.logical_topic(tp.topic) in core_topics and core_lag is not None:
             at = committed.get(tp)
             core_lag += max(0, end - (at.offset if at is not None and at.offset >= 0 else 0))
+    if not group_known:
+        core_lag = None
     meta = await stores.read_meta()
     rows = [
         ProjectionRow(
