@@ -50,8 +50,10 @@ START_TIMEOUT="${EVENTFOLD_START_TIMEOUT:-90}"
 VENV_BIN="$ROOT/.venv/bin"
 RUN_DIR="$STACK_DIR/run"
 SUPERVISOR_CONF="$RUN_DIR/supervisord.conf"
-# A unix socket's path has at most 107 bytes: one per stack folder, named by its hash.
-SUPERVISOR_SOCK="${TMPDIR:-/tmp}/eventfold-supervisor-$(printf %s "$STACK_DIR" | md5sum | cut -c1-16).sock"
+# A unix socket's path has at most 107 bytes: one per stack folder, named by the hash of
+# its physical path, so that a checkout reaching the same folder through a symlink talks
+# to the same supervisord instead of finding its pid alive and no socket.
+SUPERVISOR_SOCK="${TMPDIR:-/tmp}/eventfold-supervisor-$(realpath -m "$STACK_DIR" | tr -d '\n' | md5sum | cut -c1-16).sock"
 
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 # "-idindex-updclose-idin-updbatch-exactnoop-idand": built with the _id lookup,
