@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -26,15 +26,11 @@ from eventfold.topics import ensure_topics
 
 if TYPE_CHECKING:
     from projections.api import Projection
+    from projections.overview import ProjectionRow
     from projections.read_models import Stores
 
 console = Console(stderr=True)
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
-CORE_DESCRIPTIONS = {
-    "orders": "order views (MongoDB), written by the processor's join",
-    "customers": "customer views (MongoDB), written by the processor's join",
-    "redis": "hot cache, status counts, revenue, top customers (Redis)",
-}
 
 
 async def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -357,117 +353,6 @@ async def verify_core(args: argparse.Namespace, settings: Settings, core: Sequen
     return 1 if found else 0
 
 
-@dataclass(frozen=True)
-class ProjectionRow:
-    """One line of ``eventfold projections`` (and one object of its ``--json``)."""
-
-    name: str
-    core: bool  # a core read model (the processor's join writes it), or a registered one
-    enabled: bool
-    kind: str  # "core", "rows" or "view"
-    active: str
-    building: str | None  # the version a rebuild is writing
-    lag: int | None  # records of its topics not applied yet
-    lag_from: str  # "marks" (its active version's) or "consumer group" (the processor's)
-    topics: tuple[str, ...]
-    description: str
-
-
-async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[ProjectionRow], str]:
-    """Every projection with its versions and lag, and a warning ("" when none).
-
-    Lag is the number of records on the projection's topics it has not applied: for a
-    registered projection, past its active version's marks (the tracking records the
-    engine writes with the state); for the core read models, past the processor's
-    consumer group's committed offsets over the source and internal topics (one figure
-    for the three, as the join writes them together)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    from eventfold.topics import end_offsets
-    from projections.api import ProjectionError
-    from projections.engine import mark_of
-    from projections.projection_store import FIRST_VERSION, ProjectionVersions
-    from projections.read_models import PROJECTIONS
-    from projections.registry import enabled, registered
-    from schemas.catalog import INTERNAL_TOPICS, TOPICS
-
-    every = registered()
-    warning = ""
-    try:
-        on = set(enabled(settings))
-    except ProjectionError as exc:
-        warning = str(exc)
-        on = set(every) - settings.disabled_projections()
-    core_topics = (*TOPICS, *INTERNAL_TOPICS)
-    wanted = sorted({*core_topics, *(t for p in every.values() for t in p.topics)})
-    ends = await end_offsets(settings, wanted)
-    committed = {}
-    group_known = True
-    if ends:  # no topics yet (never created): nothing to ask the group about
-        admin = AIOKafkaAdminClient(
-            **settings.kafka_client(), request_timeout_ms=int(settings.kafka_timeout_s * 1000)
-        )
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(
-                settings.processor_app_id, partitions=list(ends)
-            )
-        except KafkaError as exc:  # no coordinator for the group yet, or Kafka moving
-            group_known = False
-            warning = warning or f"the core read models' lag is unknown now: {exc}"
-        finally:
-            await admin.close()
-    core_lag: int | None = 0
-    for tp, end in ends.items():
-        if settings.logical_topic(tp.topic) in core_topics and core_lag is not None:
-            at = committed.get(tp)
-            core_lag += max(0, end - (at.offset if at is not None and at.offset >= 0 else 0))
-    if not group_known:
-        core_lag = None
-    meta = await stores.read_meta()
-    rows = [
-        ProjectionRow(
-            name,
-            core=True,
-            enabled=True,
-            kind="core",
-            active=meta.active[name],
-            building=", ".join(b.version for b in meta.building if name in b.projections) or None,
-            lag=core_lag,
-            lag_from="consumer group",
-            topics=core_topics,
-            description=CORE_DESCRIPTIONS.get(name, ""),
-        )
-        for name in PROJECTIONS
-    ]
-    versions = ProjectionVersions(stores.redis, settings.redis_prefix)
-    active, building = await versions.active(), await versions.building()
-    for name, projection in every.items():
-        version = active.get(name, FIRST_VERSION)
-        marks = await versions.store(name, version).marks()
-        lag = 0
-        for tp, end in ends.items():
-            topic = settings.logical_topic(tp.topic)
-            if topic in projection.topics:
-                lag += max(0, end - 1 - marks.get(mark_of(topic, tp.partition), -1))
-        rows.append(
-            ProjectionRow(
-                name,
-                core=False,
-                enabled=name in on,
-                kind=projection.kind,
-                active=version,
-                building=building.get(name),
-                lag=lag,
-                lag_from="marks",
-                topics=projection.topics,
-                description=projection.description,
-            )
-        )
-    return rows, warning
-
-
 def render_projections(rows: Sequence[ProjectionRow]) -> Any:
     from rich.table import Table
 
@@ -497,6 +382,7 @@ async def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
     """Exit code 0; 2 when a registered projection does not load or Kafka failed."""
     import json
 
+    from projections.overview import gather_projections
     from projections.read_models import Stores
 
     stores = Stores(settings)

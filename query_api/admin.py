@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from eventfold.auth import ADMIN
 from eventfold.settings import Settings
+from projections.overview import ProjectionRow, gather_projections
 from projections.projection_store import ProjectionVersions
 from projections.read_models import PROJECTIONS, Stores
 from projections.rebuild_status import load_status
@@ -47,9 +48,6 @@ from query_api.live import sse
 from query_api.models import Problem
 from schemas.catalog import DEAD_LETTER_SOURCES, dlq_topic
 from stream_processors.dlq_admin import DeadLetterView
-
-if TYPE_CHECKING:
-    from eventfold.cli import ProjectionRow
 
 DLQ_TOPICS = tuple(dlq_topic(t) for t in DEAD_LETTER_SOURCES)
 DlqTopic = Literal[
@@ -105,7 +103,7 @@ class Admin:
 
 
 async def building_progress(
-    settings: Settings, stores: Stores, rows: "Sequence[ProjectionRow]"
+    settings: Settings, stores: Stores, rows: Sequence[ProjectionRow]
 ) -> dict[str, dict[str, Any] | None]:
     """How far the rebuild of each projection being built has got, wherever it runs
     (``eventfold replay`` or a console): what it saved (``projections.rebuild_status``);
@@ -205,8 +203,6 @@ def admin_routes(admin: Admin) -> APIRouter:
         """Every projection (core read models and registered ones) with its active
         version, the version being built and its lag; the retired versions kept for
         their grace period; the console's rebuild, if any."""
-        from eventfold.cli import gather_projections
-
         admin.sampler.ensure_started()
         try:
             with kafka_answers("the projections' lag"):
@@ -307,7 +303,6 @@ def admin_routes(admin: Admin) -> APIRouter:
         """Abort the rebuild in progress: the console's own (cancelled), else any other
         (``eventfold replay --abort``: the version being built is dropped, and the
         rebuild that wrote it fails at its switch); nothing switches."""
-        from projections.projection_store import ProjectionVersions
         from projections.replay import abort
 
         correlation = correlation_id(request)
