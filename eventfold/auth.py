@@ -54,7 +54,11 @@ def require_scope(settings: Settings, scope: str) -> Callable[..., Awaitable[str
     return check
 
 
-# --- the operations console's scope (issue 13) ------------------------------------------
+WRITE = "write"
+"""The scope of publishing through the producer API."""
+
+READ = "read"
+"""The scope of the query API's reads and of viewing the console."""
 
 ADMIN = "admin"
 """The scope of the operations console's actions (start or abort a rebuild, drop a

@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ValidationError
 
-from eventfold.auth import require_scope
+from eventfold.auth import WRITE, require_scope
 from eventfold.resilience import CircuitOpenError
 from eventfold.settings import Settings
 from producers.client import EventPublisher, PublishError
@@ -179,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Authorization", "X-Api-Key", CORRELATION_HEADER],
         )
-    writer = Depends(require_scope(settings, "write"))
+    writer = Depends(require_scope(settings, WRITE))
 
     @app.post(
         "/v1/events",

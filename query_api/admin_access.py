@@ -33,10 +33,9 @@ from typing import Annotated
 
 from fastapi import Header, HTTPException, Request
 
-from eventfold.auth import ADMIN, ANONYMOUS, key_name, key_scopes, presented_key
+from eventfold.auth import ADMIN, ANONYMOUS, READ, key_name, key_scopes, presented_key
 from eventfold.settings import Settings
 
-READ = "read"
 SESSION_COOKIE = "eventfold_console"
 SESSION_S = 12 * 3600
 CONSOLE_HEADER = "X-Eventfold-Console"

@@ -28,7 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from eventfold.auth import require_scope
+from eventfold.auth import READ, require_scope
 from eventfold.consistency import InvalidConsistencyToken, Runs, decode_token_runs, highest
 from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
@@ -305,12 +305,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         409: {"model": Problem},
     }
     v1 = APIRouter(
-        prefix="/v1", responses=errors, dependencies=[Depends(require_scope(settings, "read"))]
+        prefix="/v1", responses=errors, dependencies=[Depends(require_scope(settings, READ))]
     )
 
     from_redis = requests.labels("order", "redis")
     from_mongo = requests.labels("order", "mongo")
-    authorize = require_scope(settings, "read")
+    authorize = require_scope(settings, READ)
 
     async def read_order(order_id: str, reading: Reading, request: Request) -> Response:
         def key(models: ReadModels) -> str:
