@@ -12,6 +12,7 @@ from eventfold.topics import ensure_topics
 from producers.api import create_app as create_producer_app
 from query_api.api import create_app as create_query_app
 from tests.conftest import isolated_settings, settings_env
+from tests.support.apps import query_client
 from tests.support.processes import ProcessorProcess
 from tests.support.stack import StackPorts
 
@@ -45,13 +46,7 @@ async def producer_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]
 
 @pytest.fixture(scope="module")
 async def query_api(deployment: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_query_app(deployment)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://query", timeout=30
-        ) as client,
-    ):
+    async with query_client(deployment) as client:
         yield client
 
 

@@ -27,11 +27,11 @@ from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
 from producers.client import EventPublisher
 from producers.demo import generate
-from query_api.api import create_app as create_query_app
 from schemas.codec import decode
 from schemas.events import Event, parse_event
 from tests.conftest import eventually, isolated_settings, settings_env
 from tests.integration.test_producer_kafka import read_all
+from tests.support.apps import query_client
 from tests.support.events import event, placed_data
 from tests.support.processes import ProcessorProcess
 from tests.support.scenario import read_model_differences, wait_caught_up
@@ -89,13 +89,7 @@ async def processor(
 
 @pytest.fixture(scope="module")
 async def query_api(deployment: Settings, plugins: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_query_app(deployment)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://query", timeout=30
-        ) as client,
-    ):
+    async with query_client(deployment) as client:
         yield client
 
 

@@ -4,11 +4,9 @@ the console) shows the progress of a rebuild it did not start, as one started by
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
-import httpx
+import pytest
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
@@ -19,41 +17,38 @@ from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
 from projections.rebuild_status import load_status
 from projections.replay import abort, rebuild
-from query_api.api import create_app
+from tests.support.apps import query_client
 from tests.support.scenario import publish
 
 
 async def _admin_projections(settings: Settings) -> dict[str, Any]:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://query", timeout=30
-        ) as client,
-    ):
+    async with query_client(settings) as client:
         response = await client.get("/v1/admin/projections")
     assert response.status_code == 200, response.text
     return {p["name"]: p for p in response.json()["projections"]}
 
 
+async def _published(settings: Settings, seed: int, orders: int) -> Stores:
+    """Stores of ``settings`` once the demo traffic of ``seed`` is in its topics."""
+    await ensure_topics(settings)
+    await publish(settings, generate(seed, orders))
+    return Stores(settings)
+
+
 async def test_the_admin_api_shows_how_far_a_rebuild_started_elsewhere_has_got(
     settings: Settings,
 ) -> None:
-    await ensure_topics(settings)
-    await publish(settings, generate(7, 80))
-    stores = Stores(settings)
-    halfway = asyncio.Event()
+    stores = await _published(settings, 7, 80)
+
+    class Interrupted(Exception):
+        """Stops the rebuild half way, as a crash would: its version stays "building"."""
 
     def progress(done: int, total: int) -> None:
         if done >= total // 2:
-            halfway.set()
+            raise Interrupted
 
-    # a rebuild in small batches, stopped half way: its version stays "building"
-    task = asyncio.create_task(rebuild(settings, stores, progress=progress, batch_records=20))
-    await halfway.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    with pytest.raises(Interrupted):
+        await rebuild(settings, stores, progress=progress, batch_records=20)
     (building,) = await stores.building()
     try:
         rows = await _admin_projections(settings)
@@ -73,9 +68,7 @@ async def test_the_admin_api_shows_how_far_a_rebuild_started_elsewhere_has_got(
 async def test_a_registered_projections_rebuild_saves_its_progress_with_its_version(
     settings: Settings,
 ) -> None:
-    await ensure_topics(settings)
-    await publish(settings, generate(8, 40))
-    stores = Stores(settings)
+    stores = await _published(settings, 8, 40)
     try:
         result = await rebuild_projection(settings, stores.redis, sku_sales)
         versions = ProjectionVersions(stores.redis, settings.redis_prefix)
