@@ -122,7 +122,8 @@ class ProcessorApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        if table_dir.trust_or_forget(self.conf.tabledir):
+        # off the event loop: removing the tables of millions of orders takes a while
+        if await asyncio.to_thread(table_dir.trust_or_forget, self.conf.tabledir):
             log.warning(
                 "the last run on %s did not stop cleanly: its tables are restored from "
                 "their changelogs",
