@@ -34,17 +34,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import faust
-import orjson
-from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event
 from faust.types import TableT
 
 from eventfold.collector import freeze_long_lived
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics, start_group_at_beginning
-from projections.joins import Enrichment, OrderLink
-from projections.projector import Pipeline, Targets
-from projections.read_models import PROJECTIONS, Stores
+from projections.projector import Pipeline
+from projections.read_models import Stores
 from projections.registry import enabled
 from schemas.catalog import (
     CUSTOMER_STATE,
@@ -54,14 +51,15 @@ from schemas.catalog import (
     ORDER_STATE,
     TOPICS,
 )
-from schemas.codec import decode
 from stream_processors import projection_worker, table_dir
 from stream_processors.dead_letters import KafkaDeadLetterSink
+from stream_processors.folding import apply_one_with, fold_with
 from stream_processors.gathering import Gathering
+from stream_processors.live_targets import LiveTargets
+from stream_processors.outbox import MESSAGES_HEADER, KafkaOutbox, OutboxRecord, messages_in
 from stream_processors.records import (
     TRANSIENT_ERRORS,
     BatchHandler,
-    MalformedMessage,
     Record,
     RecordHandler,
 )
@@ -70,11 +68,6 @@ from stream_processors.stall_guard import StallGuard
 log = logging.getLogger(__name__)
 settings = Settings()
 T = TypeVar("T")
-OutboxRecord = tuple[faust.TopicT, int, bytes, bytes, int]  # topic, partition, key, value, count
-MESSAGES_HEADER = "eventfold-messages"
-"""The number of join messages a packed record carries (``KafkaOutbox``): batches are
-bounded by messages, not records (``Gathering``)."""
-_PARTITIONER = DefaultPartitioner()
 
 
 PRODUCER_BUFFER_MESSAGES = 10_000
@@ -283,108 +276,15 @@ customer_state = _table(
 )
 
 
-class LiveTargets:
-    """The read-model versions records are written to (re-read every ``ttl_s``)."""
-
-    def __init__(self, stores: Stores, ttl_s: float) -> None:
-        self._stores = stores
-        self._ttl_s = ttl_s
-        self._cached: Targets | None = None
-        self._versions: dict[str, list[str]] = {}
-        self._read_at = float("-inf")
-
-    async def __call__(self) -> Targets:
-        if self._cached is None or time.monotonic() - self._read_at > self._ttl_s:
-            versions = await self._stores.targets()
-            if self._cached is None or versions != self._versions:
-                for v in set(versions["orders"]):
-                    await self._stores.version(v).ensure_indexes()
-                self._cached = Targets(
-                    *([self._stores.version(v) for v in versions[p]] for p in PROJECTIONS)
-                )
-                self._versions = versions
-            self._read_at = time.monotonic()
-        return self._cached
-
-
-MESSAGES_PER_RECORD = 100
-"""Join messages per Kafka record at most. A record must stay well below the broker's
-1 MB message limit (a customer update re-enriches every order of the customer), and
-Faust buffers fetched records by count, not size (``stream_buffer_maxsize``, 4,096 per
-stream): at 500 messages (about 200 KB) a lagging customer agent's buffer held hundreds
-of MB. At 100 the record's own cost is still spread over a hundred messages."""
-
-
-class KafkaOutbox:
-    """The join's messages of a batch, packed into one Kafka record per target partition
-    (a JSON array, in the order they were sent, chunked at ``MESSAGES_PER_RECORD``).
-
-    Packing is what makes the join cheap: a record costs Faust and aiokafka about the same
-    whether it carries one message or hundreds (its send path on this side, its fetch, its
-    stream event and its ack on the other), and a catch-up batch sends a link or an
-    enrichment for most of the orders it touches. Each record goes to the partition the
-    messages' keys hash to (Kafka's default partitioner, as a keyed send would), so the
-    co-partitioning with ``customers`` and ``orders`` holds, and it is keyed by its first
-    message's key. The records are handed to Faust's producer when the batch is detached
-    and awaited together before the batch's marks are raised (``Pipeline.flush``), so a
-    raised mark means its record's effects are all in Kafka, which read-your-writes relies
-    on (``query_api.consistency``)."""
-
-    def __init__(self, partitions: int) -> None:
-        self._partitions = list(range(partitions))
-        self._held: dict[tuple[faust.TopicT, int], tuple[bytes, list[dict[str, Any]]]] = {}
-
-    async def send_link(self, link: OrderLink) -> None:
-        self._hold(links_topic, link.customer_id, link.to_doc())
-
-    async def send_enrichment(self, message: Enrichment) -> None:
-        self._hold(enrichment_topic, message.order_id, message.to_doc())
-
-    def _hold(self, topic: faust.TopicT, key: str, value: dict[str, Any]) -> None:
-        raw = key.encode()
-        partition = _PARTITIONER(raw, self._partitions, self._partitions)
-        held = self._held.get((topic, partition))
-        if held is None:
-            self._held[(topic, partition)] = (raw, [value])
-        else:
-            held[1].append(value)
-
-    @staticmethod
-    async def _hand_over(message: OutboxRecord) -> Awaitable[Any]:
-        topic, partition, key, value, count = message
-        return await topic.send(
-            key=key,
-            value=value,
-            partition=partition,
-            headers=[(MESSAGES_HEADER, str(count).encode())],
-            force=True,
-        )
-
-    async def detach(self) -> Callable[[], Awaitable[None]]:
-        """Hand over the records of the messages sent since the last detach (a batch's),
-        and return a waiter for them; the next messages belong to the next batch."""
-        held, self._held = self._held, {}
-        messages: list[OutboxRecord] = [
-            (topic, partition, key, orjson.dumps(chunk), len(chunk))
-            for (topic, partition), (key, values) in held.items()
-            for chunk in (
-                values[i : i + MESSAGES_PER_RECORD]
-                for i in range(0, len(values), MESSAGES_PER_RECORD)
-            )
-        ]
-        futures = [await self._hand_over(m) for m in messages]
-
-        async def sent() -> None:
-            """Returns once every record is stored; when one failed, all of them are
-            handed over again (the join steps take a message twice harmlessly) and the
-            error is raised, so the write is retried."""
-            try:
-                await asyncio.gather(*futures)
-            except BaseException:
-                futures[:] = [await self._hand_over(m) for m in messages]
-                raise
-
-        return sent
+async def _hand_over(message: OutboxRecord) -> Awaitable[Any]:
+    topic, partition, key, value, count = message
+    return await topic.send(
+        key=key,
+        value=value,
+        partition=partition,
+        headers=[(MESSAGES_HEADER, str(count).encode())],
+        force=True,
+    )
 
 
 _stores: Stores | None = None
@@ -399,61 +299,13 @@ def stores() -> Stores:
     return _stores
 
 
-def internal_messages(record: Record, parse: Callable[[dict[str, Any]], T]) -> list[T]:
-    """The messages of an ``order-links`` / ``order-enrichment`` record: a JSON array of
-    them (``KafkaOutbox``), or one object (as written before they were packed);
-    MalformedMessage if it is neither."""
-    try:
-        doc = orjson.loads(record.value)
-        docs = doc if isinstance(doc, list) else [doc]
-        if not docs or not all(isinstance(d, dict) for d in docs):
-            raise TypeError("not a JSON object or a non-empty array of them")
-        return [parse(d) for d in docs]
-    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise MalformedMessage(f"{record.topic} message: {exc}") from exc
-
-
-def fold_with(pipeline: Pipeline) -> Any:
-    """Route a record to its join step (its writes are held until the pipeline flushes)."""
-
-    async def fold(record: Record) -> None:
-        at = (record.topic, record.partition, record.offset)
-        if record.topic == ORDER_LINKS:
-            for link in internal_messages(record, OrderLink.from_doc):
-                await pipeline.order_link(link, at)
-        elif record.topic == ORDER_ENRICHMENT:
-            for message in internal_messages(record, Enrichment.from_doc):
-                await pipeline.enrichment(message, at)
-        else:
-            await pipeline.source_event(decode(record.value), *at)
-
-    return fold
-
-
-def apply_one_with(pipeline: Pipeline) -> Any:
-    """The record handler's ``process``: one record folded and written (a batch of one)."""
-    fold = fold_with(pipeline)
-
-    async def apply_one(record: Record) -> None:
-        async with pipeline.folding:
-            try:
-                await fold(record)
-            except BaseException:
-                pipeline.discard()  # a retry applies the record again and re-emits its effects
-                raise
-            batch = await pipeline.detach()
-        await batch.write()
-
-    return apply_one
-
-
 def handlers(agent: str) -> tuple[BatchHandler, RecordHandler]:
     """The batch handler of an agent and the single-record handler behind it.
 
     Each agent has a pipeline of its own: a pipeline folds one batch at a time, and
     the two agents' batches run concurrently."""
     if agent not in _handlers:
-        outbox = KafkaOutbox(settings.topic_partitions)
+        outbox = KafkaOutbox(settings.topic_partitions, links_topic, enrichment_topic, _hand_over)
         pipeline = Pipeline(
             order_state,
             customer_state,
@@ -481,17 +333,9 @@ def live_targets() -> LiveTargets:
     return _targets
 
 
-def messages_in(event: Any) -> int:
-    """How many messages a record carries: a packed join record says so in a header."""
-    headers = event.message.headers or ()
-    items = headers.items() if isinstance(headers, dict) else headers
-    for name, value in items:
-        if name == MESSAGES_HEADER:
-            try:
-                return max(1, int(value))
-            except (TypeError, ValueError):
-                return 1
-    return 1
+def weight(event: Any) -> int:
+    """How many join messages a record carries (``Gathering`` bounds batches by them)."""
+    return messages_in(event.message.headers)
 
 
 def to_record(event: Any) -> Record:
@@ -603,7 +447,7 @@ async def project(agent: str, stream: faust.StreamT[bytes]) -> None:
     stopped mid-way) are not committed and their partition's next owner reads them
     again."""
     manual = stream.noack()  # type: ignore[attr-defined]  # Stream has it, StreamT not
-    gathered: Gathering[Any] = Gathering(settings.batch_max_records, messages_in)
+    gathered: Gathering[Any] = Gathering(settings.batch_max_records, weight)
     applier = asyncio.ensure_future(apply_batches(agent, manual, gathered))
     consumer = asyncio.current_task()
 

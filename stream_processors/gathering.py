@@ -12,7 +12,7 @@ batch is what arrived while the last one was applied, as with a Kafka consumer's
 working while the stores do.
 
 Records are counted by weight: a record of the join's internal topics carries many
-messages (``stream_processors.app.KafkaOutbox``), and a batch is bounded by the
+messages (``stream_processors.outbox.KafkaOutbox``), and a batch is bounded by the
 messages it folds, not by its records (2,000 packed records made batches of hundreds of
 thousands of links: seconds each, and the processor's memory up by 400 MB).
 

@@ -16,12 +16,13 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from projections.joins import SUMMARY_FIELDS, Enrichment, OrderLink
-from stream_processors import app
-from stream_processors.app import (
+from stream_processors.outbox import (
+    MESSAGES_HEADER,
     MESSAGES_PER_RECORD,
     KafkaOutbox,
     OutboxRecord,
     internal_messages,
+    messages_in,
 )
 from stream_processors.records import MalformedMessage, Record
 
@@ -38,12 +39,15 @@ def link(order_id: str, customer_id: str, facts: int = 1) -> OrderLink:
     return OrderLink(order_id, facts, summary)
 
 
-class Recording(KafkaOutbox):
+LINKS, ENRICHMENT = "order-links", "order-enrichment"
+
+
+class Recording(KafkaOutbox[str]):
     """An outbox whose records go to a list instead of Faust's producer; ``fail`` makes the
     next ``fail`` records' sends fail once they are awaited."""
 
     def __init__(self) -> None:
-        super().__init__(PARTITIONS)
+        super().__init__(PARTITIONS, LINKS, ENRICHMENT)
         self.handed: list[OutboxRecord] = []
         self.fail = 0
 
@@ -74,9 +78,9 @@ async def test_messages_are_packed_per_partition_where_their_keys_hash_to() -> N
     sent = await outbox.detach()
     await sent()
 
-    links = [m for m in outbox.handed if m[0] is app.links_topic]
+    links = [m for m in outbox.handed if m[0] == LINKS]
     assert len(links) == len({partition_of(c) for c in customers}) < len(customers)
-    seen = []
+    seen: list[str] = []
     for _, partition, key, value, count in links:
         docs = orjson.loads(value)
         assert count == len(docs)
@@ -88,7 +92,7 @@ async def test_messages_are_packed_per_partition_where_their_keys_hash_to() -> N
     for _, _, _, value, _ in links:
         ids = [int(d["order_id"][2:]) for d in orjson.loads(value)]
         assert ids == sorted(ids)
-    [enrichment] = [m for m in outbox.handed if m[0] is app.enrichment_topic]
+    [enrichment] = [m for m in outbox.handed if m[0] == ENRICHMENT]
     assert enrichment[1] == partition_of("o-7") and enrichment[2] == b"o-7"
     assert unpacked(enrichment) == [{"order_id": "o-7", "customer": {"name": "Ada"}, "offset": 3}]
 
@@ -148,25 +152,15 @@ def test_a_record_that_is_not_join_messages_is_malformed(value: bytes) -> None:
         internal_messages(record("order-links", value), OrderLink.from_doc)
 
 
-class Message:
-    def __init__(self, headers: Any) -> None:
-        self.headers = headers
-
-
-class Event:
-    def __init__(self, headers: Any) -> None:
-        self.message = Message(headers)
-
-
 @pytest.mark.parametrize(
     ("headers", "weight"),
     [
-        ([(app.MESSAGES_HEADER, b"37")], 37),
-        ({app.MESSAGES_HEADER: b"5"}, 5),
+        ([(MESSAGES_HEADER, b"37")], 37),
+        ({MESSAGES_HEADER: b"5"}, 5),
         ([("event-type", b"OrderPlaced")], 1),  # a source record: one event
         (None, 1),
-        ([(app.MESSAGES_HEADER, b"nonsense")], 1),
+        ([(MESSAGES_HEADER, b"nonsense")], 1),
     ],
 )
 def test_a_record_weighs_the_messages_its_header_says_it_carries(headers: Any, weight: int) -> None:
-    assert app.messages_in(Event(headers)) == weight
+    assert messages_in(headers) == weight
