@@ -73,7 +73,12 @@ class Settings(BaseSettings):
     query_host: str = "127.0.0.1"
     query_port: int = 8002
     processor_data_dir: str = Field(
-        default=".stack/processor-data", description="Faust's local state (tables' stores)"
+        default=".stack/processor-data", description="the processor's local state (tables)"
+    )
+    processor_engine: Literal["faust", "batch"] = Field(
+        default="faust",
+        description="the processor's engine: Faust agents (stream_processors.app), or the "
+        "batch processor on a plain consumer group (stream_processors.batch_processor)",
     )
     rebuild_data_dir: str = Field(
         default=".stack/rebuild-data",

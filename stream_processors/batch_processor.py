@@ -1,0 +1,415 @@
+"""The batch processor: the join on a plain Kafka consumer group, one batch at a time.
+
+One consumer per worker reads ``orders``, ``payments``, ``customers`` and the two
+internal topics, with Kafka's range assignor: every topic has the same partition count,
+so each worker is given the same partition numbers of every topic, and owns both sides
+of the join for them. Per batch (one ``getmany``: what arrived, up to
+``batch_max_records``):
+
+1. every record is folded in memory by the join steps (``projections.projector.Pipeline``);
+   a message for the other side of the join whose key's partition this worker owns is
+   applied at once, in-process, as a rebuild does; only the others go through
+   ``order-links`` / ``order-enrichment`` (``KafkaOutbox``: one record per partition);
+2. the batch's changed states go to the local RocksDB tables and, as one record per key,
+   to their changelog topics (``ChangelogTable``); every changed document is written
+   once, the Redis views with one pipeline, and the applied marks last, once the
+   changelog and internal records are stored;
+3. then the batch's offsets are committed.
+
+A worker that dies mid-batch committed nothing of it: the next owner restores the
+tables from their changelogs (a prefix of what was written) and reads the batch again;
+the join steps and the document merges make a second application change nothing. A
+rebalance waits for the batch in flight (``on_partitions_revoked``) and restores the
+partitions given (``on_partitions_assigned``) before any of their records is folded.
+
+This is the engine a rebuild runs (``projections.replay``), on a consumer group: no
+stream framework between the fetch and the fold, and the join's two hops through Kafka
+only between workers. Run: ``EVENTFOLD_PROCESSOR_ENGINE=batch python -m
+stream_processors.worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from eventfold.collector import freeze_long_lived
+from eventfold.settings import Settings
+from eventfold.topics import changelog_topic, ensure_topics, start_group_at_beginning
+from projections.joins import Enrichment, OrderLink
+from projections.projector import Pipeline
+from projections.read_models import Stores
+from projections.registry import enabled
+from schemas.catalog import (
+    CUSTOMER_STATE,
+    INTERNAL_TOPICS,
+    ORDER_ENRICHMENT,
+    ORDER_LINKS,
+    ORDER_STATE,
+    TOPICS,
+)
+from stream_processors import projection_worker, table_dir
+from stream_processors.changelog_table import ChangelogRecord, ChangelogTable
+from stream_processors.dead_letters import KafkaDeadLetterSink
+from stream_processors.folding import apply_one_with, fold_with
+from stream_processors.live_targets import LiveTargets
+from stream_processors.outbox import MESSAGES_HEADER, KafkaOutbox, OutboxRecord, partition_of
+from stream_processors.records import TRANSIENT_ERRORS, BatchHandler, Record, RecordHandler
+
+log = logging.getLogger(__name__)
+
+READY = "[^Worker]: Ready"
+"""Logged once the worker has joined its group (the line ``make run``, the tests and the
+benchmark wait for, as Faust's worker logs it)."""
+RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+DROP_RETIRED_EVERY_S = 30.0
+LOG_EVERY_S = 10.0
+
+
+def customer_of(key: Any) -> str:
+    """The customer id a key of the customer side's table belongs to (its partition's):
+    the key itself (the customer's state), or its second part (an order summary, a page
+    of the order index: ``projections.joins.order_summary_key``)."""
+    return key if isinstance(key, str) else str(key[1])
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_context() -> Callable[[], object]:
+    """The order side's states are stored at detach, to the partition of their key."""
+    return _nothing
+
+
+class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        n = settings.topic_partitions
+        self.stores = Stores(settings)
+        self.tables_dir = Path(settings.processor_data_dir) / "tables"
+        self.forgot = table_dir.trust_or_forget(self.tables_dir)
+        self.orders = ChangelogTable(
+            self.tables_dir / ORDER_STATE, changelog_topic(settings, ORDER_STATE), n, str
+        )
+        self.customers = ChangelogTable(
+            self.tables_dir / CUSTOMER_STATE,
+            changelog_topic(settings, CUSTOMER_STATE),
+            n,
+            customer_of,
+        )
+        client = settings.kafka_client()
+        self._consumer = AIOKafkaConsumer(
+            **client,
+            group_id=settings.processor_app_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=1024 * 1024,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        self._reader = AIOKafkaConsumer(  # the changelogs, on assignment
+            **client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        self._producer = AIOKafkaProducer(
+            **client,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            compression_type=(
+                None if settings.processor_compression == "none" else settings.processor_compression
+            ),
+        )
+        self.outbox: KafkaOutbox[str] = KafkaOutbox(
+            n, settings.topic(ORDER_LINKS), settings.topic(ORDER_ENRICHMENT), self._hand_over
+        )
+        self.pipeline = Pipeline(
+            self.orders,
+            self.customers,
+            LiveTargets(self.stores, settings.targets_ttl_s),
+            self._send_link,
+            self._send_enrichment,
+            self._detach_sent,
+            order_context=_no_context,
+        )
+        self._dead_letters = KafkaDeadLetterSink(settings, self.stores.record_dead_letter)
+        single = RecordHandler(apply_one_with(self.pipeline), self._dead_letters)
+        self.batches = BatchHandler(
+            fold_with(self.pipeline),
+            self.pipeline.detach,
+            single,
+            self.pipeline.invalidate,
+            self.pipeline.folding,
+        )
+        self.owned: frozenset[int] = frozenset()
+        """The partition numbers this worker owns (of every topic: range assignor)."""
+        self._lock = asyncio.Lock()  # held while a batch is applied, or a rebalance
+        self._stopping = asyncio.Event()
+        self._crashed: BaseException | None = None
+
+    # -- the join's messages: in-process where this worker owns the other side ----------
+
+    async def _send_link(self, link: OrderLink) -> None:
+        if partition_of(link.customer_id, self.settings.topic_partitions) in self.owned:
+            await self.pipeline.order_link(link)
+        else:
+            await self.outbox.send_link(link)
+
+    async def _send_enrichment(self, message: Enrichment) -> None:
+        if partition_of(message.order_id, self.settings.topic_partitions) in self.owned:
+            await self.pipeline.enrichment(message)
+        else:
+            await self.outbox.send_enrichment(message)
+
+    async def _hand_over(self, message: OutboxRecord) -> Awaitable[Any]:
+        topic, partition, key, value, count = message
+        return await self._producer.send(
+            topic,
+            value=value,
+            key=key,
+            partition=partition,
+            headers=[(MESSAGES_HEADER, str(count).encode())],
+        )
+
+    async def _detach_sent(self) -> Callable[[], Awaitable[None]]:
+        """Hand over the batch's internal records and its tables' changelog records; the
+        waiter returns once all of them are stored (sending them all again when one
+        failed, and raising: the batch's write is retried)."""
+        outbox_sent = await self.outbox.detach()
+        changes = [(table, table.take()) for table in (self.orders, self.customers)]
+        futures = await self._send_changes(changes)
+
+        async def sent() -> None:
+            await outbox_sent()
+            try:
+                await asyncio.gather(*futures)
+            except BaseException:
+                futures[:] = await self._send_changes(changes)
+                raise
+
+        return sent
+
+    async def _send_changes(
+        self, changes: Sequence[tuple[ChangelogTable, list[ChangelogRecord]]]
+    ) -> list[asyncio.Future[Any]]:
+        futures = []
+        for table, records in changes:
+            for partition, key, value in records:
+                future = await self._producer.send(
+                    table.topic, value=value, key=key, partition=partition
+                )
+                future.add_done_callback(_on_stored(table))
+                futures.append(future)
+        return futures
+
+    # -- the group ---------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:  # the batch in flight is written and committed first
+            self.owned = frozenset()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            by_topic: dict[str, set[int]] = {}
+            for tp in assigned:
+                by_topic.setdefault(tp.topic, set()).add(tp.partition)
+            owned = set().union(*by_topic.values()) if by_topic else set()
+            if any(parts != owned for parts in by_topic.values()):
+                log.error("partitions not co-assigned across topics: %s", by_topic)
+            started = time.monotonic()
+            restored = await self._restore(sorted(owned))
+            self.pipeline.invalidate()
+            self.owned = frozenset(owned)
+            log.info(
+                "assigned partitions %s; %d changelog records restored in %.1f s",
+                sorted(owned),
+                restored,
+                time.monotonic() - started,
+            )
+
+    async def _restore(self, partitions: Sequence[int]) -> int:
+        failures = 0
+        while True:
+            try:
+                restored = await self.orders.restore(self._reader, partitions)
+                return restored + await self.customers.restore(self._reader, partitions)
+            except KafkaError as exc:
+                wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
+                failures += 1
+                log.warning("restoring the tables: %r; again in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def apply(self, got: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]) -> None:
+        """Fold and write one batch, then commit its offsets."""
+        logical = self.settings.logical_topic
+        records = [
+            Record(logical(tp.topic), tp.partition, r.offset, r.key, r.value, list(r.headers))
+            for tp, batch in got.items()
+            for r in batch
+        ]
+        await self.batches.handle(records)
+        offsets = {tp: batch[-1].offset + 1 for tp, batch in got.items() if batch}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance: the next owner reads them
+            log.warning("could not commit a batch's offsets (%r): they are read again", exc)
+
+    async def run(self) -> None:
+        if self.forgot:
+            log.warning(
+                "the last run on %s did not stop cleanly: its tables are restored from "
+                "their changelogs",
+                self.tables_dir,
+            )
+        created = await ensure_topics(self.settings)
+        if created:
+            log.info("created topics %s", created)
+        topics = [self.settings.topic(t) for t in (*TOPICS, *INTERNAL_TOPICS)]
+        started = await start_group_at_beginning(
+            self.settings, self.settings.processor_app_id, (*TOPICS, *INTERNAL_TOPICS)
+        )
+        if started:
+            log.info("committed beginning offsets for %d partitions new to the group", len(started))
+        for client in (self._producer, self._reader, self._consumer):
+            await _start(client)
+        self._consumer.subscribe(topics, listener=self)
+        child = await projection_worker.spawn() if enabled(self.settings) else None
+        chores = [asyncio.ensure_future(self._chores())]
+        if child is not None:
+            chores.append(asyncio.ensure_future(self._watch(child)))
+        freeze_long_lived()
+        log.info(READY)
+        try:
+            await self._loop()
+        finally:
+            for chore in chores:
+                chore.cancel()
+            if child is not None and child.returncode is None:
+                child.terminate()
+                try:
+                    await asyncio.wait_for(child.wait(), timeout=10.0)
+                except TimeoutError:
+                    child.kill()
+
+    async def _loop(self) -> None:
+        wait_ms = self.settings.batch_max_wait_ms
+        while not self._stopping.is_set():
+            got = await self._consumer.getmany(
+                timeout_ms=wait_ms, max_records=self.settings.batch_max_records
+            )
+            if not got:
+                continue
+            async with self._lock:
+                await self.apply(got)
+        if self._crashed is not None:
+            raise self._crashed
+
+    def stop(self) -> None:
+        """Stop after the batch in flight."""
+        self._stopping.set()
+
+    async def _watch(self, child: asyncio.subprocess.Process) -> None:
+        """A projection worker that exits takes the processor down (its supervisor
+        restarts both), rather than leaving the projections silently behind."""
+        code = await child.wait()
+        log.error("the projection worker (pid %d) exited with %s", child.pid, code)
+        self._crashed = RuntimeError(f"the projection worker exited with {code}")
+        self.stop()
+
+    async def _chores(self) -> None:
+        """Every few seconds: what the batches cost (for the log); and, on the worker
+        owning partition 0, dropping the read-model versions a rebuild retired once
+        their grace period ended."""
+        dropped_at = time.monotonic()
+        while True:
+            await asyncio.sleep(LOG_EVERY_S)
+            taken = self.batches.stats.take()
+            if taken.batches:
+                log.info("batches: %s", taken)
+            if 0 in self.owned and time.monotonic() - dropped_at > DROP_RETIRED_EVERY_S:
+                dropped_at = time.monotonic()
+                try:
+                    dropped = await self.stores.drop_retired()
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("could not drop retired versions now: %r", exc)
+                    continue
+                if dropped:
+                    log.info("dropped retired read-model versions %s", dropped)
+
+    async def close(self) -> None:
+        """Leave the group, flush what was sent, close the tables; a stop with nothing
+        unsent and no crash is marked clean, so the next run keeps its tables."""
+        clean = self._crashed is None and not self.orders.pending and not self.customers.pending
+        with contextlib.suppress(Exception):
+            await self._consumer.stop()
+        try:
+            await self._producer.stop()  # waits for what is in flight
+        except Exception:
+            clean = False
+        with contextlib.suppress(Exception):
+            await self._reader.stop()
+        await self._dead_letters.close()
+        self.orders.close()
+        self.customers.close()
+        await self.stores.close()
+        if clean:
+            table_dir.mark_clean_stop(self.tables_dir)
+
+
+def _on_stored(table: ChangelogTable) -> Callable[[asyncio.Future[Any]], None]:
+    def stored(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            table.sent(future.result())
+
+    return stored
+
+
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Connect, for as long as the broker takes to come back (it may be restarting)."""
+    failures = 0
+    while True:
+        try:
+            await client.start()
+            return
+        except KafkaError as exc:
+            wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
+            failures += 1
+            log.warning("Kafka unavailable (%r); again in %.1f s", exc, wait)
+            await asyncio.sleep(wait)
+
+
+async def serve(settings: Settings) -> None:
+    """Run a worker until SIGTERM or SIGINT (then after the batch in flight)."""
+    processor = BatchProcessor(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, processor.stop)
+    try:
+        await processor.run()
+    except BaseException:
+        processor._crashed = processor._crashed or RuntimeError("crashed")
+        raise
+    finally:
+        await processor.close()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
+    asyncio.run(serve(Settings()))

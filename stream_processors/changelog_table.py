@@ -1,0 +1,187 @@
+"""The join's keyed state in the batch processor: RocksDB on local disk, every write also
+sent to the table's compacted changelog topic, and restored from it for the partitions a
+worker is given (Kafka Streams' state stores; what Faust's tables did here).
+
+A batch's writes are held as they are (a key written by several records of the batch is
+encoded once), then ``take()`` encodes them once each, writes them to RocksDB in one
+batch and returns them as changelog records, which the processor sends with the batch's
+other records and awaits before it commits the batch's offsets. So what is committed is
+in the changelog, and a worker taking a partition over restores at least that.
+
+Keys and values are JSON, as Faust wrote them to the same changelog topics: a
+deployment moves from one processor to the other with its state. The local copy is kept
+across clean restarts, with the changelog offset each partition was restored or written
+up to; after an unclean stop the processor removes it (``table_dir``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import RecordMetadata
+from rocksdict import Options, Rdict, WriteBatch
+
+from stream_processors.outbox import partition_of
+
+WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+OFFSETS_KEY = b"\x00changelog-offsets"
+"""Where the changelog offset reached per partition is kept (not JSON: no key collides)."""
+ChangelogRecord = tuple[int, bytes, bytes | None]  # partition, key, value (None: deleted)
+_DELETED = object()
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    options.set_max_write_buffer_number(2)
+    return options
+
+
+class ChangelogTable(MutableMapping[Any, Any]):
+    """A JSON-keyed, JSON-valued mapping at ``path`` whose writes go to ``topic`` too, each
+    to the partition its key belongs to (``key_of`` gives the string a key is partitioned
+    by: the order or customer id). Values read are not to be mutated (as with a dict)."""
+
+    def __init__(
+        self, path: Path, topic: str, partitions: int, key_of: Callable[[Any], str]
+    ) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.topic = topic
+        self._partitions = partitions
+        self._key_of = key_of
+        self._db = Rdict(str(path), _options())
+        self._held: dict[bytes, tuple[Any, Any]] = {}  # raw key -> (key, value)
+        saved = self._db.get(OFFSETS_KEY)
+        self.offsets: dict[int, int] = (
+            {} if saved is None else {int(p): o for p, o in orjson.loads(saved).items()}
+        )
+        """Per partition: the changelog offset up to which the local copy holds it."""
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _DELETED)
+        if value is _DELETED:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raw_key = orjson.dumps(key)
+        held = self._held.get(raw_key)
+        if held is not None:
+            return default if held[1] is _DELETED else held[1]
+        raw = self._db.get(raw_key)
+        return default if raw is None else orjson.loads(raw)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raw_key = orjson.dumps(key)
+        self._held.pop(raw_key, None)  # the changelog gets the keys in the order last written
+        self._held[raw_key] = (key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if self.get(key, _DELETED) is _DELETED:
+            raise KeyError(key)
+        self[key] = _DELETED
+
+    def __iter__(self) -> Iterator[Any]:
+        self._write(self.take_pending())
+        for raw in self._db.keys():
+            if raw != OFFSETS_KEY:
+                yield orjson.loads(cast(bytes, raw))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def take(self) -> list[ChangelogRecord]:
+        """The writes since the last ``take``, written to the local copy and returned as
+        changelog records, in the order their keys were last written."""
+        records = self.take_pending()
+        self._write(records)
+        return records
+
+    def take_pending(self) -> list[ChangelogRecord]:
+        held, self._held = self._held, {}
+        return [
+            (
+                partition_of(self._key_of(key), self._partitions),
+                raw_key,
+                None if value is _DELETED else orjson.dumps(value),
+            )
+            for raw_key, (key, value) in held.items()
+        ]
+
+    def _write(self, records: Iterable[ChangelogRecord]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for _, raw_key, raw_value in records:
+            if raw_value is None:
+                batch.delete(raw_key)
+            else:
+                batch.put(raw_key, raw_value)
+        batch.put(OFFSETS_KEY, orjson.dumps({str(p): o for p, o in self.offsets.items()}))
+        self._db.write(batch)
+
+    def sent(self, metadata: RecordMetadata) -> None:
+        """A changelog record of this table is stored at ``metadata``'s offset."""
+        reached = metadata.offset + 1
+        if self.offsets.get(metadata.partition, 0) < reached:
+            self.offsets[metadata.partition] = reached
+
+    async def restore(self, reader: AIOKafkaConsumer, partitions: Iterable[int]) -> int:
+        """Bring the local copy of ``partitions`` up to their changelog's end (from where
+        it was restored or written up to, or the beginning); returns the records read.
+
+        Keys are normalized to this table's encoding (Faust's JSON had spaces), so a
+        key written by both comes back as one, the later write winning."""
+        wanted = [TopicPartition(self.topic, p) for p in partitions]
+        if not wanted:
+            return 0
+        ends = await reader.end_offsets(wanted)
+        todo = {tp: ends[tp] for tp in wanted if self.offsets.get(tp.partition, 0) < ends[tp]}
+        if not todo:
+            return 0
+        reader.assign(list(todo))
+        for tp in todo:
+            reader.seek(tp, self.offsets.get(tp.partition, 0))
+        read = 0
+        try:
+            while todo:
+                got = await reader.getmany(*todo, timeout_ms=1000, max_records=20_000)
+                batch = WriteBatch(raw_mode=True)
+                for tp, records in got.items():
+                    for record in records:
+                        if record.offset >= todo[tp] or record.key is None:
+                            continue
+                        key = orjson.dumps(orjson.loads(record.key))
+                        if record.value is None:
+                            batch.delete(key)
+                        else:
+                            batch.put(key, record.value)
+                        read += 1
+                for tp in list(todo):
+                    position = await reader.position(tp)
+                    self.offsets[tp.partition] = max(
+                        self.offsets.get(tp.partition, 0), min(position, todo[tp])
+                    )
+                    if position >= todo[tp]:
+                        del todo[tp]
+                batch.put(OFFSETS_KEY, orjson.dumps({str(p): o for p, o in self.offsets.items()}))
+                self._db.write(batch)
+        finally:
+            reader.assign([])
+        return read
+
+    @property
+    def pending(self) -> int:
+        """Writes held for the next ``take`` (none after a batch completed)."""
+        return len(self._held)
+
+    def close(self) -> None:
+        """Save the offsets reached and close the local copy. What is held is dropped: it
+        is neither in the changelog nor committed (the stop was not clean)."""
+        with contextlib.suppress(Exception):
+            self._write([])
+        self._db.close()
