@@ -60,7 +60,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from stream_processors import projection_worker, table_dir
-from stream_processors.changelog_table import ChangelogRecord, ChangelogTable
+from stream_processors.changelog_table import ChangelogTable
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.folding import apply_one_with, fold_with
 from stream_processors.live_targets import LiveTargets
@@ -134,7 +134,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             ),
         )
         self.outbox: KafkaOutbox[str] = KafkaOutbox(
-            n, settings.topic(ORDER_LINKS), settings.topic(ORDER_ENRICHMENT), self._hand_over
+            n, settings.topic(ORDER_LINKS), settings.topic(ORDER_ENRICHMENT)
         )
         self.pipeline = Pipeline(
             self.orders,
@@ -174,46 +174,42 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         else:
             await self.outbox.send_enrichment(message)
 
-    async def _hand_over(self, message: OutboxRecord) -> Awaitable[Any]:
+    async def _detach_sent(self) -> Callable[[], Awaitable[None]]:
+        """The batch's internal records and its tables' changelog records, and what
+        sends them: it returns once all of them are stored, and sends them all again
+        when called again after a failure (the join steps take a message twice, and a
+        table a write twice, harmlessly). Kafka unavailable is a dependency unavailable:
+        the batch's write is retried (``BatchHandler``)."""
+        messages = self.outbox.take()
+        changes = [(table, table.take()) for table in (self.orders, self.customers)]
+
+        async def sent() -> None:
+            try:
+                futures = [await self._hand_over(m) for m in messages]
+                for table, records in changes:
+                    stored = _on_stored(table)
+                    for partition, key, value in records:
+                        future = await self._producer.send(
+                            table.topic, value=value, key=key, partition=partition
+                        )
+                        future.add_done_callback(stored)
+                        futures.append(future)
+                await asyncio.gather(*futures)
+            except KafkaError as exc:
+                raise ConnectionError(f"Kafka: {exc!r}") from exc
+
+        return sent
+
+    async def _hand_over(self, message: OutboxRecord) -> asyncio.Future[Any]:
         topic, partition, key, value, count = message
-        return await self._producer.send(
+        future: asyncio.Future[Any] = await self._producer.send(
             topic,
             value=value,
             key=key,
             partition=partition,
             headers=[(MESSAGES_HEADER, str(count).encode())],
         )
-
-    async def _detach_sent(self) -> Callable[[], Awaitable[None]]:
-        """Hand over the batch's internal records and its tables' changelog records; the
-        waiter returns once all of them are stored (sending them all again when one
-        failed, and raising: the batch's write is retried)."""
-        outbox_sent = await self.outbox.detach()
-        changes = [(table, table.take()) for table in (self.orders, self.customers)]
-        futures = await self._send_changes(changes)
-
-        async def sent() -> None:
-            await outbox_sent()
-            try:
-                await asyncio.gather(*futures)
-            except BaseException:
-                futures[:] = await self._send_changes(changes)
-                raise
-
-        return sent
-
-    async def _send_changes(
-        self, changes: Sequence[tuple[ChangelogTable, list[ChangelogRecord]]]
-    ) -> list[asyncio.Future[Any]]:
-        futures = []
-        for table, records in changes:
-            for partition, key, value in records:
-                future = await self._producer.send(
-                    table.topic, value=value, key=key, partition=partition
-                )
-                future.add_done_callback(_on_stored(table))
-                futures.append(future)
-        return futures
+        return future
 
     # -- the group ---------------------------------------------------------------------
 

@@ -84,11 +84,11 @@ class KafkaOutbox(Generic[Topic]):
         assert self._send is not None, "an outbox needs a producer to hand records to"
         return await self._send(message)
 
-    async def detach(self) -> Callable[[], Awaitable[None]]:
-        """Hand over the records of the messages sent since the last detach (a batch's),
-        and return a waiter for them; the next messages belong to the next batch."""
+    def take(self) -> list[OutboxRecord]:
+        """The records of the messages sent since the last take (a batch's); the next
+        messages belong to the next batch."""
         held, self._held = self._held, {}
-        messages: list[OutboxRecord] = [
+        return [
             (topic, partition, key, orjson.dumps(chunk), len(chunk))
             for (topic, partition), (key, values) in held.items()
             for chunk in (
@@ -96,6 +96,11 @@ class KafkaOutbox(Generic[Topic]):
                 for i in range(0, len(values), MESSAGES_PER_RECORD)
             )
         ]
+
+    async def detach(self) -> Callable[[], Awaitable[None]]:
+        """Hand over the records of the messages sent since the last detach (a batch's),
+        and return a waiter for them; the next messages belong to the next batch."""
+        messages = self.take()
         futures = [await self._hand_over(m) for m in messages]
 
         async def sent() -> None:

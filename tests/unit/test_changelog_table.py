@@ -1,0 +1,81 @@
+"""The batch processor's tables: what a batch wrote comes out once per key, encoded once,
+to the partition its key belongs to, in the order last written; the local copy keeps
+it and the changelog offsets reached across a reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from projections.joins import customer_key, order_index_key, order_summary_key
+from stream_processors.batch_processor import customer_of
+from stream_processors.changelog_table import ChangelogTable
+from stream_processors.outbox import partition_of
+
+PARTITIONS = 6
+
+
+def table(path: Path) -> ChangelogTable:
+    return ChangelogTable(path, "app-customer-state-changelog", PARTITIONS, customer_of)
+
+
+def test_a_batch_s_writes_come_out_once_per_key_in_the_order_last_written(
+    tmp_path: Path,
+) -> None:
+    t = table(tmp_path / "t")
+    t[customer_key("c-1")] = {"n": 1}
+    t[order_summary_key("c-2", "o-1")] = {"total": "1.00"}
+    t[customer_key("c-1")] = {"n": 2}  # written again: once, after the summary
+
+    records = t.take()
+
+    assert [(orjson.loads(k), orjson.loads(v or b"null")) for _, k, v in records] == [
+        (["order", "c-2", "o-1"], {"total": "1.00"}),
+        ("c-1", {"n": 2}),
+    ]
+    assert [p for p, _, _ in records] == [
+        partition_of("c-2", PARTITIONS),
+        partition_of("c-1", PARTITIONS),
+    ]
+    assert t.take() == []  # taken: the next batch starts empty
+    assert t[customer_key("c-1")] == {"n": 2}  # and kept locally
+
+
+def test_every_key_of_a_customer_goes_to_the_customer_s_partition(tmp_path: Path) -> None:
+    t = table(tmp_path / "t")
+    keys = [customer_key("c-9"), order_summary_key("c-9", "o-3"), order_index_key("c-9", 2)]
+    for key in keys:
+        t[key] = [1]
+    assert {p for p, _, _ in t.take()} == {partition_of("c-9", PARTITIONS)}
+
+
+def test_held_writes_are_read_back_before_they_are_taken(tmp_path: Path) -> None:
+    t = table(tmp_path / "t")
+    t["c-1"] = {"n": 1}
+    assert t.get("c-1") == {"n": 1} and t.pending == 1
+    del t["c-1"]
+    assert t.get("c-1") is None and "c-1" not in t
+    [(_, key, value)] = t.take()
+    assert orjson.loads(key) == "c-1" and value is None  # a tombstone for the changelog
+    with pytest.raises(KeyError):
+        del t["c-1"]
+
+
+def test_a_reopened_table_has_what_was_taken_and_the_offsets_reached(tmp_path: Path) -> None:
+    t = table(tmp_path / "t")
+    t["c-1"] = {"n": 1}
+    t.take()
+    t.sent(SimpleNamespace(partition=3, offset=41))  # type: ignore[arg-type]
+    t.sent(SimpleNamespace(partition=3, offset=40))  # type: ignore[arg-type]  # acked late
+    t["c-2"] = {"n": 2}  # never taken: neither in the changelog nor kept
+    t.close()
+
+    again = table(tmp_path / "t")
+    assert again.get("c-1") == {"n": 1}
+    assert again.get("c-2") is None
+    assert again.offsets == {3: 42}
+    assert list(again) == ["c-1"] and len(again) == 1
+    again.close()
