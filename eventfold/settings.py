@@ -75,11 +75,6 @@ class Settings(BaseSettings):
     processor_data_dir: str = Field(
         default=".stack/processor-data", description="the processor's local state (tables)"
     )
-    processor_engine: Literal["faust", "batch"] = Field(
-        default="faust",
-        description="the processor's engine: Faust agents (stream_processors.app), or the "
-        "batch processor on a plain consumer group (stream_processors.batch_processor)",
-    )
     rebuild_data_dir: str = Field(
         default=".stack/rebuild-data",
         description="a rebuild's join state on disk, removed when the rebuild ends",

@@ -147,8 +147,10 @@ class OrderState:
         return orjson.dumps(self.view()).decode()
 
     def forget_view_json(self) -> None:
-        """Drop the encoded view (written: the state may stay cached for long)."""
+        """Drop the encoded view and document (written: the state may stay cached for
+        long)."""
         self.__dict__.pop("_view_json", None)
+        self.__dict__.pop("_doc", None)
 
     def summary(self) -> OrderLink | None:
         """What the customer side needs of this order; None before its customer is known."""
@@ -158,6 +160,12 @@ class OrderState:
         return OrderLink(self.order_id, len(self.offsets), {k: view.get(k) for k in SUMMARY_FIELDS})
 
     def to_doc(self) -> Doc:
+        """The state as a JSON-safe document, computed once per state (its table and its
+        read-model document both store it). Not to be mutated."""
+        return self._doc
+
+    @cached_property
+    def _doc(self) -> Doc:
         return {
             "facts": facts_to_doc(self.facts),
             "offsets": dict(self.offsets),

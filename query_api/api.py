@@ -27,6 +27,7 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
+from starlette.types import Receive, Scope, Send
 
 from eventfold.auth import READ, require_scope
 from eventfold.consistency import InvalidConsistencyToken, Runs, decode_token_runs, highest
@@ -34,6 +35,7 @@ from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from projections.money import format_money, from_units
 from projections.read_models import ORDER_PROJECTION, ReadModels, Stores, order_view_of
+from query_api.admin_metrics import STARTED_AT, latency_histogram
 from query_api.capacity import RETRY_AFTER_S, Capacity, OverCapacity
 from query_api.consistency import wait_for_positions
 from query_api.live import ChangeHub, order_changes
@@ -54,6 +56,12 @@ Status = Literal["pending", "placed", "paid", "shipped", "delivered", "cancelled
 Id = Annotated[str, Path(min_length=1, max_length=128)]
 ORDER_FIELDS = list(ORDER_PROJECTION)
 """What to read of an order document for its view (``read_models.order_view_of``)."""
+ORDERS_PATH = "/v1/orders/"
+MET = "eventfold.met"
+"""Scope key: what the app's shortcut (``QueryAPI``) met reading an order (an exception,
+such as the 404): the route raises it again, so the whole stack answers it as it answers
+any exception of the endpoint (handlers, error pages, telemetry), without a second read."""
+Shortcut = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
 
 class NotYetConsistent(Exception):
@@ -227,6 +235,31 @@ def with_fast_path(fast: FastPath) -> type[APIRoute]:
     return FastPathRoute
 
 
+class QueryAPI(FastAPI):
+    """FastAPI offering each request to ``shortcut`` before its middleware stack.
+
+    The order by id is the hot query. Through the stack (server errors, telemetry, body
+    limit, the latency middleware, exception handling, the exit stack, the routers' path
+    matching, the route) it cost about 40 us of CPU more per request than without it
+    (the app called in process: 155 us against 115 us; the whole hello-world request
+    takes 50 us). ``shortcut`` answers the plain requests itself (True) and leaves every
+    other request to the stack (False)."""
+
+    shortcut: Shortcut | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        shortcut = self.shortcut
+        if shortcut is None or not await shortcut(scope, receive, send):
+            await super().__call__(scope, receive, send)
+
+    def telemetry_on(self) -> bool:
+        """Whether FastAPI's own OpenTelemetry instrumentation records requests (a
+        tracer, meter or logger provider is configured): then every request goes
+        through it, so none is missing from the traces and metrics."""
+        telemetry = getattr(self, "_native_telemetry", None)
+        return telemetry is not None and bool(telemetry.enabled())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     stores = Stores(settings)
@@ -261,7 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await last_offsets.close()
         await stores.close()
 
-    app = FastAPI(title="Eventfold query API", version="1", lifespan=lifespan)
+    app = QueryAPI(title="Eventfold query API", version="1", lifespan=lifespan)
     app.state.stores = stores
     app.state.versions = versions
     app.state.last_offsets = last_offsets
@@ -346,7 +379,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         costs about 100 us of CPU for this route's six parameters and two dependencies
         (measured with wrk: more than everything else the request does). None for any
         other request: the declared endpoint answers it, with its validation and
-        errors."""
+        errors. What the app's shortcut met (``MET``) is raised here."""
+        met = request.scope.pop(MET, None)
+        if met is not None:
+            raise met
         headers = request.headers
         order_id: str = request.path_params["order_id"]
         if (
@@ -362,6 +398,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except HTTPException:
             return None
         return await read_order(order_id, Reading(await versions.cached(), None, 0.0), request)
+
+    histogram = latency_histogram(registry)
+
+    async def order_shortcut(scope: Scope, receive: Receive, send: Send) -> bool:
+        """``get_order_fast`` before the middleware stack, for the plainest requests:
+        ``GET /v1/orders/{order_id}`` (the route's path, matched as Starlette matches
+        it), no query string, no consistency token, an accepted key, no root path, and
+        FastAPI's telemetry off. The latency histogram observes it as the latency
+        middleware would. An exception (the 404 too) is not answered here: the request
+        goes through the stack, whose route raises it (``MET``)."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return False
+        path: str = scope["path"]
+        order_id = path[len(ORDERS_PATH) :]
+        if (
+            not path.startswith(ORDERS_PATH)
+            or not 1 <= len(order_id) <= 128
+            or "/" in order_id
+            or scope["query_string"]
+            or scope.get("root_path")
+            or app.root_path
+        ):
+            return False
+        started = time.perf_counter()
+        api_key = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"x-consistency-token":
+                return False
+            if name == b"x-api-key" and api_key is None:  # the first, as Headers.get
+                api_key = value.decode("latin-1")
+            elif name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+        if app.telemetry_on():
+            return False
+        try:
+            await authorize(x_api_key=api_key, authorization=authorization)
+        except HTTPException:
+            return False  # the stack answers 401 or 403
+        try:
+            request = Request(scope, receive)
+            answer = await read_order(
+                order_id, Reading(await versions.cached(), None, 0.0), request
+            )
+        except Exception as exc:
+            scope[MET] = exc
+            scope[STARTED_AT] = started
+            return False
+        histogram.observe(time.perf_counter() - started)
+        await answer(scope, receive, send)
+        return True
 
     v1.add_api_route(
         "/orders/{order_id}",
@@ -503,7 +589,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the projection routes are: the admin routes use this module's errors
     from query_api.operations import mount_operations
 
-    operations = mount_operations(app, settings, stores, registry)
+    operations = mount_operations(app, settings, stores, histogram)
+    app.shortcut = order_shortcut
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

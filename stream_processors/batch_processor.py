@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,6 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from eventfold.collector import freeze_long_lived
 from eventfold.settings import Settings
 from eventfold.topics import changelog_topic, ensure_topics, start_group_at_beginning
 from projections.joins import Enrichment, OrderLink
@@ -65,16 +63,16 @@ from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.folding import apply_one_with, fold_with
 from stream_processors.live_targets import LiveTargets
 from stream_processors.outbox import MESSAGES_HEADER, KafkaOutbox, OutboxRecord, partition_of
-from stream_processors.records import TRANSIENT_ERRORS, BatchHandler, Record, RecordHandler
+from stream_processors.records import (
+    BatchHandler,
+    Folded,
+    Record,
+    RecordHandler,
+)
 
 log = logging.getLogger(__name__)
 
-READY = "[^Worker]: Ready"
-"""Logged once the worker has joined its group (the line ``make run``, the tests and the
-benchmark wait for, as Faust's worker logs it)."""
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
-DROP_RETIRED_EVERY_S = 30.0
-LOG_EVERY_S = 10.0
 
 
 def customer_of(key: Any) -> str:
@@ -156,9 +154,12 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.owned: frozenset[int] = frozenset()
         """The partition numbers this worker owns (of every topic: range assignor)."""
-        self._lock = asyncio.Lock()  # held while a batch is applied, or a rebalance
+        self._lock = asyncio.Lock()  # held while a batch is folded, or a rebalance
+        self._writing: asyncio.Future[None] | None = None  # the batch being written
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
+        self._child: asyncio.subprocess.Process | None = None
+        self._watching: asyncio.Future[None] | None = None
 
     # -- the join's messages: in-process where this worker owns the other side ----------
 
@@ -214,7 +215,8 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- the group ---------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._lock:  # the batch in flight is written and committed first
+        async with self._lock:  # the batches in flight are written and committed first
+            await self.settle()
             self.owned = frozenset()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -250,22 +252,35 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # -- the loop ----------------------------------------------------------------------
 
-    async def apply(self, got: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]) -> None:
-        """Fold and write one batch, then commit its offsets."""
+    async def fold(self, got: Mapping[TopicPartition, Sequence[ConsumerRecord[Any, Any]]]) -> None:
+        """Fold one batch, then start writing it once the batch before is written (the
+        next batch is folded meanwhile); its offsets are committed once it is written."""
         logical = self.settings.logical_topic
         records = [
             Record(logical(tp.topic), tp.partition, r.offset, r.key, r.value, list(r.headers))
             for tp, batch in got.items()
             for r in batch
         ]
-        await self.batches.handle(records)
+        folded = await self.batches.fold(records)
+        await self.settle()
         offsets = {tp: batch[-1].offset + 1 for tp, batch in got.items() if batch}
+        self._writing = asyncio.ensure_future(self._write(folded, offsets))
+
+    async def _write(self, folded: Folded, offsets: dict[TopicPartition, int]) -> None:
+        await self.batches.write(folded)
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:  # a rebalance: the next owner reads them
             log.warning("could not commit a batch's offsets (%r): they are read again", exc)
 
-    async def run(self) -> None:
+    async def settle(self) -> None:
+        """Wait until the batch being written is written and committed."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def start(self) -> None:
+        """Prepare Kafka, connect, join the group, start the projection worker."""
         if self.forgot:
             log.warning(
                 "the last run on %s did not stop cleanly: its tables are restored from "
@@ -275,32 +290,22 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         created = await ensure_topics(self.settings)
         if created:
             log.info("created topics %s", created)
-        topics = [self.settings.topic(t) for t in (*TOPICS, *INTERNAL_TOPICS)]
+        topics = (*TOPICS, *INTERNAL_TOPICS)
         started = await start_group_at_beginning(
-            self.settings, self.settings.processor_app_id, (*TOPICS, *INTERNAL_TOPICS)
+            self.settings, self.settings.processor_app_id, topics
         )
         if started:
             log.info("committed beginning offsets for %d partitions new to the group", len(started))
         for client in (self._producer, self._reader, self._consumer):
             await _start(client)
-        self._consumer.subscribe(topics, listener=self)
-        child = await projection_worker.spawn() if enabled(self.settings) else None
-        chores = [asyncio.ensure_future(self._chores())]
-        if child is not None:
-            chores.append(asyncio.ensure_future(self._watch(child)))
-        freeze_long_lived()
-        log.info(READY)
-        try:
-            await self._loop()
-        finally:
-            for chore in chores:
-                chore.cancel()
-            if child is not None and child.returncode is None:
-                child.terminate()
-                try:
-                    await asyncio.wait_for(child.wait(), timeout=10.0)
-                except TimeoutError:
-                    child.kill()
+        self._consumer.subscribe([self.settings.topic(t) for t in topics], listener=self)
+        if enabled(self.settings):
+            self._child = await projection_worker.spawn()
+            self._watching = asyncio.ensure_future(self._watch(self._child))
+
+    async def run(self) -> None:
+        """Apply batches until ``stop()``; raises what crashed the processor."""
+        await self._loop()
 
     async def _loop(self) -> None:
         wait_ms = self.settings.batch_max_wait_ms
@@ -311,7 +316,9 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             if not got:
                 continue
             async with self._lock:
-                await self.apply(got)
+                await self.fold(got)
+        async with self._lock:
+            await self.settle()
         if self._crashed is not None:
             raise self._crashed
 
@@ -327,30 +334,19 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self._crashed = RuntimeError(f"the projection worker exited with {code}")
         self.stop()
 
-    async def _chores(self) -> None:
-        """Every few seconds: what the batches cost (for the log); and, on the worker
-        owning partition 0, dropping the read-model versions a rebuild retired once
-        their grace period ended."""
-        dropped_at = time.monotonic()
-        while True:
-            await asyncio.sleep(LOG_EVERY_S)
-            taken = self.batches.stats.take()
-            if taken.batches:
-                log.info("batches: %s", taken)
-            if 0 in self.owned and time.monotonic() - dropped_at > DROP_RETIRED_EVERY_S:
-                dropped_at = time.monotonic()
-                try:
-                    dropped = await self.stores.drop_retired()
-                except TRANSIENT_ERRORS as exc:
-                    log.warning("could not drop retired versions now: %r", exc)
-                    continue
-                if dropped:
-                    log.info("dropped retired read-model versions %s", dropped)
-
     async def close(self) -> None:
         """Leave the group, flush what was sent, close the tables; a stop with nothing
         unsent and no crash is marked clean, so the next run keeps its tables."""
         clean = self._crashed is None and not self.orders.pending and not self.customers.pending
+        if self._watching is not None:
+            self._watching.cancel()
+        child = self._child
+        if child is not None and child.returncode is None:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), timeout=10.0)
+            except TimeoutError:
+                child.kill()
         with contextlib.suppress(Exception):
             await self._consumer.stop()
         try:
@@ -387,25 +383,3 @@ async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
             failures += 1
             log.warning("Kafka unavailable (%r); again in %.1f s", exc, wait)
             await asyncio.sleep(wait)
-
-
-async def serve(settings: Settings) -> None:
-    """Run a worker until SIGTERM or SIGINT (then after the batch in flight)."""
-    processor = BatchProcessor(settings)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, processor.stop)
-    try:
-        await processor.run()
-    except BaseException:
-        processor._crashed = processor._crashed or RuntimeError("crashed")
-        raise
-    finally:
-        await processor.close()
-
-
-def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
-    )
-    asyncio.run(serve(Settings()))

@@ -1,12 +1,8 @@
-"""The join's messages of a batch, packed into Kafka records, and read back.
-
-Framework-free: the Faust app and the batch processor hand the records to their own
-producers (``KafkaOutbox._hand_over``)."""
+"""The join's messages of a batch, packed into Kafka records, and read back."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -46,24 +42,20 @@ class KafkaOutbox(Generic[Topic]):
     sends a link or an enrichment for most of the orders it touches. Each record goes to
     the partition the messages' keys hash to (Kafka's default partitioner, as a keyed
     send would), so the co-partitioning with ``customers`` and ``orders`` holds, and it
-    is keyed by its first message's key. The records are handed to the producer when the
-    batch is detached and awaited together before the batch's marks are raised
+    is keyed by its first message's key. The processor takes a batch's records when the
+    batch is detached and awaits them before the batch's marks are raised
     (``Pipeline.flush``), so a raised mark means its record's effects are all in Kafka,
-    which read-your-writes relies on (``query_api.consistency``).
-
-    ``hand_over`` sends one record and returns what resolves once it is stored."""
+    which read-your-writes relies on (``query_api.consistency``)."""
 
     def __init__(
         self,
         partitions: int,
         links_topic: Topic,
         enrichment_topic: Topic,
-        hand_over: Callable[[OutboxRecord], Awaitable[Awaitable[Any]]] | None = None,
     ) -> None:
         self._partitions = partitions
         self.links_topic = links_topic
         self.enrichment_topic = enrichment_topic
-        self._send = hand_over
         self._held: dict[tuple[Topic, int], tuple[bytes, list[dict[str, Any]]]] = {}
 
     async def send_link(self, link: OrderLink) -> None:
@@ -80,10 +72,6 @@ class KafkaOutbox(Generic[Topic]):
         else:
             held[1].append(value)
 
-    async def _hand_over(self, message: OutboxRecord) -> Awaitable[Any]:
-        assert self._send is not None, "an outbox needs a producer to hand records to"
-        return await self._send(message)
-
     def take(self) -> list[OutboxRecord]:
         """The records of the messages sent since the last take (a batch's); the next
         messages belong to the next batch."""
@@ -96,24 +84,6 @@ class KafkaOutbox(Generic[Topic]):
                 for i in range(0, len(values), MESSAGES_PER_RECORD)
             )
         ]
-
-    async def detach(self) -> Callable[[], Awaitable[None]]:
-        """Hand over the records of the messages sent since the last detach (a batch's),
-        and return a waiter for them; the next messages belong to the next batch."""
-        messages = self.take()
-        futures = [await self._hand_over(m) for m in messages]
-
-        async def sent() -> None:
-            """Returns once every record is stored; when one failed, all of them are
-            handed over again (the join steps take a message twice harmlessly) and the
-            error is raised, so the write is retried."""
-            try:
-                await asyncio.gather(*futures)
-            except BaseException:
-                futures[:] = [await self._hand_over(m) for m in messages]
-                raise
-
-        return sent
 
 
 def internal_messages(record: Record, parse: Callable[[dict[str, Any]], T]) -> list[T]:

@@ -69,11 +69,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                     [sys.executable, "-m", "stream_processors.worker", *args],
                     env,
                 )
-    if Settings().processor_engine == "batch":
-        from stream_processors import batch_processor
-
-        batch_processor.main()
-        return
     from faust.cli.faust import cli
 
     cli.main(args=[*FAUST_WORKER, *args], prog_name="faust")

@@ -250,3 +250,148 @@ async def test_a_new_version_is_prepared_before_live_processors_can_write_to_it(
     assert seen == [(version, [])]  # not registered yet while it was prepared
     assert [b.version for b in await stores.building()] == [version]
     assert await stores.begin_build(["redis"]) != version
+
+
+# --- the order's shortcut (query_api.api.QueryAPI) and its batched reads ----------------
+
+
+def metric(text: str, line_start: str) -> float:
+    """The value of the first ``/metrics`` line starting with ``line_start``."""
+    return next(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith(line_start)
+    )
+
+
+async def test_the_order_shortcut_answers_as_the_route_does(
+    stores: Stores, api: httpx.AsyncClient
+) -> None:
+    models = await stores.active()
+    await put_order(models, "o-1", "paid")
+    await put_order(models, "o-2", "pending")
+    before = (await api.get("/metrics")).text
+    for order_id in ("o-1", "o-2", "o-3"):  # found, pending, missing
+        short = await api.get(f"/v1/orders/{order_id}")
+        routed = await api.get(f"/v1/orders/{order_id}", params={"via": "route"})  # not taken
+        assert (short.status_code, short.content) == (routed.status_code, routed.content)
+        for header in ("content-type", "content-length"):
+            assert short.headers[header] == routed.headers[header], header
+    assert short.json() == {"detail": "order 'o-3' not found"}
+    assert (await api.get("/v1/orders/o-1")).json()["status"] == "paid"
+    after = (await api.get("/metrics")).text
+    observed = "eventfold_query_request_seconds_count "
+    assert metric(after, observed) - metric(before, observed) == 8  # 7 orders + /metrics
+    for source, count in (("redis", 5), ("mongo", 2)):  # o-3 is looked for in MongoDB
+        counted = f'eventfold_query_requests_total{{endpoint="order",source="{source}"}} '
+        assert metric(after, counted) - metric(before, counted) == count, source
+
+
+async def test_the_order_shortcut_keeps_the_read_scope(settings: Settings, stores: Stores) -> None:
+    await put_order(await stores.active(), "o-1", "paid")
+    app = create_app(
+        settings.model_copy(
+            update={"auth_disabled": False, "api_keys": {"r": ["read"], "w": ["write"]}}
+        )
+    )
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://query"
+        ) as api:
+            refused = await api.get("/v1/orders/o-1")
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert (
+                await api.get("/v1/orders/o-1", headers={"X-API-Key": "nope"})
+            ).status_code == 401
+            assert (await api.get("/v1/orders/o-1", headers={"X-API-Key": "w"})).status_code == 403
+            for headers in ({"X-API-Key": "r"}, {"Authorization": "Bearer r"}):
+                answer = await api.get("/v1/orders/o-1", headers=headers)
+                assert answer.status_code == 200, headers
+                assert answer.json()["status"] == "paid"
+    finally:
+        await app.state.stores.close()
+
+
+async def test_an_error_of_the_order_shortcut_is_answered_by_the_stack_without_a_second_read(
+    stores: Stores, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await put_order(await stores.active(), "o-1", "paid")
+    calls: list[str] = []
+
+    async def broken(*_: Any) -> Any:
+        calls.append("hget")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.state.versions, "hget", broken)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://q"
+    ) as api:
+        answer = await api.get("/v1/orders/o-1")
+    assert (answer.status_code, answer.text) == (500, "Internal Server Error")
+    assert calls == ["hget"]
+
+
+async def test_reads_of_one_turn_share_one_exchange_and_each_gets_its_own_replies(
+    stores: Stores, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = await stores.active()
+    for i in range(5):
+        await put_order(models, f"o-{i}", "paid")
+    await models.redis.set(models.order_key("o-wrong"), "not a hash")  # HGET: WRONGTYPE
+    versions = app.state.versions
+    exchanged: list[int] = []
+    exchange = versions._exchange
+
+    async def counted(packed: bytes, count: int) -> Any:
+        exchanged.append(count // 2)
+        return await exchange(packed, count)
+
+    monkeypatch.setattr(versions, "_exchange", counted)
+    active = await versions.current()
+
+    async def view(order_id: str) -> Any:
+        _, value = await versions.hget(active, lambda m: m.order_key(order_id), "view")
+        return json.loads(value)["order_id"] if value else None
+
+    ids = ["o-3", "o-0", "o-wrong", "o-9", "o-4", "o-1"]
+    answers = await asyncio.gather(*(view(i) for i in ids), return_exceptions=True)
+    assert exchanged == [6]
+    assert [a if isinstance(a, str) or a is None else "error" for a in answers] == [
+        "o-3",
+        "o-0",
+        "error",
+        None,
+        "o-4",
+        "o-1",
+    ]
+    assert "WRONGTYPE" in str(answers[2])
+    # the connection stayed in step: the next reads are right
+    assert await asyncio.gather(view("o-2"), view("o-1")) == ["o-2", "o-1"]
+
+
+async def test_a_batch_whose_connection_breaks_or_whose_leader_is_cancelled_reads_alone(
+    stores: Stores, app: FastAPI
+) -> None:
+    models = await stores.active()
+    for i in range(3):
+        await put_order(models, f"o-{i}", "paid")
+    versions = app.state.versions
+    active = await versions.current()
+
+    async def view(order_id: str) -> Any:
+        _, value = await versions.hget(active, lambda m: m.order_key(order_id), "view")
+        return json.loads(value)["order_id"]
+
+    assert await asyncio.gather(view("o-0"), view("o-1")) == ["o-0", "o-1"]
+    for conn in versions._idle:  # broken under the kept connections
+        await conn.send_command("CLIENT", "ID")
+        await stores.redis.execute_command("CLIENT", "KILL", "ID", await conn.read_response())
+    assert await asyncio.gather(view("o-0"), view("o-1"), view("o-2")) == ["o-0", "o-1", "o-2"]
+
+    leader = asyncio.create_task(view("o-0"))
+    joined = asyncio.create_task(view("o-1"))
+    await asyncio.sleep(0)  # the leader waits for its batch, the other joined it
+    leader.cancel()
+    assert await joined == "o-1"
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert await asyncio.gather(view("o-2"), view("o-0")) == ["o-2", "o-0"]

@@ -7,8 +7,6 @@ the single-message form."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -42,24 +40,8 @@ def link(order_id: str, customer_id: str, facts: int = 1) -> OrderLink:
 LINKS, ENRICHMENT = "order-links", "order-enrichment"
 
 
-class Recording(KafkaOutbox[str]):
-    """An outbox whose records go to a list instead of Faust's producer; ``fail`` makes the
-    next ``fail`` records' sends fail once they are awaited."""
-
-    def __init__(self) -> None:
-        super().__init__(PARTITIONS, LINKS, ENRICHMENT)
-        self.handed: list[OutboxRecord] = []
-        self.fail = 0
-
-    async def _hand_over(self, message: OutboxRecord) -> Awaitable[Any]:  # type: ignore[override]
-        self.handed.append(message)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.fail:
-            self.fail -= 1
-            done.set_exception(ConnectionError("broker gone"))
-        else:
-            done.set_result(None)
-        return done
+def outbox() -> KafkaOutbox[str]:
+    return KafkaOutbox(PARTITIONS, LINKS, ENRICHMENT)
 
 
 def unpacked(message: OutboxRecord) -> list[dict[str, Any]]:
@@ -68,17 +50,15 @@ def unpacked(message: OutboxRecord) -> list[dict[str, Any]]:
 
 
 async def test_messages_are_packed_per_partition_where_their_keys_hash_to() -> None:
-    outbox = Recording()
+    box = outbox()
     customers = [f"c-{i}" for i in range(40)]
     for i, customer in enumerate(customers):
-        await outbox.send_link(link(f"o-{i}", customer))
-    await outbox.send_enrichment(Enrichment("o-7", {"name": "Ada"}, 3))
-    assert outbox.handed == []  # nothing goes out before the batch is detached
+        await box.send_link(link(f"o-{i}", customer))
+    await box.send_enrichment(Enrichment("o-7", {"name": "Ada"}, 3))
 
-    sent = await outbox.detach()
-    await sent()
+    handed = box.take()
 
-    links = [m for m in outbox.handed if m[0] == LINKS]
+    links = [m for m in handed if m[0] == LINKS]
     assert len(links) == len({partition_of(c) for c in customers}) < len(customers)
     seen: list[str] = []
     for _, partition, key, value, count in links:
@@ -92,46 +72,31 @@ async def test_messages_are_packed_per_partition_where_their_keys_hash_to() -> N
     for _, _, _, value, _ in links:
         ids = [int(d["order_id"][2:]) for d in orjson.loads(value)]
         assert ids == sorted(ids)
-    [enrichment] = [m for m in outbox.handed if m[0] == ENRICHMENT]
+    [enrichment] = [m for m in handed if m[0] == ENRICHMENT]
     assert enrichment[1] == partition_of("o-7") and enrichment[2] == b"o-7"
     assert unpacked(enrichment) == [{"order_id": "o-7", "customer": {"name": "Ada"}, "offset": 3}]
 
 
 async def test_a_partition_s_messages_are_split_into_records_of_a_bounded_size() -> None:
-    outbox = Recording()
+    box = outbox()
     count = MESSAGES_PER_RECORD * 2 + 1
     for i in range(count):  # a customer update re-enriching a whale's orders
-        await outbox.send_enrichment(Enrichment("o-1", {"name": "Ada"}, i))
-    await (await outbox.detach())()
-    assert [len(unpacked(m)) for m in outbox.handed] == [MESSAGES_PER_RECORD] * 2 + [1]
-    assert [m[4] for m in outbox.handed] == [MESSAGES_PER_RECORD] * 2 + [1]
-    offsets = [d["offset"] for m in outbox.handed for d in unpacked(m)]
+        await box.send_enrichment(Enrichment("o-1", {"name": "Ada"}, i))
+    handed = box.take()
+    assert [len(unpacked(m)) for m in handed] == [MESSAGES_PER_RECORD] * 2 + [1]
+    assert [m[4] for m in handed] == [MESSAGES_PER_RECORD] * 2 + [1]
+    offsets = [d["offset"] for m in handed for d in unpacked(m)]
     assert offsets == list(range(count))
 
 
-async def test_a_detach_sends_only_what_was_held_since_the_last_one() -> None:
-    outbox = Recording()
-    await outbox.send_link(link("o-1", "c-1"))
-    first = await outbox.detach()
-    await outbox.send_link(link("o-2", "c-1"))
-    second = await outbox.detach()
-    await first()
-    await second()
-    assert [[d["order_id"] for d in unpacked(m)] for m in outbox.handed] == [["o-1"], ["o-2"]]
-    assert await outbox.detach() is not None and len(outbox.handed) == 2
-
-
-async def test_a_failed_send_hands_every_record_of_the_batch_over_again() -> None:
-    outbox = Recording()
-    await outbox.send_link(link("o-1", "c-1"))
-    await outbox.send_enrichment(Enrichment("o-1", {"name": "Ada"}, 1))
-    outbox.fail = 1
-    sent = await outbox.detach()
-    with pytest.raises(ConnectionError):
-        await sent()
-    assert len(outbox.handed) == 4  # two, then the same two again
-    assert outbox.handed[2:] == outbox.handed[:2]
-    await sent()  # the second hand-over succeeded
+async def test_a_take_holds_only_what_was_sent_since_the_last_one() -> None:
+    box = outbox()
+    await box.send_link(link("o-1", "c-1"))
+    first = box.take()
+    await box.send_link(link("o-2", "c-1"))
+    second = box.take()
+    assert [[d["order_id"] for d in unpacked(m)] for m in first + second] == [["o-1"], ["o-2"]]
+    assert box.take() == []
 
 
 def record(topic: str, value: bytes) -> Record:
