@@ -64,6 +64,7 @@ from stream_processors.folding import apply_one_with, fold_with
 from stream_processors.live_targets import LiveTargets
 from stream_processors.outbox import MESSAGES_HEADER, KafkaOutbox, OutboxRecord, partition_of
 from stream_processors.records import (
+    TRANSIENT_ERRORS,
     BatchHandler,
     Folded,
     Record,
@@ -134,10 +135,11 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self.outbox: KafkaOutbox[str] = KafkaOutbox(
             n, settings.topic(ORDER_LINKS), settings.topic(ORDER_ENRICHMENT)
         )
+        self.targets = LiveTargets(self.stores, settings.targets_ttl_s)
         self.pipeline = Pipeline(
             self.orders,
             self.customers,
-            LiveTargets(self.stores, settings.targets_ttl_s),
+            self.targets,
             self._send_link,
             self._send_enrichment,
             self._detach_sent,
@@ -261,10 +263,29 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, batch in got.items()
             for r in batch
         ]
+        await self._refresh_targets()
         folded = await self.batches.fold(records)
         await self.settle()
         offsets = {tp: batch[-1].offset + 1 for tp, batch in got.items() if batch}
         self._writing = asyncio.ensure_future(self._write(folded, offsets))
+
+    async def _refresh_targets(self) -> None:
+        """The versions to write to, read again when due, for as long as their store
+        takes to answer (nothing can be written meanwhile anyway)."""
+        failures = 0
+        while True:
+            try:
+                await self.targets.refresh()
+                return
+            except TRANSIENT_ERRORS as exc:
+                wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
+                failures += 1
+                log.warning(
+                    "dependency unavailable reading the read-model versions (%r); again in %.1f s",
+                    exc,
+                    wait,
+                )
+                await asyncio.sleep(wait)
 
     async def _write(self, folded: Folded, offsets: dict[TopicPartition, int]) -> None:
         await self.batches.write(folded)

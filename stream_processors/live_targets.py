@@ -9,8 +9,11 @@ from projections.read_models import PROJECTIONS, Stores
 
 
 class LiveTargets:
-    """The read-model versions records are written to (re-read every ``ttl_s``): the
-    active version of each projection, and the one a rebuild is building."""
+    """The read-model versions records are written to: the active version of each
+    projection, and the one a rebuild is building. Calling it reads nothing once they
+    are known; the processor calls ``refresh()`` before each batch, which reads them
+    again every ``ttl_s`` (a rebuild waits for that before it switches), so a store
+    that is down holds up the batch once, not each of its records."""
 
     def __init__(self, stores: Stores, ttl_s: float) -> None:
         self._stores = stores
@@ -20,6 +23,12 @@ class LiveTargets:
         self._read_at = float("-inf")
 
     async def __call__(self) -> Targets:
+        if self._cached is None:
+            return await self.refresh()
+        return self._cached
+
+    async def refresh(self) -> Targets:
+        """The targets, read again when they are older than ``ttl_s``."""
         if self._cached is None or time.monotonic() - self._read_at > self._ttl_s:
             versions = await self._stores.targets()
             if self._cached is None or versions != self._versions:
