@@ -162,7 +162,7 @@ async def orders_partition_0() -> dict[str, Any]:
 
 async def replication_factors() -> set[int]:
     """The replica counts of every partition of every topic of the cluster: the source
-    and internal topics, Faust's changelogs, the consumer offsets."""
+    and internal topics, the tables' changelogs, the consumer offsets."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:

@@ -1,4 +1,4 @@
-"""Running the Faust processor as a real worker process for end-to-end tests."""
+"""Running the processor as a real worker process for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ProcessorProcess:
             **os.environ,
             **env,
             # one data dir per worker, as on separate hosts (RocksDB locks its files)
-            "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent / f"{log_path.stem}-faust-data"),
+            "EVENTFOLD_PROCESSOR_DATA_DIR": str(log_path.parent / f"{log_path.stem}-data"),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self._run_starts_at = 0
