@@ -43,6 +43,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from eventfold.collector import BatchCollector
 from eventfold.settings import Settings
 from eventfold.topics import changelog_topic, ensure_topics, start_group_at_beginning
 from projections.joins import Enrichment, OrderLink
@@ -58,7 +59,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from stream_processors import projection_worker, table_dir
-from stream_processors.changelog_table import ChangelogTable
+from stream_processors.changelog_table import ChangelogRecord, ChangelogTable
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.folding import apply_one_with, fold_with
 from stream_processors.live_targets import LiveTargets
@@ -158,6 +159,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         """The partition numbers this worker owns (of every topic: range assignor)."""
         self._lock = asyncio.Lock()  # held while a batch is folded, or a rebalance
         self._writing: asyncio.Future[None] | None = None  # the batch being written
+        self._collector = BatchCollector()
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
         self._child: asyncio.subprocess.Process | None = None
@@ -190,18 +192,47 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             try:
                 futures = [await self._hand_over(m) for m in messages]
                 for table, records in changes:
-                    stored = _on_stored(table)
-                    for partition, key, value in records:
-                        future = await self._producer.send(
-                            table.topic, value=value, key=key, partition=partition
-                        )
-                        future.add_done_callback(stored)
-                        futures.append(future)
+                    futures += await self._send_changes(table, records)
                 await asyncio.gather(*futures)
             except KafkaError as exc:
                 raise ConnectionError(f"Kafka: {exc!r}") from exc
 
         return sent
+
+    async def _send_changes(
+        self, table: ChangelogTable, records: Sequence[ChangelogRecord]
+    ) -> list[asyncio.Future[Any]]:
+        """A table's changelog records, appended to one batch per partition (a send per
+        record cost a future, its resolution and the accumulator's bookkeeping each)."""
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, key, value in records:
+            by_partition.setdefault(partition, []).append((key, value))
+        futures = []
+        for partition, items in by_partition.items():
+            builder, count = self._producer.create_batch(), 0
+            for key, value in items:
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await self._submit(table, partition, builder, count))
+                    builder, count = self._producer.create_batch(), 0
+                    if builder.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a {table.topic} record larger than a batch")
+                count += 1
+            futures.append(await self._submit(table, partition, builder, count))
+        return futures
+
+    async def _submit(
+        self, table: ChangelogTable, partition: int, builder: Any, count: int
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.send_batch(
+            builder, table.topic, partition=partition
+        )
+
+        def stored(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                table.sent(partition, done.result().offset + count)
+
+        future.add_done_callback(stored)
+        return future
 
     async def _hand_over(self, message: OutboxRecord) -> asyncio.Future[Any]:
         topic, partition, key, value, count = message
@@ -293,6 +324,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:  # a rebalance: the next owner reads them
             log.warning("could not commit a batch's offsets (%r): they are read again", exc)
+        self._collector.after_batch()
 
     async def settle(self) -> None:
         """Wait until the batch being written is written and committed."""
@@ -382,14 +414,6 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.stores.close()
         if clean:
             table_dir.mark_clean_stop(self.tables_dir)
-
-
-def _on_stored(table: ChangelogTable) -> Callable[[asyncio.Future[Any]], None]:
-    def stored(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            table.sent(future.result())
-
-    return stored
 
 
 async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:

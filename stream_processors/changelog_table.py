@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import RecordMetadata
 from rocksdict import Options, Rdict, WriteBatch
 
 from stream_processors.outbox import partition_of
@@ -124,11 +123,10 @@ class ChangelogTable(MutableMapping[Any, Any]):
         batch.put(OFFSETS_KEY, orjson.dumps({str(p): o for p, o in self.offsets.items()}))
         self._db.write(batch)
 
-    def sent(self, metadata: RecordMetadata) -> None:
-        """A changelog record of this table is stored at ``metadata``'s offset."""
-        reached = metadata.offset + 1
-        if self.offsets.get(metadata.partition, 0) < reached:
-            self.offsets[metadata.partition] = reached
+    def sent(self, partition: int, reached: int) -> None:
+        """This table's changelog records are stored in ``partition`` below ``reached``."""
+        if self.offsets.get(partition, 0) < reached:
+            self.offsets[partition] = reached
 
     async def restore(self, reader: AIOKafkaConsumer, partitions: Iterable[int]) -> int:
         """Bring the local copy of ``partitions`` up to their changelog's end (from where

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -26,8 +27,10 @@ of MB. At 100 the record's own cost is still spread over a hundred messages."""
 _PARTITIONER = DefaultPartitioner()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def partition_of(key: str, partitions: int) -> int:
-    """The partition a keyed send of ``key`` goes to (Kafka's default partitioner)."""
+    """The partition a keyed send of ``key`` goes to (Kafka's default partitioner: a
+    murmur2 hash in pure Python, so the recent keys' are kept)."""
     every = list(range(partitions))
     return int(_PARTITIONER(key.encode(), every, every))
 
