@@ -477,8 +477,25 @@ class FoldedBatch:
 
     async def write(self) -> None:
         """Write it; the batch's messages are awaited before any mark is raised. Writing
-        again after a failure is harmless (merges)."""
-        await self.writer.flush(None if self.sent is None else self.sent())
+        again after a failure is harmless (merges).
+
+        The messages (and a processor's table changelogs) go out whatever else fails:
+        a write that fails for good has the batch's records applied again one by one,
+        which find their states already kept and send nothing again, so what the batch
+        kept must be sent here. When the sends fail too, their error is raised (a
+        dependency unavailable: the write is retried, and sends again)."""
+        if self.sent is None:
+            await self.writer.flush(None)
+            return
+        sending = asyncio.ensure_future(self.sent())
+        try:
+            await self.writer.flush(sending)
+        except BaseException:
+            if not sending.done():
+                await asyncio.wait([sending])
+            if not sending.cancelled() and sending.exception() is not None:
+                raise sending.exception() from None  # type: ignore[misc]
+            raise
 
 
 class Pipeline:

@@ -16,6 +16,10 @@ of the join for them. Per batch (one ``getmany``: what arrived, up to
    changelog and internal records are stored;
 3. then the batch's offsets are committed.
 
+The next batch is folded while one is written (2 and 3), and written once it is done;
+what survives a batch is frozen out of the garbage collector's sight
+(``eventfold.collector.BatchCollector``).
+
 A worker that dies mid-batch committed nothing of it: the next owner restores the
 tables from their changelogs (a prefix of what was written) and reads the batch again;
 the join steps and the document merges make a second application change nothing. A
@@ -24,8 +28,7 @@ partitions given (``on_partitions_assigned``) before any of their records is fol
 
 This is the engine a rebuild runs (``projections.replay``), on a consumer group: no
 stream framework between the fetch and the fold, and the join's two hops through Kafka
-only between workers. Run: ``EVENTFOLD_PROCESSOR_ENGINE=batch python -m
-stream_processors.worker``.
+only between workers. The Faust app (``stream_processors.app``) runs it.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             changelog_topic(settings, CUSTOMER_STATE),
             n,
             customer_of,
+            in_order=True,
         )
         client = settings.kafka_client()
         self._consumer = AIOKafkaConsumer(
@@ -160,6 +164,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self._lock = asyncio.Lock()  # held while a batch is folded, or a rebalance
         self._writing: asyncio.Future[None] | None = None  # the batch being written
         self._collector = BatchCollector()
+        self._alone_before = False  # the batch being written left records to apply alone
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
         self._child: asyncio.subprocess.Process | None = None
@@ -193,9 +198,15 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
                 futures = [await self._hand_over(m) for m in messages]
                 for table, records in changes:
                     futures += await self._send_changes(table, records)
-                await asyncio.gather(*futures)
             except KafkaError as exc:
+                await asyncio.gather(*futures, return_exceptions=True)  # none unretrieved
                 raise ConnectionError(f"Kafka: {exc!r}") from exc
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if isinstance(failed, KafkaError):
+                raise ConnectionError(f"Kafka: {failed!r}") from failed
+            if failed is not None:
+                raise failed
 
         return sent
 
@@ -211,11 +222,10 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         for partition, items in by_partition.items():
             builder, count = self._producer.create_batch(), 0
             for key, value in items:
-                if builder.append(key=key, value=value, timestamp=None) is None:
+                if builder.append(key=key, value=value, timestamp=None) is None:  # full
                     futures.append(await self._submit(table, partition, builder, count))
                     builder, count = self._producer.create_batch(), 0
-                    if builder.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a {table.topic} record larger than a batch")
+                    builder.append(key=key, value=value, timestamp=None)  # the first fits
                 count += 1
             futures.append(await self._submit(table, partition, builder, count))
         return futures
@@ -295,9 +305,15 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             for r in batch
         ]
         await self._refresh_targets()
+        if self._alone_before:
+            # The batch before left records out, applied alone once it is written: the
+            # later records of their partitions are folded after them, so that a state
+            # this batch takes for its changelog includes what they changed.
+            await self.settle()
         folded = await self.batches.fold(records)
         await self.settle()
         offsets = {tp: batch[-1].offset + 1 for tp, batch in got.items() if batch}
+        self._alone_before = bool(folded.alone)
         self._writing = asyncio.ensure_future(self._write(folded, offsets))
 
     async def _refresh_targets(self) -> None:
@@ -362,16 +378,26 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _loop(self) -> None:
         wait_ms = self.settings.batch_max_wait_ms
-        while not self._stopping.is_set():
-            got = await self._consumer.getmany(
-                timeout_ms=wait_ms, max_records=self.settings.batch_max_records
-            )
-            if not got:
-                continue
+        try:
+            while not self._stopping.is_set():
+                got = await self._consumer.getmany(
+                    timeout_ms=wait_ms, max_records=self.settings.batch_max_records
+                )
+                if not got:
+                    continue
+                async with self._lock:
+                    await self.fold(got)
             async with self._lock:
-                await self.fold(got)
-        async with self._lock:
-            await self.settle()
+                await self.settle()
+        except BaseException as exc:
+            # Whatever stopped the loop mid-batch (a crash, a cancellation): the stop is
+            # not clean, and the write in flight is stopped before anything is closed.
+            self._crashed = self._crashed or exc
+            writing, self._writing = self._writing, None
+            if writing is not None and not writing.done():
+                writing.cancel()
+                await asyncio.wait([writing])
+            raise
         if self._crashed is not None:
             raise self._crashed
 
@@ -390,7 +416,12 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
     async def close(self) -> None:
         """Leave the group, flush what was sent, close the tables; a stop with nothing
         unsent and no crash is marked clean, so the next run keeps its tables."""
-        clean = self._crashed is None and not self.orders.pending and not self.customers.pending
+        clean = (
+            self._crashed is None
+            and self._writing is None
+            and not self.orders.pending
+            and not self.customers.pending
+        )
         if self._watching is not None:
             self._watching.cancel()
         child = self._child

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from stream_processors.outbox import partition_of
 
@@ -33,29 +33,53 @@ ChangelogRecord = tuple[int, bytes, bytes | None]  # partition, key, value (None
 _DELETED = object()
 
 
+BLOCK_CACHE_BYTES = 8 * 1024 * 1024
+
+
 def _options() -> Options:
+    """Small write buffers and a bounded block cache, index and filter blocks in it: the
+    memory a table takes stays bounded whatever the state's size."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.set_write_buffer_size(WRITE_BUFFER_BYTES)
     options.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
     return options
 
 
 class ChangelogTable(MutableMapping[Any, Any]):
     """A JSON-keyed, JSON-valued mapping at ``path`` whose writes go to ``topic`` too, each
     to the partition its key belongs to (``key_of`` gives the string a key is partitioned
-    by: the order or customer id). Values read are not to be mutated (as with a dict)."""
+    by: the order or customer id). Values read are not to be mutated (as with a dict).
+
+    ``in_order``: every write goes to the changelog, in the order written, instead of a
+    key's last value once per batch. The customer side writes one step as several keys
+    in an order that lets a redelivered record complete what a crash kept a prefix of
+    (``projections.joins.CustomerSide._keep``); a batch's records for a partition may
+    span several producer batches, and a crash between them keeps such a prefix, which
+    for coalesced writes would not be a prefix of the steps. Each order's state is
+    whole in one key, so the order side's table coalesces."""
 
     def __init__(
-        self, path: Path, topic: str, partitions: int, key_of: Callable[[Any], str]
+        self,
+        path: Path,
+        topic: str,
+        partitions: int,
+        key_of: Callable[[Any], str],
+        in_order: bool = False,
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.topic = topic
         self._partitions = partitions
         self._key_of = key_of
+        self._in_order = in_order
         self._db = Rdict(str(path), _options())
         self._held: dict[bytes, tuple[Any, Any]] = {}  # raw key -> (key, value)
+        self._written: list[tuple[bytes, Any, Any]] = []  # in_order: every write
         saved = self._db.get(OFFSETS_KEY)
         self.offsets: dict[int, int] = (
             {} if saved is None else {int(p): o for p, o in orjson.loads(saved).items()}
@@ -78,7 +102,10 @@ class ChangelogTable(MutableMapping[Any, Any]):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         raw_key = orjson.dumps(key)
-        self._held.pop(raw_key, None)  # the changelog gets the keys in the order last written
+        if self._in_order:
+            self._written.append((raw_key, key, value))
+        else:
+            self._held.pop(raw_key, None)  # the changelog gets the keys in the order last written
         self._held[raw_key] = (key, value)
 
     def __delitem__(self, key: Any) -> None:
@@ -104,13 +131,15 @@ class ChangelogTable(MutableMapping[Any, Any]):
 
     def take_pending(self) -> list[ChangelogRecord]:
         held, self._held = self._held, {}
+        written, self._written = self._written, []
+        writes = written if self._in_order else [(r, k, v) for r, (k, v) in held.items()]
         return [
             (
                 partition_of(self._key_of(key), self._partitions),
                 raw_key,
                 None if value is _DELETED else orjson.dumps(value),
             )
-            for raw_key, (key, value) in held.items()
+            for raw_key, key, value in writes
         ]
 
     def _write(self, records: Iterable[ChangelogRecord]) -> None:
@@ -175,7 +204,7 @@ class ChangelogTable(MutableMapping[Any, Any]):
     @property
     def pending(self) -> int:
         """Writes held for the next ``take`` (none after a batch completed)."""
-        return len(self._held)
+        return len(self._held) + len(self._written)
 
     def close(self) -> None:
         """Save the offsets reached and close the local copy. What is held is dropped: it
