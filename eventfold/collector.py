@@ -53,7 +53,7 @@ class BatchCollector:
     died after they were frozen. A full collection then stalls the processor once per
     ``full_every_s``, not every few seconds."""
 
-    def __init__(self, full_every_s: float = 120.0) -> None:
+    def __init__(self, full_every_s: float = 60.0) -> None:
         self._full_every_s = full_every_s
         self._full_at = time.monotonic()
 

@@ -120,8 +120,8 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(
         default=20,
         ge=1,
-        description="how long a record a processor's stream fetched waits at most before "
-        "it is handed to the batches (the next batch takes everything handed over)",
+        description="how long a processor's poll waits for records when none are there "
+        "(a poll returns what was fetched at once: the batch is what arrived meanwhile)",
     )
     processor_compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = Field(
         default="lz4",
