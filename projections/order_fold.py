@@ -122,7 +122,7 @@ def facts_to_doc(facts: OrderFacts) -> dict[str, Any]:
     }
 
 
-ENVELOPES_KEPT = 20_000
+ENVELOPES_KEPT = 5_000
 _envelopes: dict[str, tuple[Event, dict[str, Any]]] = {}
 
 
