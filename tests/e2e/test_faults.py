@@ -98,7 +98,8 @@ async def test_worker_killed_mid_stream_applies_nothing_twice(
     # restarted on its own data dir, as its supervisor does: the tables it kept on
     # disk hold writes their changelogs never got, so it restores them from those
     first.start()
-    assert "did not stop cleanly" in first.run_log()
+    # said when the processor starts, which Faust may log a little after "Ready"
+    await asyncio.to_thread(first.wait_for_log, "did not stop cleanly", 30.0)
     await wait_caught_up(deployment)
     assert await read_model_differences(deployment) == []
 
