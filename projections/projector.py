@@ -533,10 +533,11 @@ class Pipeline:
         self.orders = orders
         self._orders = DecodedStates(
             orders,
-            OrderState.from_doc,
+            OrderState.from_stored,
             size=cache_size,
             write_back=write_back or order_context is not None,
             context=order_context,
+            encode=OrderState.stored,
         )
         self._sync_on_detach = order_context is not None
         self.customer_side = CustomerSide(customers, cache_size, write_back=write_back)

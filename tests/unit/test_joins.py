@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,7 +50,7 @@ from projections.joins import (
     state_field,
     stored_state,
 )
-from projections.order_fold import order_id_of, order_view
+from projections.order_fold import encoded, order_id_of, order_view
 from schemas.events import Event, parse_event
 from tests.support.events import TWO_ITEMS, Items, customer_event, payment_data, placed_data
 from tests.support.events import event as _event
@@ -877,6 +878,20 @@ def test_any_reachable_state_round_trips_through_json(
 ) -> None:
     assert OrderState.from_doc(json_trip(order.to_doc())) == order
     assert CustomerState.from_doc(json_trip(cust.to_doc())) == cust
+    # the JSON a store and a document keep, made from the events' encoded envelopes, is
+    # the document's, and reads back from the store's value or a decoded one
+    assert orjson.loads(order.to_json()) == order.to_doc()
+    assert OrderState.from_stored(order.stored()) == order
+    assert OrderState.from_stored(orjson.loads(order.to_json())) == order
+
+
+def test_an_event_reusing_an_id_never_gets_the_envelope_encoded_for_another() -> None:
+    first = placed("o-1", "c-1")
+    reused = parse_event({**first.model_dump(mode="json"), "data": {**placed_data("o-2")}})
+    assert reused.event_id == first.event_id
+    assert orjson.loads(orjson.dumps(encoded(first)))["data"]["order_id"] == "o-1"
+    assert orjson.loads(orjson.dumps(encoded(reused)))["data"]["order_id"] == "o-2"
+    assert encoded(first) is not encoded(reused)
 
 
 # --- the whole join: an in-memory topology -------------------------------------------------
