@@ -9,6 +9,8 @@ every event of an order.
 from __future__ import annotations
 
 TOPICS: tuple[str, ...] = ("orders", "payments", "customers")
+# The order-customer join's table side: the profiles every order of a customer shows.
+TABLE_SIDE = "customers"
 
 # The processors' own repartition topics (JSON, not events): the join's two halves
 # talk through them. ``order-links`` is keyed by customer_id, co-partitioned with

@@ -59,6 +59,7 @@ from schemas.catalog import (
     ORDER_ENRICHMENT,
     ORDER_LINKS,
     ORDER_STATE,
+    TABLE_SIDE,
     TOPICS,
 )
 from stream_processors import projection_worker, table_dir
@@ -74,6 +75,7 @@ from stream_processors.records import (
     Record,
     RecordHandler,
 )
+from stream_processors.table_first import TableSideFirst
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,8 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.owned: frozenset[int] = frozenset()
         """The partition numbers this worker owns (of every topic: range assignor)."""
+        table_side = settings.topic(TABLE_SIDE)
+        self._table_first = TableSideFirst(self._consumer, lambda topic: topic == table_side)
         self._lock = asyncio.Lock()  # held while a batch is folded, or a rebalance
         self._writing: asyncio.Future[None] | None = None  # the batch being written
         self._collector = BatchCollector()
@@ -261,6 +265,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._lock:  # the batches in flight are written and committed first
             await self.settle()
             self.owned = frozenset()
+            self._table_first.revoked()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
@@ -274,6 +279,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             restored = await self._restore(sorted(owned))
             self.pipeline.invalidate()
             self.owned = frozenset(owned)
+            await self._table_first.assigned(assigned)
             log.info(
                 "assigned partitions %s; %d changelog records restored in %.1f s",
                 sorted(owned),
@@ -383,10 +389,10 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
                 got = await self._consumer.getmany(
                     timeout_ms=wait_ms, max_records=self.settings.batch_max_records
                 )
-                if not got:
-                    continue
                 async with self._lock:
-                    await self.fold(got)
+                    if got:
+                        await self.fold(got)
+                    await self._table_first.advanced()
             async with self._lock:
                 await self.settle()
         except BaseException as exc:

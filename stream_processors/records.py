@@ -201,6 +201,13 @@ class Writable(Protocol):
     async def write(self) -> None: ...
 
 
+YIELD_EVERY = 50
+"""Records folded between two turns of the event loop. A fold's steps complete without
+waiting on anything, so without these turns the batch before, whose write runs meanwhile,
+would send nothing between its round trips until the whole batch is folded: its reads
+and writes would wait for the fold instead of overlapping with it."""
+
+
 class BatchHandler:
     """Applies a batch of records: each is folded in memory (``fold``, then the batch is
     detached from the pipeline: ``detach``), then what they changed is written at once
@@ -251,6 +258,8 @@ class BatchHandler:
         started = time.perf_counter()
         async with self._lock:
             for i, record in enumerate(records):
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
                 if (record.topic, record.partition) in held_back:
                     alone.append(i)
                     continue
