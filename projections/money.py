@@ -7,6 +7,7 @@ counters are 64-bit integers. Nothing here ever goes through a float.
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager
 from decimal import (
     Context,
@@ -41,6 +42,14 @@ def format_money(d: Decimal) -> str:
     ``-0`` -> ``"0.00"``.
     """
     _check_finite(d)
+    return _formatted(d)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _formatted(d: Decimal) -> str:
+    """``format_money`` of a finite amount, kept for the most recent ones: a view formats
+    every price and amount of its order each time it is derived, and an amount's string
+    depends on its value alone (equal Decimals hash alike and format alike)."""
     if d.is_zero():
         return "0.00"
     text = format(d, "f")  # exact positional notation, no context rounding

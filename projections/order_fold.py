@@ -15,6 +15,7 @@ No I/O here; the stream processors and the rebuild engine store the facts
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -180,9 +181,13 @@ def facts_from_doc(doc: Mapping[str, Any]) -> OrderFacts:
 # --- view ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def format_timestamp(moment: datetime) -> str:
     """The canonical time string of the read models: UTC, microseconds, 'Z'
-    (``2026-01-01T10:00:00.000000Z``). Strings of this form sort chronologically."""
+    (``2026-01-01T10:00:00.000000Z``). Strings of this form sort chronologically.
+    Kept for the most recent moments: a view formats each of its order's events' times
+    each time it is derived (aware datetimes of one instant hash alike and format alike;
+    a naive one raises, and nothing is kept of it)."""
     # isoformat is several times faster than strftime and, naive, writes the same digits
     return _utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
@@ -194,7 +199,11 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _chronological(event: Event) -> tuple[datetime, str]:
-    return (_utc(event.occurred_at), event.event_id)
+    """Sort key: aware datetimes compare as instants, whatever their offsets."""
+    moment = event.occurred_at
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        _utc(moment)  # raises
+    return (moment, event.event_id)
 
 
 @dataclass

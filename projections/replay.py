@@ -38,11 +38,11 @@ from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.disk_state import DiskState
 from projections.joins import OrderLink, OrderState, stored_state
-from projections.projector import Projector, Targets, stored_customer
+from projections.projector import FoldedBatch, Projector, Targets, stored_customer
 from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
 from projections.rebuild_status import StatusSaver
 from projections.redis_writer import RedisWriter
-from schemas.catalog import INTERNAL_TOPICS
+from schemas.catalog import INTERNAL_TOPICS, TABLE_SIDE
 from schemas.codec import CodecError, decode
 from stream_processors.records import TRANSIENT_ERRORS
 
@@ -195,46 +195,81 @@ async def read_until(
     flush_documents: int = FLUSH_DOCUMENTS,
     status: StatusSaver | None = None,
 ) -> None:
-    """Apply every record below ``ends``; partitions are applied concurrently.
+    """Apply every record below ``ends``: the join's table side first, then the streams
+    one partition number at a time (``orders`` and ``payments`` of that number together).
 
-    What the records change is written once ``flush_documents`` documents are held,
-    and at the end; after each write the position reached per partition is saved in
-    the new version's ``rebuild_progress`` hash, so a crashed or interrupted rebuild
-    resumes there instead of starting over."""
+    Read in that order, the orders of a partition number are final once it is read:
+    their events are all in it, and the profiles they are enriched with are the latest
+    (``stream_processors.table_first``). So what those records changed is written then,
+    while the next partition number is read and folded (one write in flight), each order
+    once; and besides, whenever ``flush_documents`` documents are held. After each write,
+    the position reached per partition is saved in the new version's
+    ``rebuild_progress`` hash, so a crashed or interrupted rebuild resumes there instead
+    of starting over."""
     consumer = reader.consumer
     models = projector.models
     reached: dict[Any, Any] = {}
+    writing: asyncio.Future[None] | None = None
+
+    def table_side(tp: TopicPartition) -> bool:
+        return settings.logical_topic(tp.topic) == TABLE_SIDE
 
     async def behind() -> list[TopicPartition]:
-        return [tp for tp in reader.partitions if await consumer.position(tp) < ends[tp]]
+        late = [tp for tp in reader.partitions if await consumer.position(tp) < ends[tp]]
+        table = [tp for tp in late if table_side(tp)]
+        if table or not late:
+            return table
+        first = min(tp.partition for tp in late)
+        return [tp for tp in late if tp.partition == first]
 
-    async def flush() -> None:
+    def group(partitions: list[TopicPartition]) -> int | None:
+        """The partition number being read (None: the table side, or nothing left)."""
+        return None if not partitions or table_side(partitions[0]) else partitions[0].partition
+
+    async def write(batch: FoldedBatch, positions: dict[Any, Any]) -> None:
         started = time.monotonic()
-        await _with_retries(projector.flush)  # before the progress that relies on it
+        await _with_retries(batch.write)  # before the progress that relies on it
         result.write_s += time.monotonic() - started
-        if reached:
-            await models.redis.hset(models.progress_key, mapping=dict(reached))
-            reached.clear()
+        if positions:
+            await models.redis.hset(models.progress_key, mapping=positions)
 
-    pending = await behind()
-    while pending:
-        batch = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_records)
-        jobs = []
-        for tp, records in batch.items():
-            records = [r for r in records if r.offset < ends[tp]]
-            result.records += len(records)
-            jobs.append(_apply_partition_batch(settings, projector, tp, records, result))
-            if records:
-                reached[_progress_field(settings, tp)] = records[-1].offset + 1
-        await asyncio.gather(*jobs)
-        if projector.pipeline.writer.pending >= flush_documents:
-            await flush()
-        if progress:
-            progress(result.records, total)
-        if status is not None:
-            await status.save(result.records, total)
+    async def flush(wait: bool) -> None:
+        nonlocal writing
+        if writing is not None:
+            written, writing = writing, None
+            await written
+        batch = await projector.pipeline.detach()
+        positions = dict(reached)
+        reached.clear()
+        writing = asyncio.ensure_future(write(batch, positions))
+        if wait:
+            written, writing = writing, None
+            await written
+
+    try:
         pending = await behind()
-    await flush()
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=batch_records)
+            jobs = []
+            for tp, records in batch.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                result.records += len(records)
+                jobs.append(_apply_partition_batch(settings, projector, tp, records, result))
+                if records:
+                    reached[_progress_field(settings, tp)] = records[-1].offset + 1
+            await asyncio.gather(*jobs)
+            if progress:
+                progress(result.records, total)
+            if status is not None:
+                await status.save(result.records, total)
+            read = group(pending)
+            pending = await behind()
+            if group(pending) != read or projector.pipeline.writer.pending >= flush_documents:
+                await flush(wait=False)
+        await flush(wait=True)
+    finally:
+        if writing is not None:  # failed meanwhile: the write in flight ends first
+            await asyncio.wait([writing])
     if status is not None:
         await status.save(result.records, total, final=True)
 
