@@ -311,6 +311,32 @@ async def test_the_order_shortcut_keeps_the_read_scope(settings: Settings, store
         await app.state.stores.close()
 
 
+async def test_middleware_added_after_the_app_is_made_sees_the_order_requests(
+    settings: Settings, stores: Stores
+) -> None:
+    await put_order(await stores.active(), "o-1", "paid")
+    app = create_app(settings)
+    seen: list[str] = []
+
+    @app.middleware("http")
+    async def audit(request: Any, call_next: Any) -> Any:
+        seen.append(request.url.path)
+        response = await call_next(request)
+        response.headers["x-audited"] = "yes"
+        return response
+
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://query"
+        ) as api:
+            answer = await api.get("/v1/orders/o-1")
+        assert answer.status_code == 200 and answer.json()["status"] == "paid"
+        assert answer.headers["x-audited"] == "yes"
+        assert seen == ["/v1/orders/o-1"]
+    finally:
+        await app.state.stores.close()
+
+
 async def test_an_error_of_the_order_shortcut_is_answered_by_the_stack_without_a_second_read(
     stores: Stores, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
