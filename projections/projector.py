@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -237,6 +237,15 @@ class BatchWriter:
     def pending(self) -> int:
         """Documents waiting to be written."""
         return len(self._held.orders) + len(self._held.customers)
+
+    @property
+    def customers_pending(self) -> int:
+        return len(self._held.customers)
+
+    def hold_customers_of(self, other: BatchWriter) -> None:
+        """Take over the customer documents ``other`` holds, to write them later, with
+        what this writer is given (a rebuild writes each customer once that way)."""
+        self._held.customers, other._held.customers = other._held.customers, {}
 
     def write_order(self, targets: Targets, state: OrderState) -> None:
         if state.offsets:  # only an enrichment known: no order to show yet
@@ -555,15 +564,18 @@ class Pipeline:
         """Held while records are folded and their batch detached: a batch being folded
         and a record applied alone (a retry, a hole) never share a writer."""
 
-    async def detach(self) -> FoldedBatch:
+    async def detach(self, hold_customers: bool = False) -> FoldedBatch:
         """The batch folded since the last detach, to be written; the next records fold
-        into a new one. The links of the orders it changed are sent first."""
+        into a new one. The links of the orders it changed are sent first.
+        ``hold_customers``: its customer documents are left to the next batch."""
         await self._send_links()
         if self._sync_on_detach:
             self._orders.sync()
         sent = None if self._detach_sent is None else await self._detach_sent()
         batch = FoldedBatch(self.writer, sent)
         self.writer = BatchWriter(self._fresh, self._written)
+        if hold_customers:
+            self.writer.hold_customers_of(batch.writer)
         return batch
 
     async def flush(self) -> None:
@@ -591,6 +603,15 @@ class Pipeline:
         self._orders.invalidate()
         self.customer_side.invalidate()
         self._written.forget()
+
+    async def rewrite_customers(self, customer_ids: Iterable[str]) -> None:
+        """Write these customers' documents with the batch being folded, as they are now
+        (a resumed rebuild restored them: their documents may hold their profiles only)."""
+        targets = await self._targets()
+        for customer_id in customer_ids:
+            state = self.customer_side.state(customer_id)
+            if state is not None:
+                self.writer.write_customer(targets, state)
 
     async def source_event(self, event: Event, topic: str, partition: int, offset: int) -> bool:
         """Apply one record of ``orders``, ``payments`` or ``customers``; False when it had

@@ -233,12 +233,12 @@ async def read_until(
         if positions:
             await models.redis.hset(models.progress_key, mapping=positions)
 
-    async def flush(wait: bool) -> None:
+    async def flush(wait: bool, hold_customers: bool = False) -> None:
         nonlocal writing
         if writing is not None:
             written, writing = writing, None
             await written
-        batch = await projector.pipeline.detach()
+        batch = await projector.pipeline.detach(hold_customers)
         positions = dict(reached)
         reached.clear()
         writing = asyncio.ensure_future(write(batch, positions))
@@ -264,8 +264,16 @@ async def read_until(
                 await status.save(result.records, total)
             read = group(pending)
             pending = await behind()
-            if group(pending) != read or projector.pipeline.writer.pending >= flush_documents:
+            writer = projector.pipeline.writer
+            if writer.pending >= flush_documents:
                 await flush(wait=False)
+            elif group(pending) != read:
+                # A customer's document changes with the orders of every partition number:
+                # written at the end, once, unless too many are held. What resuming needs
+                # of them is written before, with the table side: their profiles (their
+                # totals are derived again from the orders' documents: ``_preload``).
+                hold = read is not None and writer.customers_pending <= flush_documents // 4
+                await flush(wait=False, hold_customers=hold)
         await flush(wait=True)
     finally:
         if writing is not None:  # failed meanwhile: the write in flight ends first
@@ -334,10 +342,13 @@ async def _preload(projector: Projector, models: ReadModels) -> None:
         stored = stored_customer(doc)
         if stored is not None:
             profiles[stored.customer_id] = stored
-    for customer_id in set(profiles) | set(summaries):
+    customer_ids = set(profiles) | set(summaries)
+    for customer_id in customer_ids:
         pipeline.customer_side.restore(
             customer_id, profiles.get(customer_id), summaries.get(customer_id, [])
         )
+    # The interrupted rebuild may have held back their documents (``read_until``).
+    await pipeline.rewrite_customers(customer_ids)
 
 
 async def rebuild(

@@ -78,9 +78,17 @@ async def test_rebuild_during_writes_and_reads_switches_without_errors_or_gaps(
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "flush_documents",
+    [
+        50,  # flushes of 50 documents, every customer written with each
+        20_000,  # a flush per partition number, the customers held for the last one
+    ],
+)
 async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
     processor: ProcessorProcess,
     deployment: Settings,
+    flush_documents: int,
 ) -> None:
     await wait_caught_up(deployment)
     stores = Stores(deployment)
@@ -97,7 +105,12 @@ async def test_an_interrupted_rebuild_resumes_from_its_checkpoints(
 
     with pytest.raises(Interrupted):
         await rebuild(
-            deployment, stores, progress=progress, grace_s=0, batch_records=50, flush_documents=50
+            deployment,
+            stores,
+            progress=progress,
+            grace_s=0,
+            batch_records=50,
+            flush_documents=flush_documents,
         )
     building = [b.version for b in await stores.building()]
     assert len(building) == 1  # left registered, to be resumed
