@@ -100,7 +100,8 @@ class OrderState:
         )
         if len(stream) > 1 and offsets[stream[-2].event_id] > offset:
             facts = _sorted_facts(facts, offsets)  # learnt out of offset order (a merge)
-        return replace(self, facts=facts, offsets=offsets)
+        # the constructor, not ``replace`` (introspects the fields): the hot path
+        return OrderState(facts, offsets, self.customer, self.customer_offset)
 
     def with_customer(self, block: Mapping[str, Any], offset: int) -> OrderState | None:
         """The state showing ``block``; None when a block as new or newer is shown."""
