@@ -26,6 +26,19 @@ REBUILD_YOUNG_THRESHOLD = 20_000
 (Python's default: 700)."""
 
 
+PROCESSOR_YOUNG_THRESHOLD = 10_000
+"""Allocations between collections of the youngest generation in the processor, whose
+batches collect it anyway when they end (``BatchCollector``). Measured on the fold of
+18,500 demo events (CPU time, four alternated runs each): 106 to 145 us an event at
+10,000 against 130 to 161 at Python's default of 700."""
+
+
+def collect_young_every(allocations: int) -> None:
+    """Collect the youngest generation every ``allocations`` allocations (at least)."""
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(allocations, young), middle, old)
+
+
 def freeze_long_lived() -> None:
     """Collect, and freeze what is left out of the collector's sight."""
     gc.collect()

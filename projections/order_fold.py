@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -138,7 +139,7 @@ def facts_to_json(facts: OrderFacts) -> dict[str, Any]:
 
 
 ENVELOPES_KEPT = 10_000
-_encoded: dict[str, tuple[weakref.ref[Event], orjson.Fragment]] = {}
+_encoded: OrderedDict[str, tuple[weakref.ref[Event], orjson.Fragment]] = OrderedDict()
 
 
 def encoded(event: Event) -> orjson.Fragment:
@@ -153,10 +154,11 @@ def encoded(event: Event) -> orjson.Fragment:
     if kept is not None and kept[0]() is event:
         return kept[1]
     fragment = orjson.Fragment(orjson.dumps(event_to_json(event)))
-    _encoded.pop(event.event_id, None)  # the newest last
     _encoded[event.event_id] = (weakref.ref(event), fragment)
+    _encoded.move_to_end(event.event_id)  # the newest last
     if len(_encoded) > ENVELOPES_KEPT:
-        del _encoded[next(iter(_encoded))]  # the oldest
+        # the oldest (a plain dict's first key is found by skipping the deleted ones)
+        _encoded.popitem(last=False)
     return fragment
 
 

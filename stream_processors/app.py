@@ -28,12 +28,20 @@ import time
 
 import faust
 
-from eventfold.collector import freeze_long_lived
+from eventfold.collector import (
+    PROCESSOR_YOUNG_THRESHOLD,
+    collect_young_every,
+    freeze_long_lived,
+)
 from eventfold.settings import Settings
 from stream_processors.batch_processor import BatchProcessor
 from stream_processors.records import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
+STOP_WAIT_S = 60.0
+"""How long a stop waits for the batch in flight to be written; past it, the batch is
+dropped unwritten and uncommitted (its records are read again) and the stop is not
+clean (the tables are restored from their changelogs at the next start)."""
 settings = Settings()
 
 
@@ -51,6 +59,7 @@ class ProcessorApp(faust.App):
         self._running = asyncio.ensure_future(self.processor.run())
         self._running.add_done_callback(self._ended)
         freeze_long_lived()  # what is loaded by now lives as long as the process
+        collect_young_every(PROCESSOR_YOUNG_THRESHOLD)
 
     def _ended(self, running: asyncio.Future[None]) -> None:
         """The join stopped by itself: a crash takes the worker down (its supervisor
@@ -61,13 +70,27 @@ class ProcessorApp(faust.App):
             self._crashing = asyncio.ensure_future(self.crash(failed))
 
     async def on_stop(self) -> None:
-        processor = self.processor
-        if processor is not None:
-            processor.stop()  # after the batch in flight
-            if self._running is not None:
-                await asyncio.wait([self._running])
-            await processor.close()
+        if self.processor is not None:
+            await stop_processor(self.processor, self._running, STOP_WAIT_S)
         await super().on_stop()
+
+
+async def stop_processor(
+    processor: BatchProcessor, running: asyncio.Future[None] | None, wait_s: float
+) -> None:
+    """Stop after the batch in flight, waiting ``wait_s`` at most for it to be written
+    (a store that does not answer: the batch is dropped and the stop is not clean), and
+    close."""
+    processor.stop()
+    if running is not None:
+        await asyncio.wait([running], timeout=wait_s)
+        if not running.done():
+            log.warning(
+                "the batch in flight is not written after %.0f s: stopping without it", wait_s
+            )
+            running.cancel()
+            await asyncio.wait([running])
+    await processor.close()
 
 
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
