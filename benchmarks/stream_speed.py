@@ -58,7 +58,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import ReplaceOne
 
-from benchmarks import traffic
+from benchmarks import cpu, traffic
 from benchmarks.measure import percentile
 from eventfold.topics import ensure_topics, source_partitions
 from producers.client import EventPublisher, Receipt
@@ -233,6 +233,29 @@ def rss_mb(pid: int) -> dict[str, float]:
     return found
 
 
+class CpuMeter:
+    """The CPU seconds the benchmark's processes use from ``start`` to ``stop``
+    (``benchmarks.cpu``), put in a phase's details and printed."""
+
+    def __init__(self, servers: StackPorts) -> None:
+        self._ports = cpu.Ports(servers.kafka_port, servers.mongo_port, servers.redis_port)
+        self._before: cpu.Snapshot = {}
+        self._started = 0.0
+
+    async def start(self) -> None:
+        self._before = await asyncio.to_thread(cpu.snapshot, self._ports)
+        self._started = time.monotonic()
+
+    async def stop(self, results: Results, phase: str, events: int) -> float:
+        """Record what was used for ``events`` events; returns the CPU µs per event."""
+        wall = time.monotonic() - self._started
+        spent = cpu.used(self._before, await asyncio.to_thread(cpu.snapshot, self._ports))
+        per_event = 1e6 * sum(spent.values()) / max(1, events)
+        results.detail(phase, cpu_s=spent, cpu_us_per_event=round(per_event))
+        print(f"[bench] {phase} {cpu.summary(spent, wall, events)}", flush=True)
+        return per_event
+
+
 # --- a deployment: topics, stores, applied marks ---------------------------------------------
 
 
@@ -242,6 +265,7 @@ class Deployment:
 
     def __init__(self, servers: StackPorts, logs: Path) -> None:
         self.settings = isolated_settings(servers)
+        self.servers = servers
         self.stores = Stores(self.settings)
         self.logs = logs
         self.publisher = EventPublisher(self.settings)
@@ -546,6 +570,8 @@ async def naive_batch_sink(d: Deployment, knobs: Knobs, results: Results) -> Non
     n = polls = writes = 0
     async with BacklogReader(d) as reader:
         total = sum(reader.ends.values())
+        meter = CpuMeter(d.servers)
+        await meter.start()
         start = time.perf_counter()
         async for records in reader.polls(
             time.monotonic() + knobs.sink_timeout_s, max_records=POLL_RECORDS
@@ -567,7 +593,9 @@ async def naive_batch_sink(d: Deployment, knobs: Knobs, results: Results) -> Non
             n += len(records)
             polls += 1
         took = time.perf_counter() - start
+        cpu_per_event = await meter.stop(results, "naive_batch", n)
     complete = n >= total
+    results.put("pipeline", naive_batch_cpu_us_per_event=cpu_per_event)
     results.put("pipeline", naive_batch_events_per_s=n / took)
     results.detail(
         "naive_batch",
@@ -653,12 +681,16 @@ async def catchup(d: Deployment, knobs: Knobs, results: Results, total: int) -> 
     spawned = time.monotonic()
     processor = await asyncio.to_thread(d.start_processor, "catchup", knobs.start_timeout_s)
     ready = time.monotonic()
+    meter = CpuMeter(d.servers)
+    await meter.start()
     _, at_ready = await d.applied()
     assert processor.proc is not None
     async with profiled(knobs, "catchup", processor.proc.pid, results):
         waited = await d.wait(knobs.catchup_timeout_s, knobs.stall_s, interval=0.05)
     done, applied = waited.done, waited.applied
     took = time.monotonic() - ready
+    cpu_per_event = await meter.stop(results, "catchup", applied - at_ready)
+    results.put("pipeline", catchup_cpu_us_per_event=cpu_per_event)
     assert processor.proc is not None
     memory = rss_mb(processor.proc.pid)
     projected: dict[str, float] = {}
@@ -717,6 +749,8 @@ async def rebuild(d: Deployment, knobs: Knobs, results: Results) -> None:
     def progress(records: int, total: int) -> None:
         done[:] = [records, total]
 
+    meter = CpuMeter(d.servers)
+    await meter.start()
     start = time.monotonic()
     try:
         async with profiled(knobs, "replay", os.getpid(), results):
@@ -742,6 +776,7 @@ async def rebuild(d: Deployment, knobs: Knobs, results: Results) -> None:
         )
     else:
         results.put("replay", events_per_s=result.records / result.seconds)
+        results.put("replay", cpu_us_per_event=await meter.stop(results, "replay", result.records))
         results.detail(
             "replay",
             records=result.records,
