@@ -24,6 +24,7 @@ Every step is idempotent: giving it an input it already holds returns
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -670,6 +671,15 @@ class DecodedStates(Generic[S]):
         """Store every dirty state."""
         dirty, self._dirty = self._dirty, {}
         for key, enter in dirty.items():
+            self._store_state(key, self._cache[key], enter)
+
+    async def sync_in_turns(self, every: int) -> None:
+        """``sync()``, with a turn of the event loop every ``every`` states (what runs
+        meanwhile must not put or get states of this store: the caller's lock)."""
+        dirty, self._dirty = self._dirty, {}
+        for i, (key, enter) in enumerate(dirty.items()):
+            if i % every == every - 1:
+                await asyncio.sleep(0)
             self._store_state(key, self._cache[key], enter)
 
     def _store_state(self, key: Any, state: S, enter: Callable[[], object] | None) -> None:
