@@ -108,7 +108,7 @@ class OrderState:
         """The state showing ``block``; None when a block as new or newer is shown."""
         if offset <= self.customer_offset:
             return None
-        new = replace(self, customer=dict(block), customer_offset=offset)
+        new = OrderState(self.facts, self.offsets, dict(block), offset)  # not ``replace``
         if "_view" in self.__dict__:  # derived already: only its customer field changes
             new.__dict__["_view"] = with_customer_block(self._view, new.customer or {})
         return new
@@ -395,7 +395,7 @@ class CustomerState:
             )
         if offset <= self.profile_offset:
             return None
-        return replace(self, profile=profile, profile_offset=offset)
+        return CustomerState(self.customer_id, profile, offset, self.totals, self.pending)
 
     def applied(self, known: OrderLink | None, link: OrderLink) -> bool:
         """Whether ``link`` is already in the totals (``known``: the order's summary as
@@ -415,8 +415,12 @@ class CustomerState:
         applied already (``applied``)."""
         if self.applied(known, link):
             return None
-        return replace(
-            self, totals=self.totals.with_summary(known, link), pending=(link.order_id, link.facts)
+        return CustomerState(
+            self.customer_id,
+            self.profile,
+            self.profile_offset,
+            self.totals.with_summary(known, link),
+            (link.order_id, link.facts),
         )
 
     def merge(self, other: CustomerState) -> CustomerState:
@@ -474,10 +478,12 @@ class CustomerState:
         )
         if "totals" in doc:
             pending = doc.get("pending")
-            return replace(
-                state,
-                totals=CustomerTotals.from_doc(doc["totals"]),
-                pending=None if pending is None else (str(pending[0]), int(pending[1])),
+            return cls(
+                state.customer_id,
+                state.profile,
+                state.profile_offset,
+                CustomerTotals.from_doc(doc["totals"]),
+                None if pending is None else (str(pending[0]), int(pending[1])),
             )
         for link in legacy_summaries(doc):
             state = state.with_order(None, link) or state
