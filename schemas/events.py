@@ -161,8 +161,14 @@ Email = Annotated[
 ]
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _event_id(value: object) -> str:
-    """Canonical lowercase hyphenated UUID: the idempotency key must have one spelling."""
+    """Canonical lowercase hyphenated UUID: the idempotency key must have one spelling.
+    One already in that spelling (every decoded record's) is taken as it is."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
     if isinstance(value, uuid.UUID):
         return str(value)
     if not isinstance(value, str):
@@ -182,6 +188,8 @@ def _rfc3339_only(value: object) -> object:
 
 def _to_utc(value: datetime) -> datetime:
     """Avro keeps UTC micros only; normalise now so a decoded event equals the original."""
+    if value.tzinfo is UTC:  # decoded records' (and most others')
+        return value
     if value.utcoffset() is None:
         raise ValueError("occurred_at must have a UTC offset, e.g. 2024-05-01T12:00:00Z")
     try:

@@ -285,6 +285,33 @@ def test_an_amount_the_read_models_cannot_count_is_undecodable() -> None:
         decode(out.getvalue())
 
 
+def _with_event_id(event_id: str) -> bytes:
+    """An OrderPlaced payload whose event id is spelled ``event_id`` (another producer's)."""
+    sv = REGISTRY.latest("OrderPlaced")
+    record = event_to_json(parse_event(EXAMPLES["OrderPlaced"]))
+    record["occurred_at"] = datetime(2024, 1, 1, tzinfo=UTC)
+    for item in record["data"]["items"]:
+        item["unit_price"] = Decimal(item["unit_price"])
+    record["event_id"] = event_id
+    out = BytesIO()
+    out.write(sv.header)
+    schemaless_writer(out, sv.parsed, record)
+    return out.getvalue()
+
+
+def test_an_event_id_in_another_spelling_is_decoded_canonical() -> None:
+    """Event ids are read as the strings on the wire (not as ``UUID`` objects); the model
+    still gives every spelling of one UUID the same, canonical one."""
+    canonical = "0b6f6aa6-4e7f-48c5-b391-e06a0dc5ef0a"
+    for spelling in (canonical, canonical.upper(), canonical.replace("-", ""), f"{{{canonical}}}"):
+        assert decode(_with_event_id(spelling)).event_id == canonical
+
+
+def test_an_event_id_that_is_not_a_uuid_is_undecodable() -> None:
+    with pytest.raises(DecodeError, match=r"invalid content: event_id: .*is not a UUID"):
+        decode(_with_event_id("not-a-uuid"))
+
+
 def test_accepts_memoryview_and_bytearray(payload: bytes) -> None:
     assert decode(bytearray(payload)) == decode(memoryview(payload)) == decode(payload)
 
