@@ -138,6 +138,14 @@ def facts_to_json(facts: OrderFacts) -> dict[str, Any]:
     }
 
 
+def compact(dumped: bytes) -> bytes:
+    """A copy of ``orjson.dumps``' output that takes its own size: orjson returns its
+    whole write buffer (4 KB at least) under a shorter length, so each result kept for
+    long holds 4 KB whatever it says (measured with tracemalloc: 4,098 bytes per
+    277-byte envelope, 319 copied). For what is kept, not what is sent at once."""
+    return bytes(memoryview(dumped))
+
+
 ENVELOPES_KEPT = 10_000
 _encoded: OrderedDict[str, tuple[weakref.ref[Event], orjson.Fragment]] = OrderedDict()
 
@@ -148,12 +156,12 @@ def encoded(event: Event) -> orjson.Fragment:
     table and its document), and dumping its events again was a tenth of the
     processor's CPU during a catch-up. The envelope is kept for the event object it was
     made from (a weak reference: the cache keeps no event alive), so another event under
-    the same id (a producer reusing ids) never gets it. Kept as bytes: 10,000 take
-    about 7 MB."""
+    the same id (a producer reusing ids) never gets it. Kept as bytes of their own size:
+    10,000 take about 3 MB (``compact``)."""
     kept = _encoded.get(event.event_id)
     if kept is not None and kept[0]() is event:
         return kept[1]
-    fragment = orjson.Fragment(orjson.dumps(event_to_json(event)))
+    fragment = orjson.Fragment(compact(orjson.dumps(event_to_json(event))))
     _encoded[event.event_id] = (weakref.ref(event), fragment)
     _encoded.move_to_end(event.event_id)  # the newest last
     if len(_encoded) > ENVELOPES_KEPT:

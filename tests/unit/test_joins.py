@@ -22,6 +22,7 @@ What they prove:
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -892,6 +893,23 @@ def test_an_event_reusing_an_id_never_gets_the_envelope_encoded_for_another() ->
     assert orjson.loads(orjson.dumps(encoded(first)))["data"]["order_id"] == "o-1"
     assert orjson.loads(orjson.dumps(encoded(reused)))["data"]["order_id"] == "o-2"
     assert encoded(first) is not encoded(reused)
+
+
+def test_kept_envelopes_take_their_own_size_not_orjsons_buffer() -> None:
+    """orjson returns its whole 4 KB write buffer under a shorter length; the envelopes
+    kept for the states' encoding are copies of their own size (the processor keeps
+    10,000 of them)."""
+    events = [placed(f"o-{n}", "c-1") for n in range(200)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encoded(event) for event in events]
+        per_envelope = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    size = len(orjson.dumps(encoded(events[0])))
+    assert size < 1000
+    assert per_envelope < 3 * size, f"{per_envelope:.0f} bytes kept per {size}-byte envelope"
 
 
 # --- the whole join: an in-memory topology -------------------------------------------------
