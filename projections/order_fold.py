@@ -15,7 +15,6 @@ No I/O here; the stream processors and the rebuild engine store the facts
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -192,13 +191,17 @@ def facts_from_doc(doc: Mapping[str, Any]) -> OrderFacts:
 # --- view ----------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def format_timestamp(moment: datetime) -> str:
     """The canonical time string of the read models: UTC, microseconds, 'Z'
     (``2026-01-01T10:00:00.000000Z``). Strings of this form sort chronologically.
-    Kept for the most recent moments: a view formats each of its order's events' times
-    each time it is derived (aware datetimes of one instant hash alike and format alike;
-    a naive one raises, and nothing is kept of it)."""
+
+    A view formats each of its order's events' times each time it is derived; every
+    decoded event's time is in UTC already (``schemas.events``), whose ISO form ends in
+    ``+00:00``. That one is rewritten, not converted: 1.5 us a call, against 1.4 for a
+    hit and 4.4 for a miss of the cache of recent moments this replaced (5 % of a
+    rebuild's profile: its views are derived once or twice, the cache mostly missed)."""
+    if moment.tzinfo is UTC:
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     # isoformat is several times faster than strftime and, naive, writes the same digits
     return _utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 

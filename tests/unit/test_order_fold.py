@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -361,6 +361,15 @@ def test_timeline_is_chronological_and_updated_at_is_the_latest_fact() -> None:
 def test_format_timestamp_is_canonical_utc() -> None:
     moment = datetime(2026, 1, 1, 12, 30, 1, 5, tzinfo=UTC).astimezone()
     assert format_timestamp(moment) == "2026-01-01T12:30:01.000005Z"
+    # the same instant in UTC itself (every decoded event's), at another offset, whole
+    assert format_timestamp(datetime(2026, 1, 1, 12, 30, 1, 5, tzinfo=UTC)) == (
+        "2026-01-01T12:30:01.000005Z"
+    )
+    plus_two = timezone(timedelta(hours=2))
+    assert format_timestamp(datetime(2026, 1, 1, 14, 30, 1, 5, tzinfo=plus_two)) == (
+        "2026-01-01T12:30:01.000005Z"
+    )
+    assert format_timestamp(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000000Z"
     with pytest.raises(ValueError):
         format_timestamp(datetime(2026, 1, 1))  # naive
 
