@@ -152,6 +152,9 @@ class RebuildRunner:
                 f"{', '.join(s.projections)}: {s.version} active" for s in progress.steps
             )
         except asyncio.CancelledError:
+            # The message first: the API's loop reads these fields from another thread,
+            # and an "aborted" without it was shown for as long as the drop took.
+            progress.message = "nothing switched; dropping the partial version"
             progress.state = "aborted"
             if step is not None:
                 step.state = "aborted"

@@ -5,6 +5,7 @@ command line's) is replaced by a step that waits to be cancelled; no servers."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -22,6 +23,7 @@ class Held(RebuildRunner):
         super().__init__(Settings(auth_disabled=True))
         self.finish = finish
         self.dropped: list[list[str]] = []
+        self.dropping = threading.Event()  # set: the drop returns
 
     async def _step(self, stores: Stores, progress: Progress, step: Step) -> None:
         step.records, step.total, progress.records, progress.total = 5, 10, 5, 10
@@ -30,6 +32,7 @@ class Held(RebuildRunner):
         step.version = "v9"
 
     async def _drop_partial(self, stores: Stores, step: Step) -> None:
+        await asyncio.to_thread(self.dropping.wait, 10.0)
         self.dropped.append(step.projections)
 
 
@@ -45,8 +48,17 @@ async def test_abort_cancels_the_rebuild_and_drops_its_version() -> None:
     with pytest.raises(RebuildBusy):
         runner.start([Step(["orders"])], "k-op…", "corr-2")
     assert runner.abort()
+
+    async def state() -> str:
+        return progress.state
+
+    # while the partial version is being dropped, it says so, and that nothing switched
+    await eventually(state, lambda s: s == "aborted", within_s=10.0)
+    assert "nothing switched" in progress.message and runner.dropped == []
+    runner.dropping.set()
     await asyncio.to_thread(runner.wait_stopped, 10.0)
     assert progress.state == "aborted" and progress.steps[0].state == "aborted"
+    assert progress.message == "the partial version was dropped; nothing switched"
     assert runner.dropped == [["orders", "customers", "redis"]]
     assert progress.finished_at is not None and not runner.running
     assert not runner.abort()  # nothing runs any more
