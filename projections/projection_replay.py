@@ -112,8 +112,8 @@ async def rebuild(
     try:
         await applier.start()
         async for batch, done, total in read_until(settings, projection.topics, latest):
-            events, highest = decoded(batch, settings, projection.consumes)
-            applied = await applier.apply(events, highest)
+            poll = decoded(batch, settings, projection.consumes)
+            applied = await applier.apply(poll.events, poll.highest)
             await versions.still_building(projection.name, version)
             result.records = done
             result.events += applied.events
@@ -159,8 +159,8 @@ async def verify(settings: Settings, redis: Redis, projection: Projection) -> Pr
         }
 
     async for batch, _, _ in read_until(settings, projection.topics, marks):
-        events, highest = decoded(batch, settings, projection.consumes)
-        await applier.apply(events, highest)
+        poll = decoded(batch, settings, projection.consumes)
+        await applier.apply(poll.events, poll.highest)
     expected = await fresh.snapshot()
     check = ProjectionCheck(projection.name, version, len(snapshot.entities), len(snapshot.rows))
     differences = check.differences
