@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -37,7 +38,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from schemas.events import EVENT_TYPES, Event, EventBase
+from schemas.events import CANONICAL_UUID, EVENT_TYPES, Event, EventBase
 
 MARKER = b"\xc3\x01"
 HEADER_LENGTH = len(MARKER) + 8
@@ -79,18 +80,27 @@ class SchemaVersion:
         return MARKER + self.fingerprint
 
 
-def _for_reading(schema: Any) -> Any:
-    """``schema`` without its ``uuid`` logical types: the same bytes on the wire (a
-    string), read as the string itself. fastavro would make a ``UUID`` of each, which
-    the model validation turns back into the same string (``schemas.events.EventId``):
-    3 of the 15 us a record's decoding took."""
-    if isinstance(schema, list):
-        return [_for_reading(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    if schema.get("logicalType") == "uuid":
-        return {k: v for k, v in schema.items() if k != "logicalType"}
-    return {k: _for_reading(v) for k, v in schema.items()}
+EVENT_ID_FIELD = "event_id"
+"""The envelope's one field of Avro's ``uuid`` logical type."""
+
+
+def _for_reading(schema: dict[str, Any]) -> dict[str, Any]:
+    """The envelope's schema with its event id read as the string on the wire (the same
+    bytes: a ``uuid`` is a string). fastavro would make a ``UUID`` of every id, which the
+    model turns back into the same string: 3 of the 15 us a record's decoding took. An
+    id in any other than the canonical spelling is still read as fastavro read it
+    (``decode_record``), so what decodes, and to which id, is what it was."""
+    return {
+        **schema,
+        "fields": [
+            {**f, "type": {k: v for k, v in f["type"].items() if k != "logicalType"}}
+            if f.get("name") == EVENT_ID_FIELD
+            and isinstance(f.get("type"), dict)
+            and f["type"].get("logicalType") == "uuid"
+            else f
+            for f in schema.get("fields", [])
+        ],
+    }
 
 
 def _load(type_name: str, entry: Traversable, version: int) -> SchemaVersion:
@@ -242,8 +252,9 @@ def decode_record(
     body = BytesIO(payload)
     body.seek(HEADER_LENGTH)
     try:
-        record = schemaless_reader(
-            body, writer.reading, None if reader is writer else reader.reading
+        record = cast(
+            dict[str, Any],
+            schemaless_reader(body, writer.reading, None if reader is writer else reader.reading),
         )
     except Exception as exc:  # fastavro raises EOFError, ValueError, ... on bad bytes
         raise DecodeError(
@@ -254,7 +265,15 @@ def decode_record(
             f"{writer.type_name} v{writer.version}: "
             f"{len(payload) - body.tell()} trailing bytes after the body"
         )
-    return writer, cast(dict[str, Any], record)
+    event_id = record.get(EVENT_ID_FIELD)
+    if isinstance(event_id, str) and not CANONICAL_UUID.fullmatch(event_id):
+        try:  # as fastavro's uuid logical type reads it: ``uuid.UUID`` of the text as is
+            record[EVENT_ID_FIELD] = uuid.UUID(event_id)
+        except ValueError:
+            raise DecodeError(
+                f"{writer.type_name} v{writer.version}: {EVENT_ID_FIELD} {event_id!r} is not a UUID"
+            ) from None
+    return writer, record
 
 
 def decode(payload: bytes | bytearray | memoryview, registry: SchemaRegistry = REGISTRY) -> Event:

@@ -161,13 +161,14 @@ Email = Annotated[
 ]
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""An event id as ``str(uuid.UUID(...))`` spells it: lowercase, hyphenated."""
 
 
 def _event_id(value: object) -> str:
     """Canonical lowercase hyphenated UUID: the idempotency key must have one spelling.
     One already in that spelling (every decoded record's) is taken as it is."""
-    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+    if isinstance(value, str) and CANONICAL_UUID.fullmatch(value):
         return value
     if isinstance(value, uuid.UUID):
         return str(value)
