@@ -158,7 +158,16 @@ class RebuildRunner:
             progress.state = "aborted"
             if step is not None:
                 step.state = "aborted"
-                await asyncio.shield(self._drop_partial(stores, step))
+                try:
+                    await asyncio.shield(self._drop_partial(stores, step))
+                except Exception as exc:
+                    progress.message = (
+                        "nothing switched; the partial version could not be dropped "
+                        f"({type(exc).__name__}: {exc}); `eventfold status` shows it, "
+                        "`eventfold drop VERSION` removes it"
+                    )
+                    log.exception("console rebuild %s: dropping its partial version", progress.id)
+                    return
             progress.message = "the partial version was dropped; nothing switched"
         except Exception as exc:
             progress.state = "failed"

@@ -64,6 +64,27 @@ async def test_abort_cancels_the_rebuild_and_drops_its_version() -> None:
     assert not runner.abort()  # nothing runs any more
 
 
+class DropFails(Held):
+    async def _drop_partial(self, stores: Stores, step: Step) -> None:
+        raise ConnectionError("FerretDB went away")
+
+
+async def test_an_abort_whose_drop_fails_says_so() -> None:
+    runner = DropFails(finish=False)
+    progress = runner.start([Step(["orders"])], "k-op…", "corr-4")
+
+    async def reported() -> int:
+        return progress.records
+
+    await eventually(reported, lambda n: n == 5, within_s=10.0)
+    assert runner.abort()
+    await asyncio.to_thread(runner.wait_stopped, 10.0)
+    assert progress.state == "aborted" and not runner.running
+    assert progress.message.startswith("nothing switched; the partial version could not be")
+    assert "FerretDB went away" in progress.message and "eventfold drop" in progress.message
+    assert progress.finished_at is not None
+
+
 async def test_steps_run_in_order_and_the_last_switch_ends_it() -> None:
     runner = Held(finish=True)
     progress = runner.start([Step(["orders"]), Step(["sku_sales"])], "k-op…", "corr-3")
