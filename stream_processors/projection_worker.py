@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
+from eventfold.loops import new_event_loop
 from eventfold.settings import Settings
 from projections.api import Projection
 from projections.applier import Applier
@@ -340,7 +341,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     task = loop.create_task(run(Settings()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)

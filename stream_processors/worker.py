@@ -1,7 +1,8 @@
 """The processor's command: ``python -m stream_processors.worker [faust worker options]``.
 
 It runs ``faust -A stream_processors.app worker --without-web`` with the given options,
-under jemalloc when the machine has it (Debian's ``libjemalloc2``; ``make provision``
+on uvloop when installed (``eventfold.loops``; ``F_LOOP`` chooses another), and under
+jemalloc when the machine has it (Debian's ``libjemalloc2``; ``make provision``
 installs it) and ``EVENTFOLD_PROCESSOR_ALLOCATOR`` is ``jemalloc`` (the default).
 
 Why the allocator: a worker's live Python objects stay under about 70 MB (measured with
@@ -25,6 +26,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from eventfold.loops import faust_loop_env
 from eventfold.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     [sys.executable, "-m", "stream_processors.worker", *args],
                     env,
                 )
+    # before faust is imported: it installs the loop named there when imported
+    os.environ.update(faust_loop_env(dict(os.environ)))
     from faust.cli.faust import cli
 
     cli.main(args=[*FAUST_WORKER, *args], prog_name="faust")
