@@ -28,7 +28,7 @@ REBUILD_YOUNG_THRESHOLD = 20_000
 
 PROCESSOR_YOUNG_THRESHOLD = 10_000
 """Allocations between collections of the youngest generation in the processor, whose
-batches collect it anyway when they end (``BatchCollector``). Measured on the fold of
+batches freeze what they leave alive when they end (``BatchCollector``). Measured on the fold of
 18,500 demo events (CPU time, four alternated runs each): 106 to 145 us an event at
 10,000 against 130 to 161 at Python's default of 700."""
 
@@ -64,11 +64,18 @@ def long_lived_frozen(young_threshold: int = REBUILD_YOUNG_THRESHOLD) -> Iterato
 
 
 class BatchCollector:
-    """Between batches: the young generations collected (the batch's cyclic garbage
-    freed), then what survived frozen, so that no collection walks the cached states
-    again; every ``full_every_s`` one full collection of everything, for cycles that
-    died after they were frozen. A full collection then stalls the processor once per
-    ``full_every_s``, not every few seconds."""
+    """Between batches: what the batch left alive frozen, so that no collection walks
+    the cached states again; every ``full_every_s`` one full collection of everything,
+    for cycles frozen or died since. A full collection then stalls the processor once
+    per ``full_every_s``, not every few seconds.
+
+    The young generations are not collected between batches: a batch leaves no cyclic
+    garbage (refcounting frees what it drops). Measured on the benchmark's catch-up:
+    a collection of them after each batch found 0 unreachable objects in each of 11
+    batches, and took 12 to 34 ms of each, with the event loop stopped; without it
+    the processor used 2.63 to 3.04 CPU-s against 2.76 to 3.37 (4 alternated runs),
+    and caught up faster in each pair (median +4%). A cycle a batch does leave (an
+    error's traceback) waits for the next full collection."""
 
     def __init__(self, full_every_s: float = 60.0) -> None:
         self._full_every_s = full_every_s
@@ -79,6 +86,4 @@ class BatchCollector:
             gc.unfreeze()
             gc.collect()
             self._full_at = time.monotonic()
-        else:
-            gc.collect(1)
         gc.freeze()
