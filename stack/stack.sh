@@ -56,11 +56,11 @@ SUPERVISOR_CONF="$RUN_DIR/supervisord.conf"
 SUPERVISOR_SOCK="${TMPDIR:-/tmp}/eventfold-supervisor-$(realpath -m "$STACK_DIR" | tr -d '\n' | md5sum | cut -c1-16).sock"
 
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
-# "-idindex-updclose-idin-updbatch-exactnoop-idand": built with the _id lookup,
-# update-command, _id $in, batched-update, exact no-op and _id-with-other-
-# conditions fixes of stack/ferretdb_patches.py (a separate cache entry per set
+# "-idindex-updclose-idin-updbatch-exactnoop-idand-unreadrepl": built with the _id
+# lookup, update-command, _id $in, batched-update, exact no-op, _id-with-other-
+# conditions and unread-replacement fixes of stack/ferretdb_patches.py (a separate cache entry per set
 # of fixes, so a binary built before a fix is not reused).
-FERRETDB_BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-idindex-updclose-idin-updbatch-exactnoop-idand/ferretdb"
+FERRETDB_BIN="$CACHE_DIR/ferretdb-$FERRETDB_VERSION-idindex-updclose-idin-updbatch-exactnoop-idand-unreadrepl/ferretdb"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }

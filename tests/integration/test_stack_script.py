@@ -239,6 +239,61 @@ async def test_ferretdb_replaces_by_id_and_revision_on_the_id_index(settings) ->
         await mongo.close()
 
 
+async def test_ferretdb_writes_replacements_by_id_without_reading_them(settings) -> None:  # type: ignore[no-untyped-def]
+    """The stack builds FerretDB writing a bulk of replacements by _id alone without
+    reading the documents first (``ferretdb_patches.unread_replaces``): the documents
+    are MongoDB's (the _id first, then the replacement's fields; a later statement of
+    the same _id wins), matched counts the documents there, and a replacement that
+    changes the _id is refused as before (with the run applied statement by statement)."""
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri)
+    try:
+        collection = mongo[settings.mongo_db]["replaced"]
+        oid = ObjectId()
+        await collection.insert_many(
+            [
+                {"_id": "a", "n": 1, "gone": True},
+                {"_id": "b", "n": 2},
+                {"_id": oid, "n": 3},
+                {"_id": "untouched", "n": 0},
+            ]
+        )
+        result = await collection.bulk_write(
+            [
+                ReplaceOne({"_id": "a"}, {"m": 10, "_id": "a", "l": [1, {"x": 1.5}]}),
+                ReplaceOne({"_id": "missing"}, {"n": -1}),  # no match, not inserted
+                ReplaceOne({"_id": "b"}, {"n": 20}),
+                ReplaceOne({"_id": oid}, {"n": 30}),
+                ReplaceOne({"_id": "b"}, {"n": 21, "t": True}),  # the later one wins
+            ],
+            ordered=False,
+        )
+        assert (result.matched_count, result.upserted_count) == (4, 0)
+        documents = {d["_id"]: d async for d in collection.find()}
+        assert documents == {
+            "a": {"_id": "a", "m": 10, "l": [1, {"x": 1.5}]},
+            "b": {"_id": "b", "n": 21, "t": True},
+            oid: {"_id": oid, "n": 30},
+            "untouched": {"_id": "untouched", "n": 0},
+        }
+        assert list(documents["a"]) == ["_id", "m", "l"]
+        # (as a command: pymongo's bulk_write cannot read FerretDB's answer to a failed
+        # update, which has no nModified)
+        refused = await mongo[settings.mongo_db].command(
+            "update",
+            "replaced",
+            updates=[
+                {"q": {"_id": "a"}, "u": {"m": 11}},
+                {"q": {"_id": "b"}, "u": {"_id": "not-b", "n": 0}},
+            ],
+        )
+        assert [e["code"] for e in refused["writeErrors"]] == [66], refused  # ImmutableField
+        assert await collection.find_one({"_id": "a"}) == {"_id": "a", "m": 11}  # before it
+        assert await collection.find_one({"_id": "b"}) == {"_id": "b", "n": 21, "t": True}
+    finally:
+        await mongo.drop_database(settings.mongo_db)
+        await mongo.close()
+
+
 def test_a_zombie_process_counts_as_stopped(tmp_path: Path) -> None:
     """Issue 11: ``kill -0`` succeeds on a zombie (exited, not reaped by its parent), so
     ``status`` called a dead process running and ``run`` never noticed it died."""
