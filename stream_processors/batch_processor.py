@@ -80,6 +80,14 @@ from stream_processors.table_first import TableSideFirst
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker holds a fetch of partitions with nothing new (Kafka's default:
+500 ms). A fetch in flight is answered before the next one is sent, so the streams'
+partitions, resumed once the table side is read (``TableSideFirst``), waited for the
+table side's empty fetch: a catch-up stood idle for 0.5 s after reading the profiles
+(24 empty polls in a row in the processor's log; 4 at 100 ms). A fetch with records is
+answered at once whatever this is. Measured on the benchmark's catch-up, 3 alternated
+runs: 5,027 to 5,707 events/s against 4,519 to 5,112 at 500 ms."""
 
 
 def customer_of(key: Any) -> str:
@@ -123,6 +131,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
         )
