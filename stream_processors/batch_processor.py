@@ -82,12 +82,12 @@ log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 FETCH_MAX_WAIT_MS = 100
 """How long the broker holds a fetch of partitions with nothing new (Kafka's default:
-500 ms). A fetch in flight is answered before the next one is sent, so the streams'
-partitions, resumed once the table side is read (``TableSideFirst``), waited for the
-table side's empty fetch: a catch-up stood idle for 0.5 s after reading the profiles
-(24 empty polls in a row in the processor's log; 4 at 100 ms). A fetch with records is
-answered at once whatever this is. Measured on the benchmark's catch-up, 3 alternated
-runs: 5,027 to 5,707 events/s against 4,519 to 5,112 at 500 ms."""
+500 ms). A fetch in flight is answered before the next one is sent, so partitions
+that start being fetched (the streams' ones were paused while the table side was read,
+``TableSideFirst``) waited for it: a catch-up stood idle for 0.5 s after reading the
+profiles (24 empty polls in a row in the processor's log; 4 at 100 ms). A fetch with
+records is answered at once whatever this is. Measured on the benchmark's catch-up, 3
+alternated runs: 5,027 to 5,707 events/s against 4,519 to 5,112 at 500 ms."""
 READER_RETRY_BACKOFF_MS = 20
 """The changelog reader's wait before it asks again for what it lacks (aiokafka's
 default: 100 ms). Its first ``end_offsets`` of a changelog on assignment finds the
@@ -405,7 +405,9 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             while not self._stopping.is_set():
                 got = await self._consumer.getmany(
-                    timeout_ms=wait_ms, max_records=self.settings.batch_max_records
+                    *self._table_first.reading,
+                    timeout_ms=wait_ms,
+                    max_records=self.settings.batch_max_records,
                 )
                 async with self._lock:
                     if got:

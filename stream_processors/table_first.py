@@ -10,9 +10,14 @@ first, the profiles are there when the orders come: each order is enriched once,
 the latest profile (the views are the same either way: the newest profile wins).
 
 So on assignment, while a ``customers`` partition is behind the end it had then, the
-worker's other partitions are paused (Kafka Streams bootstraps its global tables the
-same way). The table topic is small next to the streams, so this costs a catch-up
-little wait; a worker that is not behind pauses nothing."""
+worker polls its table partitions only (``reading``; Kafka Streams bootstraps its
+global tables the same way). The streams' partitions are not paused: the consumer
+fetches their first records meanwhile and keeps them (one fetch per partition at
+most), so they are there the moment the table side is read. Paused, they were
+fetched only once resumed, after the table side's last fetch came back: the broker
+holds a fetch of partitions with nothing new for the consumer's fetch wait (half a
+second at Kafka's default). The table topic is small next to the streams, so this
+costs a catch-up little wait; a worker that is not behind reads everything at once."""
 
 from __future__ import annotations
 
@@ -32,15 +37,21 @@ class TableSideFirst:
         self._consumer = consumer
         self._is_table = is_table
         self._behind: dict[TopicPartition, int] = {}  # table partition -> end to reach
-        self._paused: list[TopicPartition] = []
+        self._table: tuple[TopicPartition, ...] = ()
         self._since = 0.0
 
     @property
     def reading_ahead(self) -> bool:
         return bool(self._behind)
 
+    @property
+    def reading(self) -> tuple[TopicPartition, ...]:
+        """The partitions to poll: the table side's while it is behind, otherwise none
+        named (every partition assigned)."""
+        return self._table if self._behind else ()
+
     async def assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        """Pause the streams' partitions while a table partition given is behind."""
+        """Read the table side alone while a table partition given is behind."""
         self.revoked()
         table = [tp for tp in partitions if self._is_table(tp.topic)]
         if not table:
@@ -51,13 +62,12 @@ class TableSideFirst:
             if (committed or 0) < ends[tp]:
                 self._behind[tp] = ends[tp]
         if self._behind:
-            self._paused = [tp for tp in partitions if not self._is_table(tp.topic)]
-            self._consumer.pause(*self._paused)
+            self._table = tuple(table)
             self._since = time.monotonic()
 
     async def advanced(self) -> None:
-        """Resume the streams once every table partition reached its end (call after
-        each poll)."""
+        """Read everything once every table partition reached its end (call after each
+        poll)."""
         if not self._behind:
             return
         try:
@@ -65,18 +75,17 @@ class TableSideFirst:
                 if await self._consumer.position(tp) >= self._behind[tp]:
                     del self._behind[tp]
         except IllegalStateError:  # revoked meanwhile: the next assignment decides
-            self._behind.clear()
+            self.revoked()
             return
         if not self._behind:
-            self._consumer.resume(*self._paused)
             log.info(
-                "the table side is read up to its ends in %.1f s: the streams resume",
+                "the table side is read up to its ends in %.1f s: the streams follow",
                 time.monotonic() - self._since,
             )
-            self._paused = []
+            self._table = ()
 
     def revoked(self) -> None:
-        """Partitions taken away: nothing stays paused by this (a new assignment starts
-        unpaused)."""
+        """Partitions taken away: everything assigned next is read, unless the next
+        assignment's table side is behind."""
         self._behind.clear()
-        self._paused = []
+        self._table = ()

@@ -53,31 +53,45 @@ async def test_the_streams_wait_until_every_table_partition_is_read_to_its_end()
     )
     ahead = table_first(consumer)
     await ahead.assigned([*CUSTOMERS, *STREAMS])
-    assert consumer.paused == set(STREAMS) and ahead.reading_ahead
+    assert set(ahead.reading) == set(CUSTOMERS) and ahead.reading_ahead
     consumer.positions[CUSTOMERS[0]] = 9
     await ahead.advanced()
-    assert consumer.paused == set(STREAMS)  # the other table partition is still behind
+    assert set(ahead.reading) == set(CUSTOMERS)  # the other table partition is still behind
     consumer.positions[CUSTOMERS[1]] = 4
     await ahead.advanced()
-    assert consumer.paused == set() and not ahead.reading_ahead
+    assert ahead.reading == () and not ahead.reading_ahead  # every partition is read
 
 
-async def test_a_worker_whose_table_side_is_not_behind_pauses_nothing() -> None:
+async def test_the_streams_are_not_paused_but_fetched_meanwhile() -> None:
+    """Paused partitions are fetched only once resumed, after the fetch in flight (the
+    table side's last, held by the broker while it has nothing new): the streams are
+    left to be fetched while the table side is read, and polled once it is."""
+    consumer = Consumer({CUSTOMERS[0]: 0, **{tp: 0 for tp in STREAMS}}, {CUSTOMERS[0]: 3})
+    ahead = table_first(consumer)
+    await ahead.assigned([CUSTOMERS[0], *STREAMS])
+    assert ahead.reading == (CUSTOMERS[0],)
+    assert consumer.paused == set()
+
+
+async def test_a_worker_whose_table_side_is_not_behind_reads_everything() -> None:
     consumer = Consumer(
         {CUSTOMERS[0]: 9, CUSTOMERS[1]: 4, **{tp: 0 for tp in STREAMS}},
         {CUSTOMERS[0]: 9, CUSTOMERS[1]: 4},
     )
     ahead = table_first(consumer)
     await ahead.assigned([*CUSTOMERS, *STREAMS])
-    assert consumer.paused == set() and not ahead.reading_ahead
+    assert ahead.reading == () and not ahead.reading_ahead
     await ahead.assigned(STREAMS)  # no table partition at all
-    assert consumer.paused == set()
+    assert ahead.reading == ()
 
 
-async def test_partitions_revoked_while_reading_ahead_leave_nothing_to_resume() -> None:
+async def test_partitions_revoked_while_reading_ahead_leave_everything_to_read() -> None:
     consumer = Consumer({CUSTOMERS[0]: 0, **{tp: 0 for tp in STREAMS}}, {CUSTOMERS[0]: 3})
     ahead = table_first(consumer)
     await ahead.assigned([CUSTOMERS[0], *STREAMS])
     consumer.assigned = False
     await ahead.advanced()  # the position of a partition no longer assigned
-    assert not ahead.reading_ahead
+    assert not ahead.reading_ahead and ahead.reading == ()
+    await ahead.assigned([CUSTOMERS[0], *STREAMS])
+    ahead.revoked()
+    assert ahead.reading == ()
