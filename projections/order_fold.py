@@ -191,16 +191,26 @@ def facts_from_doc(doc: Mapping[str, Any]) -> OrderFacts:
 # --- view ----------------------------------------------------------------------------------
 
 
+_QUOTED_WITH_FRACTION = len('"2026-01-01T10:00:00.000001Z"')
+_QUOTED_WHOLE_SECONDS = len('"2026-01-01T10:00:00Z"')
+
+
 def format_timestamp(moment: datetime) -> str:
     """The canonical time string of the read models: UTC, microseconds, 'Z'
     (``2026-01-01T10:00:00.000000Z``). Strings of this form sort chronologically.
 
-    A view formats each of its order's events' times each time it is derived; every
-    decoded event's time is in UTC already (``schemas.events``), whose ISO form ends in
-    ``+00:00``. That one is rewritten, not converted: 1.5 us a call, against 1.4 for a
-    hit and 4.4 for a miss of the cache of recent moments this replaced (5 % of a
-    rebuild's profile: its views are derived once or twice, the cache mostly missed)."""
+    A view formats each of its order's events' times each time it is derived (6 % of
+    the processor's CPU in a catch-up and of a rebuild's, by py-spy); every decoded
+    event's time is in UTC already (``schemas.events``). orjson writes such a time in
+    C, leaving the fraction out only for whole seconds: 0.44 us a call, against 1.8 for
+    rewriting the ``+00:00`` of ``isoformat``'s (the fallback, for what orjson would
+    write otherwise)."""
     if moment.tzinfo is UTC:
+        text = orjson.dumps(moment, option=orjson.OPT_UTC_Z)  # with its JSON quotes
+        if len(text) == _QUOTED_WITH_FRACTION:
+            return text[1:-1].decode()
+        if len(text) == _QUOTED_WHOLE_SECONDS:
+            return text[1:-2].decode() + ".000000Z"
         return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     # isoformat is several times faster than strftime and, naive, writes the same digits
     return _utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

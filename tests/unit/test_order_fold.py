@@ -374,6 +374,15 @@ def test_format_timestamp_is_canonical_utc() -> None:
         format_timestamp(datetime(2026, 1, 1))  # naive
 
 
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_format_timestamp_writes_every_utc_time_as_isoformat_does(moment: datetime) -> None:
+    """The UTC fast path (orjson's formatting, the fraction put back for whole seconds)
+    against the reference: ``isoformat`` with microseconds and a Z, over every year,
+    whole seconds and single microseconds included."""
+    expected = moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    assert format_timestamp(moment) == expected
+
+
 # --- anomalies -----------------------------------------------------------------------------
 
 
