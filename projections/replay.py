@@ -33,7 +33,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from eventfold.collector import long_lived_frozen
+from eventfold.collector import BatchCollector, long_lived_frozen
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.disk_state import DiskState
@@ -221,6 +221,11 @@ async def read_until(
     of starting over."""
     consumer = reader.consumer
     models = projector.models
+    # What each poll's records leave alive is frozen out of the collector's sight, as
+    # in the processor: the young generations' collections walked the rebuild's
+    # cached states and held documents again and again (two of the middle generation
+    # took 100 to 146 ms of a 2 s rebuild, by gc.callbacks; 0.1 ms with this).
+    collector = BatchCollector()
     reached: dict[Any, Any] = {}
     writing: deque[asyncio.Future[None]] = deque()  # oldest first
 
@@ -268,6 +273,7 @@ async def read_until(
                 if records:
                     reached[_progress_field(settings, tp)] = records[-1].offset + 1
             await asyncio.gather(*jobs)
+            collector.after_batch()
             if progress:
                 progress(result.records, total)
             if status is not None:
