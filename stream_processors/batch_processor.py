@@ -63,7 +63,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from stream_processors import projection_worker, table_dir
-from stream_processors.changelog_table import ChangelogRecord, ChangelogTable
+from stream_processors.changelog_table import ChangelogTable, Changes
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.folding import apply_one_with, fold_with
 from stream_processors.live_targets import LiveTargets
@@ -218,8 +218,8 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         async def sent() -> None:
             try:
                 futures = [await self._hand_over(m) for m in messages]
-                for table, records in changes:
-                    futures += await self._send_changes(table, records)
+                for table, taken in changes:
+                    futures += await self._send_changes(table, taken)
             except KafkaError as exc:
                 await asyncio.gather(*futures, return_exceptions=True)  # none unretrieved
                 raise ConnectionError(f"Kafka: {exc!r}") from exc
@@ -233,15 +233,25 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         return sent
 
     async def _send_changes(
-        self, table: ChangelogTable, records: Sequence[ChangelogRecord]
+        self, table: ChangelogTable, changes: Changes
     ) -> list[asyncio.Future[Any]]:
-        """A table's changelog records, appended to one batch per partition (a send per
-        record cost a future, its resolution and the accumulator's bookkeeping each)."""
+        """A table's changelog records: each partition's in one producer batch, which the
+        broker appends whole or not at all, when they fit in one (a send per record
+        cost a future, its resolution and the accumulator's bookkeeping each); when
+        they do not, every write to the partition in order, over as many
+        (``Changes.every``)."""
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for partition, key, value in records:
+        for partition, key, value in changes.records:
             by_partition.setdefault(partition, []).append((key, value))
         futures = []
         for partition, items in by_partition.items():
+            whole = self._one_batch(items)
+            if whole is not None:
+                futures.append(await self._submit(table, partition, whole, len(items)))
+                continue
+            every = changes.every(partition)
+            if every is not None:
+                items = [(key, value) for _, key, value in every]
             builder, count = self._producer.create_batch(), 0
             for key, value in items:
                 if builder.append(key=key, value=value, timestamp=None) is None:  # full
@@ -251,6 +261,14 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
                 count += 1
             futures.append(await self._submit(table, partition, builder, count))
         return futures
+
+    def _one_batch(self, items: Sequence[tuple[bytes, bytes | None]]) -> Any | None:
+        """A producer batch of all of ``items``, or None when they do not fit in one."""
+        builder = self._producer.create_batch()
+        for key, value in items:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                return None
+        return builder
 
     async def _submit(
         self, table: ChangelogTable, partition: int, builder: Any, count: int
