@@ -12,6 +12,9 @@ what it shows:
   nothing.
 * ``view``: one JSON document per entity, served as it is.
 
+A ``rows`` projection may also keep its groups ranked by some of its measures
+(``ranked``): the top customers by points, read highest first.
+
 The fold and the derivations are plain functions of data (no I/O). The engine does
 the rest: batching, exactly-once application (a per-partition mark written with the
 state, and each entity's event ids), blue/green rebuilds (``eventfold replay
@@ -76,6 +79,12 @@ class Projection:
     rows: Callable[[JSON], Rows] | None = None
     view: Callable[[JSON], Mapping[str, JSON] | None] | None = None
     description: str = ""
+    ranked: tuple[str, ...] = ()
+    """Measures of ``rows`` whose groups are also kept ranked, highest first (``GET
+    /v1/rankings/{name}/{measure}``: the top customers by points). A name ranks the
+    measure of that name and each ``name|...`` one (``ltv`` ranks ``ltv|EUR`` and
+    ``ltv|USD``, one ranking each). A ranking costs one sorted-set update per changed
+    group and measure, so rank only what is read that way."""
     topics: tuple[str, ...] = field(init=False)
     key_field: str = field(init=False)
 
@@ -95,6 +104,21 @@ class Projection:
             )
         if (self.rows is None) == (self.view is None):
             raise ProjectionError(f"{self.name}: define exactly one of rows and view")
+        if isinstance(self.ranked, str):
+            raise ProjectionError(
+                f"{self.name}: ranked is a tuple of measure names, not one string: "
+                f"ranked=({self.ranked!r},)"
+            )
+        if self.ranked and self.rows is None:
+            raise ProjectionError(f"{self.name}: ranked ranks the groups of rows; it has none")
+        for measure in self.ranked:
+            if not isinstance(measure, str) or not measure or GROUP_SEPARATOR in measure:
+                raise ProjectionError(
+                    f"{self.name}: ranked measure {measure!r}: a non-empty name without"
+                    f" {GROUP_SEPARATOR!r} (it ranks that measure and each"
+                    f" name{GROUP_SEPARATOR}...)"
+                )
+        object.__setattr__(self, "ranked", tuple(sorted(set(self.ranked))))
         topics = tuple(sorted({TOPIC_OF_TYPE[t] for t in self.consumes}))
         keys = {KEY_FIELD_OF_TOPIC[t] for t in topics}
         if len(keys) > 1:
@@ -112,6 +136,12 @@ class Projection:
     def kind(self) -> str:
         """``rows`` or ``view``: what ``GET /v1/projections/{name}/{key}`` serves."""
         return "rows" if self.rows is not None else "view"
+
+    def ranks(self, measure: str) -> bool:
+        """Whether the groups are kept ranked by ``measure`` (see ``ranked``)."""
+        return bool(self.ranked) and (
+            measure in self.ranked or measure.partition(GROUP_SEPARATOR)[0] in self.ranked
+        )
 
     def entity_of(self, event: Event) -> str:
         return str(getattr(event.data, self.key_field))

@@ -10,7 +10,7 @@ already holds is skipped, so a re-published or re-driven event counts once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,3 +212,20 @@ def sum_rows(entities: Iterable[Entity]) -> RowsDict:
     for entity in entities:
         _add(total, entity.rows, 1)
     return {g: kept for g, row in total.items() if (kept := {k: v for k, v in row.items() if v})}
+
+
+def as_score(value: int) -> int:
+    """A value as a ranking holds it: a double, exact below 2**53 (a row's sum is exact at
+    any size; only the order of two groups beyond that may be off by a rounding)."""
+    return int(float(value))
+
+
+def rankings(rows: RowsDict, ranks: Callable[[str], bool]) -> RowsDict:
+    """Each ranked measure's groups and values (``as_score``), as the rows hold them:
+    what the stored rankings must equal."""
+    found: RowsDict = {}
+    for group, row in rows.items():
+        for measure, value in row.items():
+            if value and ranks(measure):
+                found.setdefault(measure, {})[group] = as_score(value)
+    return found

@@ -27,7 +27,7 @@ from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.api import Projection
 from projections.applier import Applier
-from projections.engine import mark_of, sum_rows
+from projections.engine import mark_of, rankings, sum_rows
 from projections.projection_store import MemoryProjectionStore, ProjectionVersions
 from projections.rebuild_status import StatusSaver
 from stream_processors.projection_worker import decoded
@@ -176,6 +176,11 @@ async def verify(settings: Settings, redis: Redis, projection: Projection) -> Pr
             differences.append(f"row {group}: stored {stored} != folded {folded}")
     if sum_rows(snapshot.entities.values()) != snapshot.rows:
         differences.append("the stored rows are not the sum of the stored entities' contributions")
+    ranked = rankings(snapshot.rows, projection.ranks)
+    for measure in sorted(set(ranked) | set(snapshot.ranks)):
+        if ranked.get(measure) != snapshot.ranks.get(measure):
+            stored, rows = snapshot.ranks.get(measure), ranked.get(measure)
+            differences.append(f"ranking {measure}: stored {stored} != the rows' {rows}")
     if expected.marks != {m: o for m, o in snapshot.marks.items() if o >= 0}:
         differences.append(f"marks: stored {snapshot.marks} != read {expected.marks}")
     del differences[SHOWN_DIFFERENCES:]

@@ -7,7 +7,12 @@ rebuild), under ``{prefix}p:{name}:{version}:``:
 * ``entities``: hash, entity key -> the stored entity (``engine.Entity``: state,
   rows, view and the ids of its events);
 * ``rows:{group}``: hash, measure -> sum over the entities' contributions;
-* ``groups``: set of the group keys ever written.
+* ``groups``: set of the group keys ever written;
+* ``rank:{measure}``: sorted set, group -> its value of the measure, for each measure
+  the projection ranks (``Projection.ranked``), written with the rows; a group whose
+  value returns to 0 leaves it, as it leaves the row (scores are doubles: exact up to
+  2**53, beyond any money the rows count);
+* ``ranks``: set of the ranked measures ever written.
 
 A batch is one script call: it checks that the marks of the batch's partitions are
 still those the batch was folded on (another worker that took the partitions over
@@ -23,36 +28,49 @@ Which version is active (and being built) is kept per projection in
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
 
 from eventfold.consistency import Runs
-from projections.engine import Entity, RowsDict
+from projections.engine import Entity, RowsDict, as_score
 
 FIRST_VERSION = "v1"
 
 _WRITE = """
-local marks, entities, groups = KEYS[1], KEYS[2], KEYS[3]
-local rows_prefix = ARGV[1]
+local marks, entities, groups, ranks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rows_prefix, rank_prefix = ARGV[1], ARGV[5]
 for f, o in pairs(cjson.decode(ARGV[2])) do
   local cur = redis.call('HGET', marks, f)
   if cur == false then cur = -1 else cur = tonumber(cur) end
   if cur ~= o then return 0 end
 end
+local ranked = {}
+for _, m in ipairs(cjson.decode(ARGV[6])) do
+  ranked[m] = true
+  redis.call('SADD', ranks, m)
+end
 local n = tonumber(ARGV[4])
-local i = 5
+local i = 7
 for _ = 1, n do
   redis.call('HSET', entities, ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 while i <= #ARGV do
   local key = rows_prefix .. ARGV[i]
-  if redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2]) == 0 then
+  local value = redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+  if value == 0 then
     redis.call('HDEL', key, ARGV[i + 1])
+  end
+  if ranked[ARGV[i + 1]] then
+    if value == 0 then
+      redis.call('ZREM', rank_prefix .. ARGV[i + 1], ARGV[i])
+    else
+      redis.call('ZADD', rank_prefix .. ARGV[i + 1], value, ARGV[i])
+    end
   end
   redis.call('SADD', groups, ARGV[i])
   i = i + 3
@@ -64,10 +82,23 @@ return 1
 """
 
 _SNAPSHOT = """
-local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+local rows, ranks = {}, {}
 for _, g in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  table.insert(rows, g)
+  table.insert(rows, redis.call('HGETALL', ARGV[1] .. g))
+end
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  table.insert(ranks, m)
+  table.insert(ranks, redis.call('ZRANGE', ARGV[2] .. m, 0, -1, 'WITHSCORES'))
+end
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ranks}
+"""
+
+_TOP = """
+local out = {}
+for _, g in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
   table.insert(out, g)
-  table.insert(out, redis.call('HGETALL', ARGV[1] .. g))
+  table.insert(out, redis.call('HGET', ARGV[1] .. g, ARGV[3]) or '0')
 end
 return out
 """
@@ -104,6 +135,9 @@ class Snapshot:
     marks: dict[str, int]
     entities: dict[str, Entity]
     rows: RowsDict
+    ranks: RowsDict = field(default_factory=dict)
+    """Ranked measure -> group -> value, as the rankings hold them (non-empty ones; a
+    ranking's scores are doubles, see ``engine.rankings``)."""
 
 
 class ProjectionStore(Protocol):
@@ -121,11 +155,18 @@ class ProjectionStore(Protocol):
         deltas: RowsDict,
         marks: Mapping[str, int],
         expected: Mapping[str, int],
+        ranked: Collection[str] = (),
     ) -> bool:
-        """Apply a batch if the ``expected`` marks (-1: none) still hold; False if not."""
+        """Apply a batch if the ``expected`` marks (-1: none) still hold; False if not.
+        The groups of ``deltas`` are kept ranked by each measure in ``ranked``."""
         ...
 
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]: ...
+
+    async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` groups with the highest values of a ranked measure, highest
+        first (equal values: the group keys in descending order, as Redis ranks them)."""
+        ...
 
     async def groups(self) -> list[str]: ...
 
@@ -156,8 +197,11 @@ class RedisProjectionStore:
         self._entities = self.prefix + "entities"
         self._groups = self.prefix + "groups"
         self._rows = self.prefix + "rows:"
+        self._ranks = self.prefix + "ranks"
+        self._rank = self.prefix + "rank:"
         self._write = redis.register_script(_WRITE)
         self._snapshot = redis.register_script(_SNAPSHOT)
+        self._top = redis.register_script(_TOP)
 
     async def marks(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in (await self._redis.hgetall(self._marks)).items()}
@@ -176,19 +220,24 @@ class RedisProjectionStore:
         deltas: RowsDict,
         marks: Mapping[str, int],
         expected: Mapping[str, int],
+        ranked: Collection[str] = (),
     ) -> bool:
         args: list[str | int] = [
             self._rows,
             orjson.dumps(dict(expected)).decode(),
             orjson.dumps(dict(marks)).decode(),
             len(entities),
+            self._rank,
+            orjson.dumps(sorted(ranked)).decode(),
         ]
         for key, entity in entities.items():
             args += [key, entity.encoded.decode()]
         for group, row in deltas.items():
             for name, value in row.items():
                 args += [group, name, value]
-        done = await self._write(keys=[self._marks, self._entities, self._groups], args=args)
+        done = await self._write(
+            keys=[self._marks, self._entities, self._groups, self._ranks], args=args
+        )
         return bool(done)
 
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
@@ -197,22 +246,31 @@ class RedisProjectionStore:
             pipe.hgetall(self._rows + group)
         return [{k: int(v) for k, v in row.items()} for row in await pipe.execute()]
 
+    async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
+        flat = await self._top(keys=[self._rank + measure], args=[self._rows, limit, measure])
+        return [(str(group), int(value)) for group, value in _pairs(flat).items()]
+
     async def groups(self) -> list[str]:
         return sorted(str(g) for g in await self._redis.smembers(self._groups))
 
     async def snapshot(self) -> Snapshot:
-        out = await self._snapshot(
-            keys=[self._marks, self._entities, self._groups], args=[self._rows]
+        marks, entities, flat_rows, flat_ranks = await self._snapshot(
+            keys=[self._marks, self._entities, self._groups, self._ranks],
+            args=[self._rows, self._rank],
         )
-        marks, entities, *rest = out
         rows = {}
-        for group, flat in zip(rest[::2], rest[1::2], strict=True):
+        for group, flat in zip(flat_rows[::2], flat_rows[1::2], strict=True):
             if flat:
                 rows[group] = {k: int(v) for k, v in _pairs(flat).items()}
+        ranks = {}
+        for measure, flat in zip(flat_ranks[::2], flat_ranks[1::2], strict=True):
+            if flat:
+                ranks[measure] = {k: int(float(v)) for k, v in _pairs(flat).items()}
         return Snapshot(
             {k: int(v) for k, v in _pairs(marks).items()},
             {k: Entity(_bytes(v)) for k, v in _pairs(entities).items()},
             rows,
+            ranks,
         )
 
     async def drop(self) -> None:
@@ -228,6 +286,7 @@ class MemoryProjectionStore:
         self._marks: dict[str, int] = {}
         self._entities: dict[str, Entity] = {}
         self._rows: RowsDict = {}
+        self._ranked: set[str] = set()
 
     async def marks(self) -> dict[str, int]:
         return dict(self._marks)
@@ -241,9 +300,11 @@ class MemoryProjectionStore:
         deltas: RowsDict,
         marks: Mapping[str, int],
         expected: Mapping[str, int],
+        ranked: Collection[str] = (),
     ) -> bool:
         if any(self._marks.get(f, -1) != o for f, o in expected.items()):
             return False
+        self._ranked.update(ranked)
         self._entities.update(entities)
         for group, row in deltas.items():
             held = self._rows.setdefault(group, {})
@@ -257,20 +318,32 @@ class MemoryProjectionStore:
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
         return [dict(self._rows.get(g, {})) for g in groups]
 
+    def _ranking(self, measure: str) -> dict[str, int]:
+        if measure not in self._ranked:
+            return {}
+        return {g: row[measure] for g, row in self._rows.items() if row.get(measure)}
+
+    async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
+        ranking = self._ranking(measure).items()
+        return sorted(ranking, key=lambda gv: (float(gv[1]), gv[0]), reverse=True)[:limit]
+
     async def groups(self) -> list[str]:
         return sorted(self._rows)
 
     async def snapshot(self) -> Snapshot:
+        ranks = {m: {g: as_score(v) for g, v in self._ranking(m).items()} for m in self._ranked}
         return Snapshot(
             dict(self._marks),
             dict(self._entities),
             {g: dict(r) for g, r in self._rows.items() if r},
+            {m: ranking for m, ranking in ranks.items() if ranking},
         )
 
     async def drop(self) -> None:
         self._marks.clear()
         self._entities.clear()
         self._rows.clear()
+        self._ranked.clear()
 
 
 class ProjectionVersions:

@@ -145,6 +145,21 @@ class ProjectionRead(BaseModel):
     )
 
 
+class RankedGroup(BaseModel):
+    group: str = Field(description="the group key")
+    value: int = Field(description="the group's value of the measure (its row's sum)")
+
+
+class ProjectionRanking(BaseModel):
+    projection: str
+    version: str = Field(description="the version read: the active one")
+    measure: str
+    items: list[RankedGroup] = Field(
+        description="the groups with the highest values, highest first (equal values: "
+        "group keys in descending order); groups whose value is 0 are not ranked"
+    )
+
+
 class SkuSalesFigures(BaseModel):
     units: int
     orders: int = Field(description="orders holding the SKU")

@@ -1,5 +1,6 @@
-"""Projections over HTTP (under ``/v1``): each enabled projection's rows or views, and
-reports of the built-in ones (a SKU's sales per day, payment-method health per hour).
+"""Projections over HTTP (under ``/v1``): each enabled projection's rows or views, its
+rankings, and reports of the built-in ones (a SKU's sales per day, payment-method
+health per hour).
 
 Everything is read from the projection's active version (``projections.projection_store``).
 A read carrying a consistency token first waits until that version's marks reach the
@@ -40,7 +41,9 @@ from query_api.models import (
     ProjectionInfo,
     ProjectionKind,
     ProjectionList,
+    ProjectionRanking,
     ProjectionRead,
+    RankedGroup,
     SkuSales,
     SkuSalesDay,
     SkuSalesFigures,
@@ -71,6 +74,12 @@ READ_DOC = (
     "`SKU-1|2026-12-03`. 404 for a projection that is not enabled, a group without a "
     "row or an entity without a view." + TOKEN_DOC
 )
+RANKING_DOC = (
+    "The groups of a `rows` projection with the highest values of one of the measures "
+    "it ranks (`Projection.ranked`: the top customers by points), highest first. 404 "
+    "for a projection that is not enabled; 422 for a measure it does not rank." + TOKEN_DOC
+)
+MAX_RANKED = 1000
 SKU_SALES_DOC = (
     "Units, orders and revenue (per currency, decimal strings) of a SKU per UTC day, "
     "from the `sku_sales` projection (orders cancelled or refunded are left out), and "
@@ -384,6 +393,36 @@ def projection_routes(
             key=key,
             kind=kind_of(projection),
             data=await read(store, name, key),
+        )
+
+    @router.get(
+        "/rankings/{name}/{measure:path}",
+        response_model=ProjectionRanking,
+        summary="The groups ranked by a measure",
+        description=RANKING_DOC,
+    )
+    async def ranking(
+        request: Request,
+        name: str,
+        measure: Annotated[str, Path(min_length=1, max_length=512)],
+        token: CallerToken,
+        limit: Annotated[int, Query(ge=1, le=MAX_RANKED)] = 10,
+    ) -> ProjectionRanking:
+        projection = reads.named(name)
+        if not projection.ranks(measure):
+            ranked = ", ".join(projection.ranked) or "none"
+            raise invalid_parameter(
+                "path",
+                "measure",
+                f"projection {name!r} does not rank {measure!r}; it ranks: {ranked}"
+                f" (a name ranks that measure and each name{GROUP_SEPARATOR}...)",
+            )
+        store = await reads.store(request, projection, token)
+        return ProjectionRanking(
+            projection=name,
+            version=store.version,
+            measure=measure,
+            items=[RankedGroup(group=g, value=v) for g, v in await store.top(measure, limit)],
         )
 
     @router.get(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
@@ -154,6 +155,24 @@ async def test_a_users_projection_runs_rebuilds_verifies_and_is_served(
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert (body["version"], body["data"]) == ("v2", row)
+    top = await query_api.get("/v1/rankings/loyalty_points/points", params={"limit": 5})
+    assert top.status_code == 200, top.text
+    ranked = sorted(((r["points"], c) for c, r in expected.items() if r["points"]), reverse=True)
+    assert top.json()["version"] == "v2"
+    assert top.json()["items"] == [{"group": c, "value": p} for p, c in ranked[:5]]
+
+    # a ranking that disagrees with the rows is a difference verify reports
+    redis = Redis.from_url(deployment.redis_uri, decode_responses=True)
+    rank_key = f"{deployment.redis_prefix}p:loyalty_points:v2:rank:points"
+    leader, points = ranked[0][1], ranked[0][0]
+    try:
+        await redis.zadd(rank_key, {leader: points + 1})
+        tampered = eventfold(deployment, plugins, "verify", "--projection", "loyalty_points")
+        assert tampered.returncode != 0, tampered.stdout + tampered.stderr
+        assert "ranking points" in tampered.stdout + tampered.stderr
+    finally:
+        await redis.zadd(rank_key, {leader: points})
+        await redis.aclose()
     missing = await query_api.get("/v1/projections/loyalty_points/nobody")
     assert missing.status_code == 404
     unknown = await query_api.get("/v1/projections/nothing/c-1")

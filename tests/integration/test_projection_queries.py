@@ -23,11 +23,12 @@ from fastapi import FastAPI
 import projections.registry as registry
 from eventfold.consistency import encode_token, token_of
 from eventfold.settings import Settings
-from projections.api import JSON, Projection
+from projections.api import JSON, Projection, Rows
 from projections.applier import Applier
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
 from projections.engine import Positioned
+from projections.money import to_units
 from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
 from query_api.api import create_app
@@ -79,7 +80,47 @@ order_cards = Projection(
     view=card_view,
     description="an order's customer and number of lines",
 )
-ENABLED = {p.name: p for p in (order_cards, payment_methods, sku_sales)}
+
+
+# --- a rows projection of our own whose groups are ranked --------------------------------
+
+
+def lines_initial() -> JSON:
+    return {"lines": [], "currency": None, "cancelled": False}
+
+
+def lines_fold(state: dict[str, Any], event: Event) -> JSON:
+    if isinstance(event, OrderPlaced):
+        state["lines"] = [[i.sku, i.quantity, str(i.unit_price)] for i in event.data.items]
+        state["currency"] = event.data.currency
+    elif isinstance(event, OrderCancelled):
+        state["cancelled"] = True
+    return state
+
+
+def lines_rows(state: dict[str, Any]) -> Rows:
+    rows: dict[str, dict[str, int]] = {}
+    if state["cancelled"]:
+        return rows
+    for sku, quantity, price in state["lines"]:
+        row = rows.setdefault(sku, {})
+        revenue = f"revenue|{state['currency']}"
+        row["units"] = row.get("units", 0) + quantity
+        row[revenue] = row.get(revenue, 0) + to_units(Decimal(price) * quantity)
+        row["lines"] = row.get("lines", 0) + 1
+    return rows
+
+
+sku_ranks = Projection(
+    name="sku_ranks",
+    consumes=("OrderPlaced", "OrderCancelled"),
+    initial=lines_initial,
+    fold=lines_fold,
+    rows=lines_rows,
+    ranked=("units", "revenue"),
+    description="units and revenue per SKU, ranked",
+)
+ENABLED = {p.name: p for p in (order_cards, payment_methods, sku_ranks, sku_sales)}
 
 
 # --- the events ----------------------------------------------------------------------
@@ -257,9 +298,12 @@ async def apply(
 
 @pytest.fixture(autouse=True)
 def our_projection(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``order_cards`` installed, as a package's entry point."""
-    point = EntryPoint("order_cards", f"{__name__}:order_cards", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [point])
+    """``order_cards`` and ``sku_ranks`` installed, as a package's entry points."""
+    points = [
+        EntryPoint(name, f"{__name__}:{name}", registry.ENTRY_POINT_GROUP)
+        for name in ("order_cards", "sku_ranks")
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points)
 
 
 @pytest.fixture
@@ -352,7 +396,7 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
                 "topics": sorted(p.topics),
                 "version": "v1",
             }
-            for p in (order_cards, payment_methods, sku_sales)
+            for p in (order_cards, payment_methods, sku_ranks, sku_sales)
         ]
     }
 
@@ -362,12 +406,13 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
     assert {i["name"]: i["version"] for i in listed} == {
         "order_cards": "v1",
         "payment_methods": "v1",
+        "sku_ranks": "v1",
         "sku_sales": version,
     }
 
     fewer = await client_of(projections_disabled="sku_sales,order_cards")
     listed = (await fewer.get("/v1/projections")).json()["items"]
-    assert [i["name"] for i in listed] == ["payment_methods"]
+    assert [i["name"] for i in listed] == ["payment_methods", "sku_ranks"]
 
 
 async def test_a_group_row_is_its_measures_summed(log: Log, api: httpx.AsyncClient) -> None:
@@ -419,9 +464,9 @@ async def test_an_unknown_or_disabled_projection_is_a_404(
     message = problem(await api.get("/v1/projections/nope/x"), 404)
     assert message == (
         "projection 'nope' is not enabled on this instance; enabled: order_cards, "
-        "payment_methods, sku_sales (see GET /v1/projections)"
+        "payment_methods, sku_ranks, sku_sales (see GET /v1/projections)"
     )
-    none = await client_of(projections_disabled="sku_sales,payment_methods,order_cards")
+    none = await client_of(projections_disabled="sku_sales,payment_methods,order_cards,sku_ranks")
     assert "enabled: none" in problem(await none.get("/v1/skus/A-1/sales"), 404)
     assert "'payment_methods' is not enabled" in problem(
         await none.get("/v1/payments/methods"), 404
@@ -429,6 +474,69 @@ async def test_an_unknown_or_disabled_projection_is_a_404(
     assert "'sku_sales' is not enabled" in problem(
         await none.get("/v1/projections/sku_sales/A-1%7C2026-03-01"), 404
     )
+    assert "'sku_ranks' is not enabled" in problem(
+        await none.get("/v1/rankings/sku_ranks/units"), 404
+    )
+
+
+# --- rankings -------------------------------------------------------------------------
+
+
+def expected_ranking(measure: str, cancelled: set[str]) -> list[dict[str, Any]]:
+    """The SKUs by ``measure`` (units, or revenue|<currency> in 1e-4 units) over the
+    orders not cancelled, highest first, equal values by SKU descending."""
+    totals: dict[str, int] = {}
+    for order_id, _, currency, lines in ORDERS:
+        if order_id in cancelled:
+            continue
+        for sku, quantity, price in lines:
+            if measure == "units":
+                value = quantity
+            elif measure == f"revenue|{currency}":
+                value = int(Decimal(price) * quantity * 10_000)
+            else:
+                value = 0
+            totals[sku] = totals.get(sku, 0) + value
+    ranked = sorted(((v, k) for k, v in totals.items() if v), reverse=True)
+    return [{"group": sku, "value": value} for value, sku in ranked]
+
+
+async def test_a_ranking_is_its_groups_highest_first(
+    log: Log, versions: ProjectionVersions, api: httpx.AsyncClient
+) -> None:
+    answer = await api.get("/v1/rankings/sku_ranks/units")
+    assert answer.status_code == 200, answer.text
+    units = expected_ranking("units", CANCELLED)
+    assert [i["group"] for i in units] == ["A-1", "C/3", "B-2"]  # the seed ranks them so
+    assert answer.json() == {
+        "projection": "sku_ranks",
+        "version": "v1",
+        "measure": "units",
+        "items": units,
+    }
+    assert (await api.get("/v1/rankings/sku_ranks/units?limit=2")).json()["items"] == units[:2]
+    for currency in ("EUR", "USD"):  # "revenue" ranks each revenue|<currency>
+        ranked = await api.get(f"/v1/rankings/sku_ranks/revenue%7C{currency}")
+        assert ranked.json()["items"] == expected_ranking(f"revenue|{currency}", CANCELLED)
+
+    # o-1 cancelled: A-1 loses 2 units, and B-2 (o-1 alone) leaves the ranking
+    await apply(versions, log.add([cancelled("o-1", "2026-03-05T09:00")]))
+    after = (await api.get("/v1/rankings/sku_ranks/units")).json()["items"]
+    assert after == expected_ranking("units", CANCELLED | {"o-1"})
+    assert [i["group"] for i in after] == ["A-1", "C/3"]
+
+
+async def test_a_measure_not_ranked_is_a_422(log: Log, api: httpx.AsyncClient) -> None:
+    assert problem(await api.get("/v1/rankings/sku_ranks/lines"), 422) == (
+        "projection 'sku_ranks' does not rank 'lines'; it ranks: revenue, units"
+        " (a name ranks that measure and each name|...)"
+    )
+    assert "it ranks: none" in problem(await api.get("/v1/rankings/sku_sales/units"), 422)
+    assert "it ranks: none" in problem(await api.get("/v1/rankings/order_cards/lines"), 422)
+    assert "'nope' is not enabled" in problem(await api.get("/v1/rankings/nope/units"), 404)
+    for limit in ("0", "1001", "x"):
+        bad = await api.get("/v1/rankings/sku_ranks/units", params={"limit": limit})
+        assert bad.status_code == 422, (limit, bad.text)
 
 
 # --- a SKU's sales ----------------------------------------------------------------------
@@ -601,6 +709,7 @@ async def test_a_token_within_the_marks_is_answered_and_one_beyond_is_not_yet(
         "/v1/projections",
         "/v1/projections/sku_sales/A-1%7C2026-03-01",
         "/v1/skus/A-1/sales?from=2026-03-01&to=2026-03-01",
+        "/v1/rankings/sku_ranks/units",
     ]
     for path in reads:
         answer = await api.get(path, params=within)
@@ -691,6 +800,7 @@ async def test_the_read_scope_applies(log: Log, client_of: Client) -> None:
         "/v1/projections/sku_sales/A-1%7C2026-03-01",
         "/v1/skus/A-1/sales",
         "/v1/payments/methods",
+        "/v1/rankings/sku_ranks/units",
     ):
         assert (await api.get(path)).status_code == 401, path
         assert (await api.get(path, headers={"X-API-Key": "w"})).status_code == 403, path
@@ -705,6 +815,7 @@ async def test_the_openapi_document_describes_the_projection_routes(api: httpx.A
         "/v1/projections/{name}/{key}": "ProjectionRead",
         "/v1/skus/{sku}/sales": "SkuSales",
         "/v1/payments/methods": "PaymentMethods",
+        "/v1/rankings/{name}/{measure}": "ProjectionRanking",
     }
     for path, model in routes.items():
         get = doc["paths"][path]["get"]

@@ -185,6 +185,49 @@ async def test_every_read_agrees(store: ProjectionStore) -> None:
     assert snapshot.entities["o-2"].doc["state"] == {"n": 2, "note": "é|\"'"}
 
 
+async def test_ranked_measures_rank_their_groups_highest_first(store: ProjectionStore) -> None:
+    marks = iter(range(100))
+
+    async def add(deltas: dict[str, dict[str, int]], ranked: tuple[str, ...]) -> None:
+        mark = next(marks)
+        assert await store.write({}, deltas, {"orders:0": mark}, {"orders:0": mark - 1}, ranked)
+
+    c1, c2, c3 = "c-1", "c-2", "c-3"
+    await add({c1: {"points": 5, "orders": 1}, c2: {"points": 9, "orders": 1}}, ("points",))
+    await add({c3: {"points": 5, "orders": 2}}, ("points",))
+    assert await store.top("points", 10) == [(c2, 9), (c3, 5), (c1, 5)]  # ties: c3 before c1
+    assert await store.top("points", 2) == [(c2, 9), (c3, 5)]
+    assert await store.top("orders", 10) == []  # written, but never ranked
+
+    # a change moves the group; a value back at 0 leaves the ranking, as it leaves the row
+    await add({c1: {"points": 10}, c2: {"points": -9}}, ("points",))
+    assert await store.top("points", 10) == [(c1, 15), (c3, 5)]
+    assert await store.rows([c2]) == [{"orders": 1}]
+
+    # a negative value ranks below the others; an exact big value is read back exactly
+    await add({c2: {"points": -3}, c3: {"points": BIG}}, ("points",))
+    assert await store.top("points", 10) == [(c3, BIG + 5), (c1, 15), (c2, -3)]
+
+    snapshot = await store.snapshot()
+    assert snapshot.ranks == {"points": {c1: 15, c2: -3, c3: int(float(BIG + 5))}}
+    assert snapshot.rows[c3] == {"points": BIG + 5, "orders": 2}
+
+
+async def test_a_stale_write_ranks_nothing(store: ProjectionStore) -> None:
+    assert await store.write(
+        {}, {"c-1": {"points": 3}}, {"orders:0": 0}, {"orders:0": -1}, ["points"]
+    )
+    assert not await store.write(
+        {},
+        {"c-1": {"points": 4}, "c-2": {"points": 1}},
+        {"orders:0": 1},
+        {"orders:0": 5},
+        ["points"],
+    )
+    assert await store.top("points", 10) == [("c-1", 3)]
+    assert (await store.snapshot()).ranks == {"points": {"c-1": 3}}
+
+
 async def test_drop_empties_the_version_alone(make_store: MakeStore) -> None:
     store, other_version, other_name = (
         make_store("contract", "v1"),
@@ -193,7 +236,7 @@ async def test_drop_empties_the_version_alone(make_store: MakeStore) -> None:
     )
     for s in (store, other_version, other_name):
         assert await s.write(
-            {"o-1": entity(1)}, {G1: {"units": 1}}, {"orders:0": 0}, {"orders:0": -1}
+            {"o-1": entity(1)}, {G1: {"units": 1}}, {"orders:0": 0}, {"orders:0": -1}, ["units"]
         )
     kept = [await s.snapshot() for s in (other_version, other_name)]
 
@@ -204,7 +247,9 @@ async def test_drop_empties_the_version_alone(make_store: MakeStore) -> None:
     assert await store.groups() == []
     assert await store.rows([G1]) == [{}]
     assert await store.load(["o-1"]) == {"o-1": None}
+    assert await store.top("units", 10) == []
     assert [await s.snapshot() for s in (other_version, other_name)] == kept
+    assert kept[0].ranks == {"units": {G1: 1}}
 
     # and a dropped version starts again from no marks
     assert await store.write({}, {G1: {"units": 2}}, {"orders:0": 0}, {"orders:0": -1})

@@ -5,7 +5,7 @@ row differences, and the checks of a ``Projection`` definition."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from projections.engine import (
     Positioned,
     RowsDict,
     apply_batch,
+    rankings,
     sum_rows,
 )
 from projections.projection_store import MemoryProjectionStore
@@ -389,8 +390,9 @@ class RecordingStore(MemoryProjectionStore):
         deltas: RowsDict,
         marks: Mapping[str, int],
         expected: Mapping[str, int],
+        ranked: Collection[str] = (),
     ) -> bool:
-        done = await super().write(entities, deltas, marks, expected)
+        done = await super().write(entities, deltas, marks, expected, ranked)
         self.writes.append(done)
         return done
 
@@ -437,6 +439,7 @@ async def test_marks_that_keep_moving_raise_and_dead_letter_once() -> None:
             deltas: RowsDict,
             marks: Mapping[str, int],
             expected: Mapping[str, int],
+            ranked: Collection[str] = (),
         ) -> bool:
             return False  # another writer always got there first
 
@@ -574,3 +577,62 @@ def test_exactly_one_of_rows_and_view() -> None:
         _definition(view=lambda s: s)
     with pytest.raises(ProjectionError, match="exactly one of rows and view"):
         _definition(rows=None)
+
+
+def test_ranked_measures_are_normalised_and_rank_their_family() -> None:
+    projection = _definition(ranked=("units", "ltv", "units"))
+    assert projection.ranked == ("ltv", "units")
+    assert projection.ranks("units") and projection.ranks("ltv|EUR")
+    assert projection.ranks("ltv|EUR|2026")  # the family is the part before the first |
+    assert not projection.ranks("unit") and not projection.ranks("ltv2")
+    assert not projection.ranks("EUR|ltv")
+    assert not _definition().ranks("units")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ranked": ("units",), "rows": None, "view": lambda s: s}, "it has none"),
+        ({"ranked": ("",)}, "ranked measure ''"),
+        ({"ranked": ("ltv|EUR",)}, r"ranked measure 'ltv\|EUR'"),
+        ({"ranked": (3,)}, "ranked measure 3"),
+        ({"ranked": "units"}, r"not one string: ranked=\('units',\)"),
+    ],
+)
+def test_a_bad_ranking_is_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ProjectionError, match=message):
+        _definition(**overrides)
+
+
+async def test_the_applier_ranks_the_measures_the_projection_ranks() -> None:
+    ranked = Projection(
+        name="tally",
+        consumes=TALLY.consumes,
+        initial=TALLY.initial,
+        fold=TALLY.fold,
+        rows=TALLY.rows,
+        ranked=("events",),
+    )
+    batch = positioned(
+        [placed("o-1"), placed("o-2"), payment("PaymentCaptured", "o-2"), shipped("o-2")]
+    )
+    store = await applied(ranked, [batch])
+    # equal values: the group keys in descending order, as Redis ranks them
+    assert await store.top("events", 10) == [
+        ("all", 4),
+        ("OrderPlaced", 2),
+        ("PaymentCaptured", 1),
+        ("OrderShipped", 1),
+    ]
+    assert await store.top("orders", 10) == []  # not ranked
+    snapshot = await store.snapshot()
+    assert snapshot.ranks == rankings(snapshot.rows, ranked.ranks)
+    assert set(snapshot.ranks) == {"events"}
+    # the same batch on a projection that ranks nothing keeps no ranking
+    assert (await (await applied(TALLY, [batch])).snapshot()).ranks == {}
+
+
+def test_rankings_are_the_rows_ranked_measures_as_scores() -> None:
+    rows: RowsDict = {"a": {"units": 3, "orders": 1}, "b": {"units": 2**53 + 1}, "c": {}}
+    assert rankings(rows, lambda m: m == "units") == {"units": {"a": 3, "b": 2**53}}
+    assert rankings(rows, lambda m: False) == {}
