@@ -12,8 +12,10 @@ what it shows:
   nothing.
 * ``view``: one JSON document per entity, served as it is.
 
-A ``rows`` projection may also keep its groups ranked by some of its measures
-(``ranked``): the top customers by points, read highest first.
+A measure of ``rows`` may instead be the highest or lowest of the entities' values
+(``maxima``, ``minima``: a customer's latest order), and a ``rows`` projection may keep
+its groups ranked by some of its measures (``ranked``: the top customers by points,
+read highest first).
 
 The fold and the derivations are plain functions of data (no I/O). The engine does
 the rest: batching, exactly-once application (a per-partition mark written with the
@@ -64,6 +66,11 @@ def group_key(*parts: str) -> str:
     return GROUP_SEPARATOR.join(parts)
 
 
+def _names(names: tuple[str, ...], measure: str) -> bool:
+    """Whether ``names`` name ``measure``: itself, or its family (the part before ``|``)."""
+    return bool(names) and (measure in names or measure.partition(GROUP_SEPARATOR)[0] in names)
+
+
 @dataclass(frozen=True)
 class Projection:
     """One read model: what it consumes, its fold and what it shows.
@@ -85,6 +92,12 @@ class Projection:
     measure of that name and each ``name|...`` one (``ltv`` ranks ``ltv|EUR`` and
     ``ltv|USD``, one ranking each). A ranking costs one sorted-set update per changed
     group and measure, so rank only what is read that way."""
+    maxima: tuple[str, ...] = ()
+    """Measures of ``rows`` whose group value is the highest of its entities' values,
+    not their sum (a customer's latest order, as epoch seconds). Named as in
+    ``ranked``; values within 2**53 (a double holds them exactly)."""
+    minima: tuple[str, ...] = ()
+    """The same with the lowest value (a customer's first order)."""
     topics: tuple[str, ...] = field(init=False)
     key_field: str = field(init=False)
 
@@ -104,21 +117,11 @@ class Projection:
             )
         if (self.rows is None) == (self.view is None):
             raise ProjectionError(f"{self.name}: define exactly one of rows and view")
-        if isinstance(self.ranked, str):
-            raise ProjectionError(
-                f"{self.name}: ranked is a tuple of measure names, not one string: "
-                f"ranked=({self.ranked!r},)"
-            )
-        if self.ranked and self.rows is None:
-            raise ProjectionError(f"{self.name}: ranked ranks the groups of rows; it has none")
-        for measure in self.ranked:
-            if not isinstance(measure, str) or not measure or GROUP_SEPARATOR in measure:
-                raise ProjectionError(
-                    f"{self.name}: ranked measure {measure!r}: a non-empty name without"
-                    f" {GROUP_SEPARATOR!r} (it ranks that measure and each"
-                    f" name{GROUP_SEPARATOR}...)"
-                )
-        object.__setattr__(self, "ranked", tuple(sorted(set(self.ranked))))
+        for option in ("ranked", "maxima", "minima"):
+            object.__setattr__(self, option, self._measure_names(option))
+        both = sorted(set(self.maxima) & set(self.minima))
+        if both:
+            raise ProjectionError(f"{self.name}: {', '.join(both)} in both maxima and minima")
         topics = tuple(sorted({TOPIC_OF_TYPE[t] for t in self.consumes}))
         keys = {KEY_FIELD_OF_TOPIC[t] for t in topics}
         if len(keys) > 1:
@@ -137,11 +140,41 @@ class Projection:
         """``rows`` or ``view``: what ``GET /v1/projections/{name}/{key}`` serves."""
         return "rows" if self.rows is not None else "view"
 
+    def _measure_names(self, option: str) -> tuple[str, ...]:
+        """The measure names of ``option`` (``ranked``, ``maxima``, ``minima``), checked
+        and sorted."""
+        names = getattr(self, option)
+        if isinstance(names, str):
+            raise ProjectionError(
+                f"{self.name}: {option} is a tuple of measure names, not one string: "
+                f"{option}=({names!r},)"
+            )
+        if names and self.rows is None:
+            raise ProjectionError(f"{self.name}: {option} names measures of rows; it has none")
+        for measure in names:
+            if not isinstance(measure, str) or not measure or GROUP_SEPARATOR in measure:
+                raise ProjectionError(
+                    f"{self.name}: {option} measure {measure!r}: a non-empty name without"
+                    f" {GROUP_SEPARATOR!r} (it names that measure and each"
+                    f" name{GROUP_SEPARATOR}...)"
+                )
+        return tuple(sorted(set(names)))
+
     def ranks(self, measure: str) -> bool:
         """Whether the groups are kept ranked by ``measure`` (see ``ranked``)."""
-        return bool(self.ranked) and (
-            measure in self.ranked or measure.partition(GROUP_SEPARATOR)[0] in self.ranked
-        )
+        return _names(self.ranked, measure)
+
+    def extreme(self, measure: str) -> str | None:
+        """``max`` or ``min`` for a measure of ``maxima`` or ``minima``; None for a sum."""
+        if _names(self.maxima, measure):
+            return "max"
+        if _names(self.minima, measure):
+            return "min"
+        return None
+
+    @property
+    def has_extremes(self) -> bool:
+        return bool(self.maxima or self.minima)
 
     def entity_of(self, event: Event) -> str:
         return str(getattr(event.data, self.key_field))

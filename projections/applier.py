@@ -130,7 +130,9 @@ class Applier:
                     await self._dead_letter(self.projection, failure)
             expected = {m: self.marks.get(m, -1) for m in raised}
             ranked = {m for row in outcome.deltas.values() for m in row if self.projection.ranks(m)}
-            if await self.store.write(outcome.entities, outcome.deltas, raised, expected, ranked):
+            if await self.store.write(
+                outcome.entities, outcome.deltas, raised, expected, ranked, outcome.extremes
+            ):
                 self.marks.update(raised)
                 self._keep({**stored, **outcome.entities})
                 return AppliedBatch(len(mine), len(outcome.entities), len(outcome.failures))

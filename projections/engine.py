@@ -87,10 +87,19 @@ class Failure:
     error: BaseException
 
 
+Extreme = tuple[str, str, str, str, int | None]
+"""(group, measure, ``max`` or ``min``, entity, its value, or None when it no longer
+has one): a change of one entity's value of a measure of ``maxima`` or ``minima``."""
+EXACT_SCORE = 2**53
+"""Values of ``maxima`` and ``minima`` stay below this in magnitude: a store may keep
+them as doubles."""
+
+
 @dataclass
 class Outcome:
     entities: dict[str, Entity] = field(default_factory=dict)  # the changed ones
     deltas: RowsDict = field(default_factory=dict)  # group -> measure -> difference
+    extremes: list[Extreme] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
 
@@ -118,11 +127,23 @@ def derive(projection: Projection, state: JSON, events: Iterable[str]) -> Entity
     view = None
     if projection.rows is not None:
         rows = _checked_rows(projection.rows(state))
+        if projection.has_extremes:
+            _check_extremes(projection, rows)
     elif projection.view is not None:
         view = projection.view(state)
         if view is not None and not isinstance(view, Mapping):
             raise InvalidOutput(f"view must be a mapping or None, not {view!r:.100}")
     return Entity.of(state, rows, view, events)
+
+
+def _check_extremes(projection: Projection, rows: RowsDict) -> None:
+    for group, row in rows.items():
+        for name, value in row.items():
+            if abs(value) >= EXACT_SCORE and projection.extreme(name) is not None:
+                raise InvalidOutput(
+                    f"rows[{group!r}]: {name!r} -> {value} is beyond 2**53 in magnitude"
+                    f" (a measure of maxima or minima is kept as a double)"
+                )
 
 
 def _new_state(projection: Projection) -> JSON:
@@ -193,10 +214,19 @@ def apply_batch(
         if after is None:
             continue
         outcome.entities[key] = after
-        if projection.rows is not None:
-            if before is not None:
-                _add(outcome.deltas, before.rows, -1)
-            _add(outcome.deltas, after.rows, 1)
+        if projection.rows is None:
+            continue
+        old, new = before.rows if before is not None else {}, after.rows
+        if projection.has_extremes:
+            old, old_extremes = _split(projection, old)
+            new, new_extremes = _split(projection, new)
+            for group, measure in sorted(old_extremes.keys() | new_extremes.keys()):
+                value = new_extremes.get((group, measure))
+                if value != old_extremes.get((group, measure)):
+                    kind = str(projection.extreme(measure))
+                    outcome.extremes.append((group, measure, kind, key, value))
+        _add(outcome.deltas, old, -1)
+        _add(outcome.deltas, new, 1)
     outcome.deltas = {
         g: kept
         for g, row in outcome.deltas.items()
@@ -205,12 +235,34 @@ def apply_batch(
     return outcome
 
 
-def sum_rows(entities: Iterable[Entity]) -> RowsDict:
-    """Each group's row as the sum of the entities' contributions (what the stored rows
-    must equal)."""
+def _split(projection: Projection, rows: RowsDict) -> tuple[RowsDict, dict[tuple[str, str], int]]:
+    """An entity's rows: the measures summed, and (group, measure) -> value of the others."""
+    sums: RowsDict = {}
+    extremes: dict[tuple[str, str], int] = {}
+    for group, row in rows.items():
+        for name, value in row.items():
+            if projection.extreme(name) is None:
+                sums.setdefault(group, {})[name] = value
+            else:
+                extremes[group, name] = value
+    return sums, extremes
+
+
+def sum_rows(entities: Iterable[Entity], projection: Projection | None = None) -> RowsDict:
+    """Each group's row from the entities' contributions, what the stored rows must
+    equal: their sum, or for a measure of ``projection``'s maxima or minima, the highest
+    or lowest."""
     total: RowsDict = {}
     for entity in entities:
-        _add(total, entity.rows, 1)
+        if projection is None or not projection.has_extremes:
+            _add(total, entity.rows, 1)
+            continue
+        sums, extremes = _split(projection, entity.rows)
+        _add(total, sums, 1)
+        for (group, name), value in extremes.items():
+            row = total.setdefault(group, {})
+            pick = max if projection.extreme(name) == "max" else min
+            row[name] = value if name not in row else pick(row[name], value)
     return {g: kept for g, row in total.items() if (kept := {k: v for k, v in row.items() if v})}
 
 

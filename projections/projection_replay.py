@@ -131,6 +131,10 @@ async def rebuild(
     return result
 
 
+SHOWN_GROUPS = 5
+"""The groups a difference of a ranking names (it may hold millions)."""
+
+
 @dataclass
 class ProjectionCheck:
     name: str
@@ -174,13 +178,18 @@ async def verify(settings: Settings, redis: Redis, projection: Projection) -> Pr
         if expected.rows.get(group) != snapshot.rows.get(group):
             stored, folded = snapshot.rows.get(group), expected.rows.get(group)
             differences.append(f"row {group}: stored {stored} != folded {folded}")
-    if sum_rows(snapshot.entities.values()) != snapshot.rows:
-        differences.append("the stored rows are not the sum of the stored entities' contributions")
+    if sum_rows(snapshot.entities.values(), projection) != snapshot.rows:
+        differences.append("the stored rows are not what the stored entities contribute")
     ranked = rankings(snapshot.rows, projection.ranks)
     for measure in sorted(set(ranked) | set(snapshot.ranks)):
-        if ranked.get(measure) != snapshot.ranks.get(measure):
-            stored, rows = snapshot.ranks.get(measure), ranked.get(measure)
-            differences.append(f"ranking {measure}: stored {stored} != the rows' {rows}")
+        stored, rows = snapshot.ranks.get(measure, {}), ranked.get(measure, {})
+        wrong = sorted(g for g in set(stored) | set(rows) if stored.get(g) != rows.get(g))
+        if wrong:
+            shown = ", ".join(
+                f"{g}: {stored.get(g)} against {rows.get(g)}" for g in wrong[:SHOWN_GROUPS]
+            )
+            more = f" and {len(wrong) - SHOWN_GROUPS} more" if len(wrong) > SHOWN_GROUPS else ""
+            differences.append(f"ranking {measure} (stored against the rows): {shown}{more}")
     if expected.marks != {m: o for m, o in snapshot.marks.items() if o >= 0}:
         differences.append(f"marks: stored {snapshot.marks} != read {expected.marks}")
     del differences[SHOWN_DIFFERENCES:]

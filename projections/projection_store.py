@@ -12,7 +12,10 @@ rebuild), under ``{prefix}p:{name}:{version}:``:
   the projection ranks (``Projection.ranked``), written with the rows; a group whose
   value returns to 0 leaves it, as it leaves the row (scores are doubles: exact up to
   2**53, beyond any money the rows count);
-* ``ranks``: set of the ranked measures ever written.
+* ``ranks``: set of the ranked measures ever written;
+* ``ext:{len(measure)}:{measure}:{group}``: sorted set, entity -> its value, for each
+  measure of ``maxima`` or ``minima`` (``Projection``): the row holds the highest (or
+  lowest) of them, so an entity whose value goes down (or away) leaves the next one.
 
 A batch is one script call: it checks that the marks of the batch's partitions are
 still those the batch was folded on (another worker that took the partitions over
@@ -36,7 +39,7 @@ import orjson
 from redis.asyncio import Redis
 
 from eventfold.consistency import Runs
-from projections.engine import Entity, RowsDict, as_score
+from projections.engine import Entity, Extreme, RowsDict, as_score
 
 FIRST_VERSION = "v1"
 
@@ -53,11 +56,47 @@ for _, m in ipairs(cjson.decode(ARGV[6])) do
   ranked[m] = true
   redis.call('SADD', ranks, m)
 end
+local function rank(measure, group, value)
+  if ranked[measure] then
+    if value == 0 then
+      redis.call('ZREM', rank_prefix .. measure, group)
+    else
+      redis.call('ZADD', rank_prefix .. measure, value, group)
+    end
+  end
+end
 local n = tonumber(ARGV[4])
-local i = 7
+local i = 9
 for _ = 1, n do
   redis.call('HSET', entities, ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+for _ = 1, tonumber(ARGV[8]) do
+  local group, measure, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local entity, value = ARGV[i + 3], ARGV[i + 4]
+  local values = ARGV[7] .. string.len(measure) .. ':' .. measure .. ':' .. group
+  if value == '' then
+    redis.call('ZREM', values, entity)
+  else
+    redis.call('ZADD', values, value, entity)
+  end
+  local top
+  if kind == 'max' then
+    top = redis.call('ZREVRANGE', values, 0, 0, 'WITHSCORES')
+  else
+    top = redis.call('ZRANGE', values, 0, 0, 'WITHSCORES')
+  end
+  local key = rows_prefix .. group
+  if #top == 0 then
+    redis.call('HDEL', key, measure)
+    rank(measure, group, 0)
+  else
+    local best = tonumber(top[2])
+    redis.call('HSET', key, measure, string.format('%d', best))
+    rank(measure, group, best)
+  end
+  redis.call('SADD', groups, group)
+  i = i + 5
 end
 while i <= #ARGV do
   local key = rows_prefix .. ARGV[i]
@@ -65,13 +104,7 @@ while i <= #ARGV do
   if value == 0 then
     redis.call('HDEL', key, ARGV[i + 1])
   end
-  if ranked[ARGV[i + 1]] then
-    if value == 0 then
-      redis.call('ZREM', rank_prefix .. ARGV[i + 1], ARGV[i])
-    else
-      redis.call('ZADD', rank_prefix .. ARGV[i + 1], value, ARGV[i])
-    end
-  end
+  rank(ARGV[i + 1], ARGV[i], value)
   redis.call('SADD', groups, ARGV[i])
   i = i + 3
 end
@@ -156,9 +189,12 @@ class ProjectionStore(Protocol):
         marks: Mapping[str, int],
         expected: Mapping[str, int],
         ranked: Collection[str] = (),
+        extremes: Sequence[Extreme] = (),
     ) -> bool:
         """Apply a batch if the ``expected`` marks (-1: none) still hold; False if not.
-        The groups of ``deltas`` are kept ranked by each measure in ``ranked``."""
+        The groups of ``deltas`` (and of ``extremes``, the entities' values of measures
+        that are a maximum or minimum, not a sum) are kept ranked by each measure in
+        ``ranked``."""
         ...
 
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]: ...
@@ -199,6 +235,7 @@ class RedisProjectionStore:
         self._rows = self.prefix + "rows:"
         self._ranks = self.prefix + "ranks"
         self._rank = self.prefix + "rank:"
+        self._extremes = self.prefix + "ext:"
         self._write = redis.register_script(_WRITE)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self._top = redis.register_script(_TOP)
@@ -221,6 +258,7 @@ class RedisProjectionStore:
         marks: Mapping[str, int],
         expected: Mapping[str, int],
         ranked: Collection[str] = (),
+        extremes: Sequence[Extreme] = (),
     ) -> bool:
         args: list[str | int] = [
             self._rows,
@@ -229,9 +267,13 @@ class RedisProjectionStore:
             len(entities),
             self._rank,
             orjson.dumps(sorted(ranked)).decode(),
+            self._extremes,
+            len(extremes),
         ]
         for key, entity in entities.items():
             args += [key, entity.encoded.decode()]
+        for group, measure, kind, entity_key, value in extremes:
+            args += [group, measure, kind, entity_key, "" if value is None else value]
         for group, row in deltas.items():
             for name, value in row.items():
                 args += [group, name, value]
@@ -247,6 +289,8 @@ class RedisProjectionStore:
         return [{k: int(v) for k, v in row.items()} for row in await pipe.execute()]
 
     async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
+        if limit < 1:
+            return []
         flat = await self._top(keys=[self._rank + measure], args=[self._rows, limit, measure])
         return [(str(group), int(value)) for group, value in _pairs(flat).items()]
 
@@ -286,7 +330,8 @@ class MemoryProjectionStore:
         self._marks: dict[str, int] = {}
         self._entities: dict[str, Entity] = {}
         self._rows: RowsDict = {}
-        self._ranked: set[str] = set()
+        self._ranks: RowsDict = {}  # measure -> group -> value, as the rankings hold them
+        self._extremes: dict[tuple[str, str], dict[str, int]] = {}  # entity -> value
 
     async def marks(self) -> dict[str, int]:
         return dict(self._marks)
@@ -301,49 +346,71 @@ class MemoryProjectionStore:
         marks: Mapping[str, int],
         expected: Mapping[str, int],
         ranked: Collection[str] = (),
+        extremes: Sequence[Extreme] = (),
     ) -> bool:
         if any(self._marks.get(f, -1) != o for f, o in expected.items()):
             return False
-        self._ranked.update(ranked)
+        for measure in ranked:
+            self._ranks.setdefault(measure, {})
         self._entities.update(entities)
+        touched: list[tuple[str, str]] = []
+        for group, measure, kind, entity_key, value in extremes:
+            values = self._extremes.setdefault((group, measure), {})
+            if value is None:
+                values.pop(entity_key, None)
+            else:
+                values[entity_key] = value
+            row = self._rows.setdefault(group, {})
+            if values:
+                row[measure] = (max if kind == "max" else min)(values.values())
+            else:
+                row.pop(measure, None)
+            touched.append((group, measure))
         for group, row in deltas.items():
             held = self._rows.setdefault(group, {})
             for name, value in row.items():
                 held[name] = held.get(name, 0) + value
                 if not held[name]:
                     del held[name]
+                touched.append((group, name))
+        for group, measure in touched:  # as the script ranks: what this write ranks
+            if measure in ranked:
+                value = self._rows[group].get(measure, 0)
+                ranking = self._ranks[measure]
+                if value:
+                    ranking[group] = value
+                else:
+                    ranking.pop(group, None)
         self._marks.update(marks)
         return True
 
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
         return [dict(self._rows.get(g, {})) for g in groups]
 
-    def _ranking(self, measure: str) -> dict[str, int]:
-        if measure not in self._ranked:
-            return {}
-        return {g: row[measure] for g, row in self._rows.items() if row.get(measure)}
-
     async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
-        ranking = self._ranking(measure).items()
-        return sorted(ranking, key=lambda gv: (float(gv[1]), gv[0]), reverse=True)[:limit]
+        if limit < 1:
+            return []
+        ranking = self._ranks.get(measure, {}).items()
+        ranked = sorted(ranking, key=lambda gv: (float(gv[1]), gv[0]), reverse=True)[:limit]
+        return [(g, self._rows.get(g, {}).get(measure, 0)) for g, _ in ranked]
 
     async def groups(self) -> list[str]:
         return sorted(self._rows)
 
     async def snapshot(self) -> Snapshot:
-        ranks = {m: {g: as_score(v) for g, v in self._ranking(m).items()} for m in self._ranked}
         return Snapshot(
             dict(self._marks),
             dict(self._entities),
             {g: dict(r) for g, r in self._rows.items() if r},
-            {m: ranking for m, ranking in ranks.items() if ranking},
+            {m: {g: as_score(v) for g, v in r.items()} for m, r in self._ranks.items() if r},
         )
 
     async def drop(self) -> None:
         self._marks.clear()
         self._entities.clear()
         self._rows.clear()
-        self._ranked.clear()
+        self._ranks.clear()
+        self._extremes.clear()
 
 
 class ProjectionVersions:

@@ -128,6 +128,16 @@ class ProjectionInfo(BaseModel):
         "token its reads wait for"
     )
     version: str = Field(description="the active version (a rebuild makes a new one)")
+    ranked: list[str] = Field(
+        description="the measures its groups are ranked by (GET /v1/rankings/{name}/"
+        "{measure}); a name ranks that measure and each name|..."
+    )
+    maxima: list[str] = Field(
+        description="the measures whose group value is its entities' highest, not their sum"
+    )
+    minima: list[str] = Field(
+        description="the measures whose group value is its entities' lowest, not their sum"
+    )
 
 
 class ProjectionList(BaseModel):
@@ -147,7 +157,10 @@ class ProjectionRead(BaseModel):
 
 class RankedGroup(BaseModel):
     group: str = Field(description="the group key")
-    value: int = Field(description="the group's value of the measure (its row's sum)")
+    value: int = Field(
+        description="the group's value of the measure, as its row holds it (an integer: "
+        "money in 1e-4 units)"
+    )
 
 
 class ProjectionRanking(BaseModel):

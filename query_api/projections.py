@@ -368,6 +368,9 @@ def projection_routes(
                     consumes=list(projection.consumes),
                     topics=list(projection.topics),
                     version=version,
+                    ranked=list(projection.ranked),
+                    maxima=list(projection.maxima),
+                    minima=list(projection.minima),
                 )
             )
         return ProjectionList(items=items)

@@ -108,6 +108,7 @@ def lines_rows(state: dict[str, Any]) -> Rows:
         row["units"] = row.get("units", 0) + quantity
         row[revenue] = row.get(revenue, 0) + to_units(Decimal(price) * quantity)
         row["lines"] = row.get("lines", 0) + 1
+        row["largest"] = max(row.get("largest", 0), quantity)
     return rows
 
 
@@ -118,7 +119,8 @@ sku_ranks = Projection(
     fold=lines_fold,
     rows=lines_rows,
     ranked=("units", "revenue"),
-    description="units and revenue per SKU, ranked",
+    maxima=("largest",),
+    description="units and revenue per SKU, ranked, and its largest line",
 )
 ENABLED = {p.name: p for p in (order_cards, payment_methods, sku_ranks, sku_sales)}
 
@@ -395,6 +397,9 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
                 "consumes": sorted(p.consumes),
                 "topics": sorted(p.topics),
                 "version": "v1",
+                "ranked": list(p.ranked),
+                "maxima": list(p.maxima),
+                "minima": list(p.minima),
             }
             for p in (order_cards, payment_methods, sku_ranks, sku_sales)
         ]
@@ -524,6 +529,27 @@ async def test_a_ranking_is_its_groups_highest_first(
     after = (await api.get("/v1/rankings/sku_ranks/units")).json()["items"]
     assert after == expected_ranking("units", CANCELLED | {"o-1"})
     assert [i["group"] for i in after] == ["A-1", "C/3"]
+
+
+def largest_line(sku: str, cancelled: set[str]) -> int | None:
+    found = [q for o, _, _, lines in ORDERS if o not in cancelled for s, q, _ in lines if s == sku]
+    return max(found) if found else None
+
+
+async def test_a_maximum_is_its_entities_highest_and_falls_back(
+    log: Log, versions: ProjectionVersions, api: httpx.AsyncClient
+) -> None:
+    row = (await api.get("/v1/projections/sku_ranks/A-1")).json()["data"]
+    assert row["largest"] == largest_line("A-1", CANCELLED) == 3  # o-4's 5 was cancelled
+    assert row["lines"] == 6  # a sum beside it
+
+    # o-3 (3 of A-1) cancelled: the next largest line takes its place
+    await apply(versions, log.add([cancelled("o-3", "2026-03-05T09:00")]))
+    row = (await api.get("/v1/projections/sku_ranks/A-1")).json()["data"]
+    assert row["largest"] == largest_line("A-1", CANCELLED | {"o-3"}) == 2
+    await apply(versions, log.add([cancelled("o-7", "2026-03-05T09:01")]))  # C/3's only
+    gone = await api.get("/v1/projections/sku_ranks/C%2F3")
+    assert gone.status_code == 404, gone.text  # every measure left with its last order
 
 
 async def test_a_measure_not_ranked_is_a_422(log: Log, api: httpx.AsyncClient) -> None:

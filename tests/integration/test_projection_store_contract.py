@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from eventfold.settings import Settings
-from projections.engine import Entity
+from projections.engine import Entity, Extreme, RowsDict
 from projections.projection_store import (
     MemoryProjectionStore,
     ProjectionStore,
@@ -213,6 +213,21 @@ async def test_ranked_measures_rank_their_groups_highest_first(store: Projection
     assert snapshot.rows[c3] == {"points": BIG + 5, "orders": 2}
 
 
+async def test_a_ranking_holds_what_was_written_ranked(store: ProjectionStore) -> None:
+    """Groups written before their measure was ranked are not in the ranking (a rebuild
+    puts them there), and a measure no longer ranked keeps the ranking it had."""
+    assert await store.write({}, {"c-1": {"points": 3}}, {"orders:0": 0}, {"orders:0": -1})
+    assert await store.write(
+        {}, {"c-2": {"points": 5}}, {"orders:0": 1}, {"orders:0": 0}, ["points"]
+    )
+    assert await store.top("points", 10) == [("c-2", 5)]
+    assert await store.write({}, {"c-2": {"points": 4}}, {"orders:0": 2}, {"orders:0": 1})
+    assert await store.top("points", 10) == [("c-2", 9)]  # the row's value, read now
+    assert (await store.snapshot()).ranks == {"points": {"c-2": 5}}  # not moved since
+    assert await store.top("points", 0) == []
+    assert await store.top("points", -1) == []
+
+
 async def test_a_stale_write_ranks_nothing(store: ProjectionStore) -> None:
     assert await store.write(
         {}, {"c-1": {"points": 3}}, {"orders:0": 0}, {"orders:0": -1}, ["points"]
@@ -226,6 +241,62 @@ async def test_a_stale_write_ranks_nothing(store: ProjectionStore) -> None:
     )
     assert await store.top("points", 10) == [("c-1", 3)]
     assert (await store.snapshot()).ranks == {"points": {"c-1": 3}}
+
+
+async def test_a_maximum_or_minimum_is_its_entities_extreme_and_falls_back(
+    store: ProjectionStore,
+) -> None:
+    marks = iter(range(100))
+
+    async def add(extremes: list[Extreme], deltas: RowsDict | None = None) -> None:
+        mark = next(marks)
+        assert await store.write(
+            {}, deltas or {}, {"orders:0": mark}, {"orders:0": mark - 1}, ["latest"], extremes
+        )
+
+    c = "c-1"
+    await add(
+        [
+            (c, "latest", "max", "o-1", 100),
+            (c, "latest", "max", "o-2", 300),
+            (c, "first", "min", "o-1", 100),
+            (c, "first", "min", "o-2", 300),
+        ],
+        {c: {"orders": 2}},
+    )
+    assert await store.rows([c]) == [{"orders": 2, "latest": 300, "first": 100}]
+    assert await store.top("latest", 5) == [(c, 300)]
+
+    await add([(c, "latest", "max", "o-2", None), (c, "latest", "max", "o-3", 50)])
+    assert await store.rows([c]) == [{"orders": 2, "latest": 100, "first": 100}]
+    assert await store.top("latest", 5) == [(c, 100)]
+
+    await add([(c, "first", "min", "o-1", None), (c, "first", "min", "o-2", -7)])
+    assert await store.rows([c]) == [{"orders": 2, "latest": 100, "first": -7}]
+
+    await add(
+        [
+            (c, "latest", "max", "o-1", None),
+            (c, "latest", "max", "o-3", None),
+            (c, "first", "min", "o-2", None),
+        ]
+    )
+    assert await store.rows([c]) == [{"orders": 2}]
+    assert await store.top("latest", 5) == []
+    snapshot = await store.snapshot()
+    assert snapshot.rows == {c: {"orders": 2}}
+    assert snapshot.ranks == {}
+    assert await store.groups() == [c]
+
+
+async def test_a_stale_write_changes_no_extreme(store: ProjectionStore) -> None:
+    assert await store.write(
+        {}, {}, {"orders:0": 0}, {"orders:0": -1}, (), [("c-1", "latest", "max", "o-1", 5)]
+    )
+    assert not await store.write(
+        {}, {}, {"orders:0": 1}, {"orders:0": 3}, (), [("c-1", "latest", "max", "o-1", None)]
+    )
+    assert await store.rows(["c-1"]) == [{"latest": 5}]
 
 
 async def test_drop_empties_the_version_alone(make_store: MakeStore) -> None:

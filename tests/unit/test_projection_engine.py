@@ -15,6 +15,7 @@ from projections.applier import CONFLICT_RETRIES, Applier, MarksMoved
 from projections.builtin.sku_sales import sku_sales
 from projections.engine import (
     Entity,
+    Extreme,
     Failure,
     InvalidOutput,
     Positioned,
@@ -391,8 +392,9 @@ class RecordingStore(MemoryProjectionStore):
         marks: Mapping[str, int],
         expected: Mapping[str, int],
         ranked: Collection[str] = (),
+        extremes: Sequence[Extreme] = (),
     ) -> bool:
-        done = await super().write(entities, deltas, marks, expected, ranked)
+        done = await super().write(entities, deltas, marks, expected, ranked, extremes)
         self.writes.append(done)
         return done
 
@@ -440,6 +442,7 @@ async def test_marks_that_keep_moving_raise_and_dead_letter_once() -> None:
             marks: Mapping[str, int],
             expected: Mapping[str, int],
             ranked: Collection[str] = (),
+            extremes: Sequence[Extreme] = (),
         ) -> bool:
             return False  # another writer always got there first
 
@@ -636,3 +639,109 @@ def test_rankings_are_the_rows_ranked_measures_as_scores() -> None:
     rows: RowsDict = {"a": {"units": 3, "orders": 1}, "b": {"units": 2**53 + 1}, "c": {}}
     assert rankings(rows, lambda m: m == "units") == {"units": {"a": 3, "b": 2**53}}
     assert rankings(rows, lambda m: False) == {}
+
+
+def latest_orders(**options: Any) -> Projection:
+    """Per customer: orders (a sum), the latest and the first order time (epoch
+    seconds; a maximum and a minimum); a cancelled order contributes nothing."""
+
+    def fold(state: dict[str, Any], e: Event) -> JSON:
+        if isinstance(e, OrderCancelled):
+            state["cancelled"] = True
+        else:
+            state["customer"] = e.data.customer_id  # type: ignore[union-attr]
+            state["at"] = int(e.occurred_at.timestamp()) + int(e.data.items[0].quantity)  # type: ignore[union-attr]
+        return state
+
+    def rows(state: dict[str, Any]) -> Rows:
+        if state["customer"] is None or state["cancelled"]:
+            return {}
+        at = state["at"]
+        return {state["customer"]: {"orders": 1, "latest": at, "first": at}}
+
+    fields: dict[str, Any] = {
+        "name": "latest_orders",
+        "consumes": ("OrderPlaced", "OrderCancelled"),
+        "initial": lambda: {"customer": None, "at": 0, "cancelled": False},
+        "fold": fold,
+        "rows": rows,
+        "maxima": ("latest",),
+        "minima": ("first",),
+    }
+    return Projection(**(fields | options))
+
+
+def placed_by(order_id: str, quantity: int) -> Event:
+    """An OrderPlaced of customer c-1 whose time (for ``latest_orders``) is T0 + quantity."""
+    return placed(order_id, items=[("SKU-1", quantity, "1.00")])
+
+
+async def test_a_maximum_and_a_minimum_follow_their_entities_coming_and_going() -> None:
+    projection = latest_orders()
+    customer = placed("o-x").data.customer_id  # type: ignore[union-attr]
+    base = int(placed("o-x").occurred_at.timestamp())
+    first = positioned([placed_by("o-1", 5), placed_by("o-2", 9), placed_by("o-3", 2)])
+    store = await applied(projection, [first])
+    (row,) = await store.rows([customer])
+    assert row == {"orders": 3, "latest": base + 9, "first": base + 2}
+    snapshot = await store.snapshot()
+    assert sum_rows(snapshot.entities.values(), projection) == snapshot.rows
+    assert sum_rows(snapshot.entities.values()) != snapshot.rows  # summed, they differ
+
+    # the latest and the first order cancelled: the next ones take their places
+    second = positioned([cancelled("o-2"), cancelled("o-3")], start=3)
+    await applied(projection, [second], store)
+    (row,) = await store.rows([customer])
+    assert row == {"orders": 1, "latest": base + 5, "first": base + 5}
+    snapshot = await store.snapshot()
+    assert sum_rows(snapshot.entities.values(), projection) == snapshot.rows
+
+    await applied(projection, [positioned([cancelled("o-1")], start=5)], store)
+    assert await store.rows([customer]) == [{}]
+
+
+def test_an_outcome_lists_only_the_extremes_that_changed() -> None:
+    projection = latest_orders()
+    batch = positioned([placed_by("o-1", 5)])
+    outcome = apply_batch(projection, {"o-1": None}, batch)
+    customer = placed("o-x").data.customer_id  # type: ignore[union-attr]
+    at = int(placed("o-x").occurred_at.timestamp()) + 5
+    assert outcome.deltas == {customer: {"orders": 1}}
+    assert outcome.extremes == [
+        (customer, "first", "min", "o-1", at),
+        (customer, "latest", "max", "o-1", at),
+    ]
+    # a shipment changes no row: nothing to write for the extremes either
+    stored = outcome.entities["o-1"]
+    again = apply_batch(projection, {"o-1": stored}, positioned([cancelled("o-1")], start=1))
+    assert again.deltas == {customer: {"orders": -1}}
+    assert [(m, v) for _, m, _, _, v in again.extremes] == [("first", None), ("latest", None)]
+
+
+def test_extremes_are_checked_and_named_like_rankings() -> None:
+    projection = latest_orders(maxima=("latest", "at"))
+    assert projection.maxima == ("at", "latest")
+    assert projection.extreme("latest") == "max" and projection.extreme("at|EUR") == "max"
+    assert projection.extreme("first") == "min" and projection.extreme("orders") is None
+    assert projection.has_extremes and not _definition().has_extremes
+    with pytest.raises(ProjectionError, match="latest in both maxima and minima"):
+        latest_orders(minima=("latest",))
+    with pytest.raises(ProjectionError, match="maxima names measures of rows"):
+        _definition(maxima=("latest",), rows=None, view=lambda s: s)
+    with pytest.raises(ProjectionError, match=r"minima measure 'a\|b'"):
+        _definition(minima=("a|b",))
+
+
+async def test_an_extreme_beyond_a_doubles_exact_range_is_a_failure_of_its_event() -> None:
+    def fold(state: dict[str, Any], e: Event) -> JSON:
+        state["n"] = 2**53
+        return state
+
+    projection = _definition(
+        fold=fold, initial=lambda: {"n": 0}, rows=lambda s: {"g": {"top": s["n"]}}, maxima=("top",)
+    )
+    letters = Letters()
+    store = await applied(projection, [positioned([placed("o-1")])], letters=letters)
+    assert len(letters.sent) == 1
+    assert "beyond 2**53" in str(letters.sent[0][1].error)
+    assert await store.rows(["g"]) == [{}]
