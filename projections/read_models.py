@@ -21,6 +21,7 @@ import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import CollectionInvalid, OperationFailure
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
 
@@ -33,6 +34,8 @@ Document = dict[str, Any]
 META_ID = "read_models"
 LOCK_TTL_S = 30.0
 LOCK_WAIT_S = 60.0
+NAMESPACE_EXISTS = 48
+"""MongoDB's error code for creating a collection that exists."""
 SCAN_COUNT = 10_000
 """Keys a ``SCAN`` call looks at (Redis' default: 10): a pass over 13,000 keys took 14
 calls and 12 ms at 1,000, 2 calls and 8 ms at 10,000."""
@@ -50,6 +53,13 @@ on the benchmark stack, inserts of 1,000: 0.9 ms per document of 75 sub-document
 writes the largest cost of a batch. ``order_view_of`` reads either layout."""
 ORDER_PROJECTION: tuple[str, ...] = (*ORDER_QUERY_FIELDS, "_view")
 """The fields to read of an order document to show its view."""
+ORDER_INDEXES: tuple[tuple[tuple[str, int], ...], ...] = (
+    (("customer_id", ASCENDING), ("placed_at", DESCENDING)),
+    (("status", ASCENDING), ("placed_at", DESCENDING)),
+    (("placed_at", DESCENDING), ("_id", DESCENDING)),
+)
+"""The order list's filters and order (``GET /v1/orders?customer_id=&status=``), newest
+first; created where the server uses them (``ReadModels.ensure_indexes``)."""
 ORDER_KEY = "order:{order_id}"  # hash: facts, customer, contribution, status, view
 STATUS_COUNTS_KEY = "status_counts"  # hash: status -> orders
 REVENUE_KEY = "revenue"  # hash: "YYYY-MM-DD|CUR" -> 1e-4 units
@@ -166,6 +176,28 @@ def stored_document(
     if projection == "orders":
         return order_document(doc_id, view, state, packed)
     return {"_id": doc_id, **view, "_state": state}
+
+
+async def pushes_down_filters(collection: AsyncCollection[Document]) -> bool:
+    """Whether the server answers a filter on a field other than ``_id`` from its
+    storage (where an index on the field can serve it), by its ``explain`` of one.
+    FerretDB reports ``filterPushdown``, true only for what it hands its backend; the
+    collection is created first, as FerretDB on SQLite pushes down nothing for a
+    collection that does not exist yet."""
+    try:
+        await collection.database.create_collection(collection.name)
+    except CollectionInvalid:
+        pass  # it exists
+    except OperationFailure as exc:
+        if exc.code != NAMESPACE_EXISTS:
+            raise
+    plan = await collection.database.command(
+        {
+            "explain": {"find": collection.name, "filter": {"customer_id": ""}},
+            "verbosity": "queryPlanner",
+        }
+    )
+    return plan.get("filterPushdown") is not False
 
 
 @dataclass(frozen=True)
@@ -312,10 +344,21 @@ class ReadModels:
         return [(str(member), float(score)) for member, score in ranked]
 
     async def ensure_indexes(self) -> None:
-        """The indexes the query API and the enrichment updates need."""
-        await self.orders.create_index([("customer_id", ASCENDING), ("placed_at", DESCENDING)])
-        await self.orders.create_index([("status", ASCENDING), ("placed_at", DESCENDING)])
-        await self.orders.create_index([("placed_at", DESCENDING), ("_id", DESCENDING)])
+        """The order list's indexes (``ORDER_INDEXES``), where the server reads them.
+
+        FerretDB on SQLite (the local stack) pushes down to SQL a condition on ``_id``
+        and nothing else: a filter on ``customer_id`` or ``status`` and any sort are
+        answered by reading the collection, so a secondary index there is never read,
+        and every write pays for it (SQLite parses the document's JSON for each indexed
+        field of each index, before and after a replacement). Its ``explain`` says so:
+        ``filterPushdown`` false for a filter on an indexed field. MongoDB (whose
+        explain has no such field) and FerretDB on PostgreSQL (which pushes the filter
+        down) get the indexes. Measured on the benchmark's catch-up, 4 alternated pairs:
+        FerretDB's CPU 1.17 to 1.35 s without them against 1.62 to 2.00 s with."""
+        if not await pushes_down_filters(self.orders):
+            return
+        for index in ORDER_INDEXES:
+            await self.orders.create_index(list(index))
 
     async def drop(self, projections: Iterable[str] = PROJECTIONS) -> None:
         """Remove every document and key of the given projections of this version.
