@@ -380,23 +380,16 @@ class BatchWriter:
             if not await models.claim_writes(projection, self._written.name):
                 self._written.forget(name)
             try:
-                await self._merge_and_write(
-                    collection, name, projection, items, models.write_turn()
-                )
+                await self._merge_and_write(collection, name, projection, items)
             except BaseException:
                 self._written.forget(name)  # what is stored is not known any more
                 raise
 
     async def _merge_and_write(
-        self,
-        collection: Any,
-        name: str,
-        projection: str,
-        items: list[tuple[str, Merge]],
-        turn: asyncio.Lock,
+        self, collection: Any, name: str, projection: str, items: list[tuple[str, Merge]]
     ) -> None:
         if self._fresh:
-            items = await self._insert_new(collection, projection, items, turn)
+            items = await self._insert_new(collection, projection, items)
         known = self._written.of(name)
         writes: list[InsertOne[Document] | ReplaceOne[Document]] = []
         marks: list[tuple[str, object]] = []
@@ -430,8 +423,7 @@ class BatchWriter:
                 if merged is merge.state or merged == merge.state:
                     marks.append((doc_id, merge.mark))
         for part in _chunks(writes, BULK_CHUNK):
-            async with turn:
-                await collection.bulk_write(list(part), ordered=False)
+            await collection.bulk_write(list(part), ordered=False)
         if not self._fresh:
             self._written.remember(name, marks)
 
@@ -443,7 +435,7 @@ class BatchWriter:
 
     @staticmethod
     async def _insert_new(
-        collection: Any, projection: str, items: list[tuple[str, Merge]], turn: asyncio.Lock
+        collection: Any, projection: str, items: list[tuple[str, Merge]]
     ) -> list[tuple[str, Merge]]:
         """Insert every document as if none were stored (``ordered=False``: the others
         go in when one is a duplicate); returns the items whose document was there,
@@ -452,8 +444,7 @@ class BatchWriter:
 
         async def insert(start: int, docs: list[Document]) -> None:
             try:
-                async with turn:  # ReadModels.write_turn
-                    await collection.insert_many(docs, ordered=False)
+                await collection.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
                 if any(e.get("code") != DUPLICATE_KEY for e in errors):

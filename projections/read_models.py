@@ -12,9 +12,7 @@ keeps its own applied-position marks (``checkpoints:<projection>``).
 
 from __future__ import annotations
 
-import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -35,9 +33,6 @@ T = TypeVar("T")
 Document = dict[str, Any]
 META_ID = "read_models"
 LOCK_TTL_S = 30.0
-_WRITE_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
 LOCK_WAIT_S = 60.0
 NAMESPACE_EXISTS = 48
 """MongoDB's error code for creating a collection that exists."""
@@ -283,25 +278,6 @@ class ReadModels:
                 else {k: min(v, these[k]) for k, v in marks.items() if k in these}
             )
         return marks or {}
-
-    def write_turn(self) -> asyncio.Lock:
-        """Taken around each write command this process sends to the database (one per
-        database and process, whatever the version or collection).
-
-        FerretDB on SQLite writes a database through one SQLite file, and SQLite lets
-        one connection write at a time: a second write command waits in SQLite's busy
-        handler, which sleeps 1, 2, 5, 10, ... 100 ms between tries rather than waking
-        when the first ends. A batch's orders and customers written at once therefore
-        finished later than one after the other. Measured on the benchmark's catch-up
-        (3 alternated pairs): medians 6,592 events/s taking turns against 5,937 writing
-        at once, faster in 2 pairs of 3; the processor's CPU 2.40-2.42 s against
-        2.40-2.88. MongoDB would overlap the two; the documents of a batch are still
-        encoded while another is being written (``BatchWriter._insert_new``)."""
-        turns = _WRITE_TURNS.setdefault(asyncio.get_running_loop(), {})
-        turn = turns.get(self.db.name)
-        if turn is None:
-            turn = turns[self.db.name] = asyncio.Lock()
-        return turn
 
     def batch_lock(self, projection: str) -> Lock:
         """A lock making one writer at a time write a batch into ``projection``'s
