@@ -66,7 +66,7 @@ def group_key(*parts: str) -> str:
     return GROUP_SEPARATOR.join(parts)
 
 
-def _names(names: tuple[str, ...], measure: str) -> bool:
+def names_measure(names: tuple[str, ...], measure: str) -> bool:
     """Whether ``names`` name ``measure``: itself, or its family (the part before ``|``)."""
     return bool(names) and (measure in names or measure.partition(GROUP_SEPARATOR)[0] in names)
 
@@ -162,13 +162,13 @@ class Projection:
 
     def ranks(self, measure: str) -> bool:
         """Whether the groups are kept ranked by ``measure`` (see ``ranked``)."""
-        return _names(self.ranked, measure)
+        return names_measure(self.ranked, measure)
 
     def extreme(self, measure: str) -> str | None:
         """``max`` or ``min`` for a measure of ``maxima`` or ``minima``; None for a sum."""
-        if _names(self.maxima, measure):
+        if names_measure(self.maxima, measure):
             return "max"
-        if _names(self.minima, measure):
+        if names_measure(self.minima, measure):
             return "min"
         return None
 

@@ -6,8 +6,8 @@ deduplicated by ``event_id``. ``apply`` folds one event into the facts;
 ``order_view`` derives the read-model document from the facts alone, so the
 document is the same for every interleaving of the two streams that keeps each
 stream's own order (invariant 1) and for a rebuild (invariant 3: no wall-clock
-time anywhere). ``redis_contribution`` derives, from the view, the absolute
-values one order contributes to the Redis aggregates.
+time anywhere). ``order_rows`` derives, from the view, the rows one order
+contributes to the Redis aggregates (counts, revenue, lifetime values).
 
 No I/O here; the stream processors and the rebuild engine store the facts
 (``facts_to_doc``) and the view next to each other in MongoDB.
@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from projections.api import group_key, names_measure
 from projections.money import exact_arithmetic, format_money, to_units
 from schemas.events import (
     Event,
@@ -422,7 +423,7 @@ def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[st
     Besides the documented fields it carries ``ledger``: the applied
     PaymentCaptured/PaymentRefunded events ({event_id, type, payment_id,
     amount, currency, occurred_at}) in (occurred_at, event_id) order, from
-    which ``redis_contribution`` derives revenue per day.
+    which ``order_rows`` derives revenue per day.
     """
     with exact_arithmetic():
         j = _judge(facts)
@@ -484,36 +485,68 @@ def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[st
     }
 
 
-def redis_contribution(view: Mapping[str, Any]) -> dict[str, Any]:
-    """What one order contributes to the Redis aggregates, as absolute values
-    (a writer replaces the order's previous contribution by this one):
+STATUS_GROUP = "status"
+"""The order aggregates' row of counts: a status -> its orders (``order_rows``)."""
+REVENUE_GROUP = "revenue"
+"""The row of revenue: ``YYYY-MM-DD|CUR`` -> captured minus refunded that UTC day, in
+1e-4 units."""
+CUSTOMER_GROUP = "customer:"
+"""A customer's row (this, then its id): ``ltv|CUR`` -> its orders' amount_paid. A
+customer id may be any text, so its groups are told from the two above by this prefix."""
+LIFETIME_VALUE = "ltv"
+ORDER_RANKED = (LIFETIME_VALUE,)
+"""The aggregates' ranked measures: each ``ltv|CUR`` ranks the customers (the
+top-customers leaderboard of that currency)."""
 
-    - ``status``: the order's status (``pending`` before its OrderPlaced);
-    - ``customer_id``: None while pending;
-    - ``revenue``: {"YYYY-MM-DD|CUR": units} captured - refunded per UTC day of
+
+def ranked_measure(measure: str) -> bool:
+    """Whether the aggregates keep ``measure`` ranked (``ORDER_RANKED``)."""
+    return names_measure(ORDER_RANKED, measure)
+
+
+def customer_group(customer_id: str) -> str:
+    return CUSTOMER_GROUP + customer_id
+
+
+def customer_of_group(group: str) -> str:
+    """The customer id of a ``customer_group``."""
+    return group.removeprefix(CUSTOMER_GROUP)
+
+
+def lifetime_value_measure(currency: str) -> str:
+    return group_key(LIFETIME_VALUE, currency)
+
+
+def order_rows(view: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """What one order contributes to the Redis aggregates, as ``projections.api.Rows``
+    (a writer replaces the order's previous rows by these, and adds the difference to
+    each group's sums):
+
+    - ``STATUS_GROUP``: {its status: 1} (``pending`` before its OrderPlaced);
+    - ``REVENUE_GROUP``: {"YYYY-MM-DD|CUR": units} captured - refunded per UTC day of
       the payment event and its currency, applied payment events only, zero
-      entries omitted;
-    - ``ltv``: {"CUR": units} the order's amount_paid in its currency, omitted
-      when zero or pending.
+      entries omitted (the group too, with none);
+    - ``customer_group(customer_id)``: {"ltv|CUR": units} the order's amount_paid in its
+      currency, omitted when zero or pending.
 
     Units are integer 1e-4 units (``money.to_units``). Needs only the view
-    (its ``ledger``), so the contribution of a stored document can be
-    recomputed from that document.
+    (its ``ledger``), so the rows of a stored document can be recomputed from that
+    document.
     """
     revenue: dict[str, int] = {}
     for entry in view["ledger"]:
-        key = f"{entry['occurred_at'][:10]}|{entry['currency']}"
+        key = group_key(entry["occurred_at"][:10], entry["currency"])
         units = to_units(Decimal(entry["amount"]))
         sign = -1 if entry["type"] == "PaymentRefunded" else 1
         revenue[key] = revenue.get(key, 0) + sign * units
-    ltv: dict[str, int] = {}
+    rows: dict[str, dict[str, int]] = {STATUS_GROUP: {view["status"]: 1}}
+    revenue = {key: units for key, units in sorted(revenue.items()) if units}
+    if revenue:
+        rows[REVENUE_GROUP] = revenue
     if view["placed"]:
         paid = to_units(Decimal(view["amount_paid"]))
         if paid:
-            ltv[view["currency"]] = paid
-    return {
-        "status": view["status"],
-        "customer_id": view["customer_id"],
-        "revenue": {key: units for key, units in sorted(revenue.items()) if units},
-        "ltv": ltv,
-    }
+            rows[customer_group(view["customer_id"])] = {
+                lifetime_value_measure(view["currency"]): paid
+            }
+    return rows

@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -224,6 +224,83 @@ def version_prefix(prefix: str, name: str, version: str) -> str:
     return f"{prefix}p:{name}:{version}:"
 
 
+_ROWS_SNAPSHOT = """
+local rows, ranks = {}, {}
+for _, g in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  table.insert(rows, g)
+  table.insert(rows, redis.call('HGETALL', ARGV[1] .. g))
+end
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  table.insert(ranks, m)
+  table.insert(ranks, redis.call('ZRANGE', ARGV[2] .. m, 0, -1, 'WITHSCORES'))
+end
+return {rows, ranks}
+"""
+
+
+def _rows_and_ranks(flat_rows: list[Any], flat_ranks: list[Any]) -> tuple[RowsDict, RowsDict]:
+    """Rows and rankings from a snapshot script's reply (name, flat pairs, name, ...)."""
+    rows: RowsDict = {}
+    for group, flat in zip(flat_rows[::2], flat_rows[1::2], strict=True):
+        if flat:
+            rows[str(group)] = {k: int(v) for k, v in _pairs(flat).items()}
+    ranks: RowsDict = {}
+    for measure, flat in zip(flat_ranks[::2], flat_ranks[1::2], strict=True):
+        if flat:
+            ranks[str(measure)] = {k: int(float(v)) for k, v in _pairs(flat).items()}
+    return rows, ranks
+
+
+class RedisRows:
+    """Rows and their rankings under one key prefix, the layout declared once: a
+    projection version's (``RedisProjectionStore``) and the join's order aggregates
+    (``ReadModels.aggregates``). Writers add to it in their own scripts (the keys are
+    these attributes); this reads it.
+
+    * ``rows:{group}``: hash, measure -> value; ``groups``: the groups ever written;
+    * ``rank:{measure}``: sorted set, group -> value, for each ranked measure;
+      ``ranks``: the ranked measures ever written."""
+
+    PATTERNS = ("rows:*", "groups", "rank:*", "ranks")
+    """Every key of the layout, as ``SCAN`` patterns under the prefix."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self.groups_key = prefix + "groups"
+        self.rows_prefix = prefix + "rows:"
+        self.ranks_key = prefix + "ranks"
+        self.rank_prefix = prefix + "rank:"
+        self._top = redis.register_script(_TOP)
+        self._snapshot = redis.register_script(_ROWS_SNAPSHOT)
+
+    async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.hgetall(self.rows_prefix + group)
+        return [{k: int(v) for k, v in row.items()} for row in await pipe.execute()]
+
+    async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` groups with the highest values of a ranked measure, highest
+        first, each with its row's value (exact, where the ranking holds a double)."""
+        if limit < 1:
+            return []
+        flat = await self._top(
+            keys=[self.rank_prefix + measure], args=[self.rows_prefix, limit, measure]
+        )
+        return [(str(group), int(value)) for group, value in _pairs(flat).items()]
+
+    async def groups(self) -> list[str]:
+        return sorted(str(g) for g in await self._redis.smembers(self.groups_key))
+
+    async def snapshot(self) -> tuple[RowsDict, RowsDict]:
+        """Every non-empty row, and every ranking (measure -> group -> score), read at one
+        instant."""
+        flat_rows, flat_ranks = await self._snapshot(
+            keys=[self.groups_key, self.ranks_key], args=[self.rows_prefix, self.rank_prefix]
+        )
+        return _rows_and_ranks(flat_rows, flat_ranks)
+
+
 class RedisProjectionStore:
     def __init__(self, redis: Redis, prefix: str, name: str, version: str) -> None:
         self._redis = redis
@@ -231,14 +308,14 @@ class RedisProjectionStore:
         self.prefix = version_prefix(prefix, name, version)
         self._marks = self.prefix + "marks"
         self._entities = self.prefix + "entities"
-        self._groups = self.prefix + "groups"
-        self._rows = self.prefix + "rows:"
-        self._ranks = self.prefix + "ranks"
-        self._rank = self.prefix + "rank:"
+        self._layout = RedisRows(redis, self.prefix)
+        self._groups = self._layout.groups_key
+        self._rows = self._layout.rows_prefix
+        self._ranks = self._layout.ranks_key
+        self._rank = self._layout.rank_prefix
         self._extremes = self.prefix + "ext:"
         self._write = redis.register_script(_WRITE)
         self._snapshot = redis.register_script(_SNAPSHOT)
-        self._top = redis.register_script(_TOP)
 
     async def marks(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in (await self._redis.hgetall(self._marks)).items()}
@@ -283,33 +360,20 @@ class RedisProjectionStore:
         return bool(done)
 
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
-        pipe = self._redis.pipeline(transaction=False)
-        for group in groups:
-            pipe.hgetall(self._rows + group)
-        return [{k: int(v) for k, v in row.items()} for row in await pipe.execute()]
+        return await self._layout.rows(groups)
 
     async def top(self, measure: str, limit: int) -> list[tuple[str, int]]:
-        if limit < 1:
-            return []
-        flat = await self._top(keys=[self._rank + measure], args=[self._rows, limit, measure])
-        return [(str(group), int(value)) for group, value in _pairs(flat).items()]
+        return await self._layout.top(measure, limit)
 
     async def groups(self) -> list[str]:
-        return sorted(str(g) for g in await self._redis.smembers(self._groups))
+        return await self._layout.groups()
 
     async def snapshot(self) -> Snapshot:
         marks, entities, flat_rows, flat_ranks = await self._snapshot(
             keys=[self._marks, self._entities, self._groups, self._ranks],
             args=[self._rows, self._rank],
         )
-        rows = {}
-        for group, flat in zip(flat_rows[::2], flat_rows[1::2], strict=True):
-            if flat:
-                rows[group] = {k: int(v) for k, v in _pairs(flat).items()}
-        ranks = {}
-        for measure, flat in zip(flat_ranks[::2], flat_ranks[1::2], strict=True):
-            if flat:
-                ranks[measure] = {k: int(float(v)) for k, v in _pairs(flat).items()}
+        rows, ranks = _rows_and_ranks(flat_rows, flat_ranks)
         return Snapshot(
             {k: int(v) for k, v in _pairs(marks).items()},
             {k: Entity(_bytes(v)) for k, v in _pairs(entities).items()},

@@ -48,7 +48,7 @@ from projections.joins import (
     stored_state,
     summary_change,
 )
-from projections.order_fold import order_id_of, redis_contribution
+from projections.order_fold import ORDER_RANKED, order_id_of, order_rows
 from projections.read_models import (
     PROJECTIONS,
     Document,
@@ -56,7 +56,7 @@ from projections.read_models import (
     order_view_of,
     stored_document,
 )
-from projections.redis_writer import OrderContribution, RedisWriter
+from projections.redis_writer import OrderRows, RedisWriter
 from schemas.events import Event
 
 StateStore = MutableMapping[Any, Any]  # key -> JSON-safe state document
@@ -280,7 +280,7 @@ class BatchWriter:
         held = self._held
         # Views first, before any I/O: a state that cannot be shown fails the batch here.
         orders = [(targets, state, state.view()) for targets, state in held.orders.values()]
-        contributions = [redis_contribution(view) for _, _, view in orders]
+        contributions = [order_rows(view) for _, _, view in orders]
         by_collection: dict[tuple[int, str], tuple[ReadModels, list[tuple[str, Merge]]]] = {}
         for targets, state, _ in orders:
             for models in targets.orders:
@@ -313,23 +313,23 @@ class BatchWriter:
             self._held = _Held()
 
     async def _write_contributions(
-        self, orders: list[tuple[Targets, OrderState, Doc]], contributions: list[dict[str, Any]]
+        self,
+        orders: list[tuple[Targets, OrderState, Doc]],
+        contributions: list[dict[str, dict[str, int]]],
     ) -> None:
         """Each order's view and contribution, in one pipeline per Redis and script calls
         of many orders (``RedisWriter.apply_orders``)."""
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
-        by_version: dict[tuple[int, str], tuple[ReadModels, list[OrderContribution]]] = {}
+        by_version: dict[tuple[int, str], tuple[ReadModels, list[OrderRows]]] = {}
         for (targets, state, _), contribution in zip(orders, contributions, strict=True):
-            update = OrderContribution(
-                state.order_id, state.revision, contribution, state.view_json()
-            )
+            update = OrderRows(state.order_id, state.revision, contribution, state.view_json())
             for models in targets.redis:
                 version = models.for_projection("redis")
                 key = (id(models.redis), version.versions["redis"])
                 by_version.setdefault(key, (version, []))[1].append(update)
         for version, updates in by_version.values():
             writer, pipe = self._pipe_of(pipes, version)
-            await writer.apply_orders(pipe, version, updates)
+            await writer.apply_orders(pipe, version, updates, ORDER_RANKED)
         for _, pipe in pipes.values():
             await pipe.execute()
 

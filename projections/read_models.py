@@ -27,6 +27,13 @@ from redis.asyncio.lock import Lock
 
 from eventfold.consistency import Runs
 from eventfold.settings import Settings
+from projections.order_fold import (
+    REVENUE_GROUP,
+    STATUS_GROUP,
+    customer_of_group,
+    lifetime_value_measure,
+)
+from projections.projection_store import RedisRows
 
 T = TypeVar("T")
 
@@ -60,16 +67,10 @@ ORDER_INDEXES: tuple[tuple[tuple[str, int], ...], ...] = (
 )
 """The order list's filters and order (``GET /v1/orders?customer_id=&status=``), newest
 first; created where the server uses them (``ReadModels.ensure_indexes``)."""
-ORDER_KEY = "order:{order_id}"  # hash: facts, customer, contribution, status, view
-STATUS_COUNTS_KEY = "status_counts"  # hash: status -> orders
-REVENUE_KEY = "revenue"  # hash: "YYYY-MM-DD|CUR" -> 1e-4 units
-TOP_KEY = "top:{currency}"  # sorted set: customer_id -> lifetime value in 1e-4 units
-REDIS_PROJECTION_KEYS = (
-    ORDER_KEY.format(order_id="*"),
-    STATUS_COUNTS_KEY,
-    REVENUE_KEY,
-    TOP_KEY.format(currency="*"),
-)
+ORDER_KEY = "order:{order_id}"  # hash: facts, customer (its revision), rows, view
+REDIS_PROJECTION_KEYS = (ORDER_KEY.format(order_id="*"), *RedisRows.PATTERNS)
+"""Every key of the Redis projection: the orders' hot cache, and the order aggregates
+(``aggregates``) in the layout of a projection's rows."""
 
 
 def projections_named(names: Iterable[str]) -> tuple[str, ...]:
@@ -241,16 +242,10 @@ class ReadModels:
         return self.key(ORDER_KEY.format(order_id=order_id))
 
     @property
-    def status_counts_key(self) -> str:
-        return self.key(STATUS_COUNTS_KEY)
-
-    @property
-    def revenue_key(self) -> str:
-        return self.key(REVENUE_KEY)
-
-    def top_key(self, currency: str) -> str:
-        """The top-customers leaderboard of one currency (``top_key("")``: their prefix)."""
-        return self.key(TOP_KEY.format(currency=currency))
+    def aggregates(self) -> RedisRows:
+        """The order aggregates (``order_fold.order_rows``): rows and rankings, under this
+        version's prefix."""
+        return RedisRows(self.redis, self.key(""))
 
     @property
     def status_key(self) -> str:
@@ -327,21 +322,17 @@ class ReadModels:
 
     async def status_counts(self) -> dict[str, int]:
         """Orders per status (the Redis projection's counts)."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.status_counts_key))
-        return {status: int(n) for status, n in raw.items()}
+        return (await self.aggregates.rows([STATUS_GROUP]))[0]
 
     async def revenue(self) -> dict[str, int]:
         """``YYYY-MM-DD|CUR`` -> captured minus refunded, in 1e-4 units."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.revenue_key))
-        return {key: int(units) for key, units in raw.items()}
+        return (await self.aggregates.rows([REVENUE_GROUP]))[0]
 
-    async def top(self, currency: str, limit: int) -> list[tuple[str, float]]:
-        """The customers with the highest lifetime value in ``currency``, highest first."""
-        ranked = cast(
-            list[tuple[str, float]],
-            await self.redis.zrevrange(self.top_key(currency), 0, limit - 1, withscores=True),
-        )
-        return [(str(member), float(score)) for member, score in ranked]
+    async def top(self, currency: str, limit: int) -> list[tuple[str, int]]:
+        """The customers with the highest lifetime value in ``currency``, highest first,
+        with that value in 1e-4 units."""
+        ranked = await self.aggregates.top(lifetime_value_measure(currency), limit)
+        return [(customer_of_group(group), units) for group, units in ranked]
 
     async def ensure_indexes(self) -> None:
         """The order list's indexes (``ORDER_INDEXES``), where the server reads them.

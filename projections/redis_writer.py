@@ -1,19 +1,21 @@
-"""Redis side of the read models: status hot cache, counts by status, revenue per
-day and currency, top-customers leaderboard, and per-partition checkpoints.
+"""Redis side of the read models: the order hot cache, the order aggregates (counts by
+status, revenue per day and currency, lifetime value per customer and currency, ranked:
+the top-customers leaderboard), and per-partition checkpoints.
 
-One Lua script applies each order's *absolute* contribution (from
-``order_fold.redis_contribution``) guarded by the order's revision
+The aggregates are rows (``projections.api.Rows``, in the layout of
+``projection_store.RedisRows``) that each order contributes (``order_fold.order_rows``).
+One Lua script replaces each order's contribution guarded by the order's revision
 (``OrderState.revision``: its fact count, then the customer offset of its
-enrichment): the old contribution is subtracted and the new one added
-atomically, and only when the revision is newer than the one Redis holds. A
-redelivery, a crash between the MongoDB write and this call, or a replay
-therefore never counts an event twice (an equal revision is a no-op).
-Amounts are integer 1e-4 units, so counters stay exact (HINCRBY).
+enrichment): the old rows are subtracted and the new ones added atomically, and only
+when the revision is newer than the one Redis holds. A redelivery, a crash between the
+MongoDB write and this call, or a replay therefore never counts an event twice (an equal
+revision is a no-op). Amounts are integer 1e-4 units, so sums stay exact (HINCRBY); a
+ranking holds each group's sum as a double, as a projection's rankings do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,39 +26,70 @@ from redis.asyncio.client import Pipeline
 from projections.read_models import ReadModels
 
 _APPLY_ORDERS = """
-local counts_key, revenue_key, top_prefix = KEYS[1], KEYS[2], KEYS[3]
+local groups, ranks = KEYS[1], KEYS[2]
+local rows_prefix, rank_prefix = ARGV[1], ARGV[2]
+local ranked = {}
+for _, m in ipairs(cjson.decode(ARGV[3])) do ranked[m] = true end
+local function is_ranked(m)
+  if ranked[m] then return true end
+  local family = string.match(m, '^([^|]*)|')
+  return family ~= nil and ranked[family] == true
+end
 local function neg(v) if string.sub(v, 1, 1) == '-' then return string.sub(v, 2) end return '-' .. v end
 local applied = 0
-for i = 4, #KEYS do
-  local order_key, a = KEYS[i], (i - 4) * 5
+for i = 3, #KEYS do
+  local order_key, a = KEYS[i], 3 + (i - 3) * 5
   local facts, customer = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 5])
-  local held = redis.call('HMGET', order_key, 'facts', 'customer', 'contribution')
+  local held = redis.call('HMGET', order_key, 'facts', 'customer', 'rows')
   local held_facts, held_customer = tonumber(held[1] or '-1'), tonumber(held[2] or '-2')
   if facts > held_facts or (facts == held_facts and customer > held_customer) then
-    if held[3] then
-      local old = cjson.decode(held[3])
-      redis.call('HINCRBY', counts_key, old.status, -1)
-      for k, v in pairs(old.revenue) do redis.call('HINCRBY', revenue_key, k, neg(v)) end
-      if old.customer_id ~= cjson.null then
-        for cur, v in pairs(old.ltv) do redis.call('ZINCRBY', top_prefix .. cur, neg(v), old.customer_id) end
+    local new = cjson.decode(ARGV[a + 2])
+    local old = {}
+    if held[3] then old = cjson.decode(held[3]) end
+    local sums = {}
+    local function add(group, measure, value)
+      local total = redis.call('HINCRBY', rows_prefix .. group, measure, value)
+      sums[group .. '\0' .. measure] = {group, measure, total}
+    end
+    for group, row in pairs(old) do
+      local now = new[group] or {}
+      for measure, value in pairs(row) do
+        if now[measure] ~= value then add(group, measure, neg(value)) end
       end
     end
-    local new = cjson.decode(ARGV[a + 2])
-    redis.call('HINCRBY', counts_key, new.status, 1)
-    for k, v in pairs(new.revenue) do redis.call('HINCRBY', revenue_key, k, v) end
-    if new.customer_id ~= cjson.null then
-      for cur, v in pairs(new.ltv) do redis.call('ZINCRBY', top_prefix .. cur, v, new.customer_id) end
+    for group, row in pairs(new) do
+      local before = old[group] or {}
+      for measure, value in pairs(row) do
+        if before[measure] ~= value then add(group, measure, value) end
+      end
     end
-    redis.call('HSET', order_key, 'facts', ARGV[a + 1], 'customer', ARGV[a + 5], 'contribution', ARGV[a + 2], 'status', new.status, 'view', ARGV[a + 3])
+    for _, s in pairs(sums) do
+      local group, measure, total = s[1], s[2], s[3]
+      if total == 0 then
+        redis.call('HDEL', rows_prefix .. group, measure)
+      else
+        redis.call('SADD', groups, group)
+      end
+      if is_ranked(measure) then
+        redis.call('SADD', ranks, measure)
+        if total == 0 then
+          redis.call('ZREM', rank_prefix .. measure, group)
+        else
+          redis.call('ZADD', rank_prefix .. measure, total, group)
+        end
+      end
+    end
+    redis.call('HSET', order_key, 'facts', ARGV[a + 1], 'customer', ARGV[a + 5], 'rows', ARGV[a + 2], 'view', ARGV[a + 3])
     redis.call('PUBLISH', ARGV[a + 4], ARGV[a + 3])
     applied = applied + 1
   end
 end
 return applied
 """
-"""Applies the contributions of many orders (``RedisWriter.apply_orders``), each on its
-own exactly as one call per order would: a script call carries up to
-``ORDERS_PER_CALL`` of them."""
+"""Applies the rows of many orders (``RedisWriter.apply_orders``), each on its own
+exactly as one call per order would: a script call carries up to ``ORDERS_PER_CALL`` of
+them. The values travel as decimal strings (Lua numbers are doubles; HINCRBY takes the
+exact integers); a measure whose value an order does not change is not touched."""
 
 ORDERS_PER_CALL = 200
 """Orders per script call: one call per order cost the processor more (packing and
@@ -75,23 +108,18 @@ return 1
 
 
 @dataclass(frozen=True)
-class OrderContribution:
-    """One order's Redis update: its contribution and view at a revision."""
+class OrderRows:
+    """One order's Redis update: its rows and view at a revision."""
 
     order_id: str
     revision: tuple[int, int]
-    contribution: dict[str, Any]
+    rows: Mapping[str, Mapping[str, int]]
     view_json: str
 
 
-def _as_strings(contribution: dict[str, Any]) -> dict[str, Any]:
-    """Units as decimal strings: Lua numbers are doubles, HINCRBY wants exact integers."""
-    return {
-        "status": contribution["status"],
-        "customer_id": contribution["customer_id"],
-        "revenue": {k: str(v) for k, v in contribution["revenue"].items()},
-        "ltv": {k: str(v) for k, v in contribution["ltv"].items()},
-    }
+def _as_strings(rows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, str]]:
+    """Values as decimal strings: Lua numbers are doubles, HINCRBY wants exact integers."""
+    return {group: {m: str(v) for m, v in row.items()} for group, row in rows.items()}
 
 
 class RedisWriter:
@@ -110,20 +138,26 @@ class RedisWriter:
         return self._redis.pipeline(transaction=False)
 
     async def apply_orders(
-        self, pipe: Pipeline, models: ReadModels, orders: Sequence[OrderContribution]
+        self,
+        pipe: Pipeline,
+        models: ReadModels,
+        orders: Sequence[OrderRows],
+        ranked: Collection[str],
     ) -> None:
-        """Queue the replacement of each order's contribution in ``models``' version; the
-        script leaves an order alone when Redis already holds its revision or a newer
-        one."""
+        """Queue the replacement of each order's rows in ``models``' version (measures
+        named in ``ranked``, or of a family named there, kept ranked); the script leaves
+        an order alone when Redis already holds its revision or a newer one."""
+        layout = models.aggregates
+        ranked_json = orjson.dumps(sorted(ranked)).decode()
         for start in range(0, len(orders), ORDERS_PER_CALL):
             chunk = orders[start : start + ORDERS_PER_CALL]
-            keys = [models.status_counts_key, models.revenue_key, models.top_key("")]
-            args: list[Any] = []
+            keys = [layout.groups_key, layout.ranks_key]
+            args: list[Any] = [layout.rows_prefix, layout.rank_prefix, ranked_json]
             for order in chunk:
                 keys.append(models.order_key(order.order_id))
                 args += (
                     order.revision[0],
-                    orjson.dumps(_as_strings(order.contribution)).decode(),
+                    orjson.dumps(_as_strings(order.rows)).decode(),
                     order.view_json,
                     models.changes_channel(order.order_id),
                     order.revision[1],

@@ -11,21 +11,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.customer_fold import CustomerProfile, apply_customer, customer_view, enrichment
+from projections.engine import RowsDict, rankings
 from projections.order_fold import (
     OrderFacts,
     apply,
     empty_facts,
     order_id_of,
+    order_rows,
     order_view,
-    redis_contribution,
+    ranked_measure,
     reference_fold,
 )
 from projections.read_models import PROJECTIONS, ReadModels, order_view_of
@@ -50,9 +51,10 @@ class Snapshot:
 
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    status_counts: dict[str, int] = field(default_factory=dict)
-    revenue: dict[str, int] = field(default_factory=dict)
-    top: dict[str, dict[str, int]] = field(default_factory=dict)
+    aggregates: RowsDict = field(default_factory=dict)
+    """The order aggregates' rows (``order_fold.order_rows``), zeros left out."""
+    rankings: RowsDict = field(default_factory=dict)
+    """Ranked measure -> customer group -> value, as the rankings hold them."""
     left_out: list[str] = field(default_factory=list)
     """Events a fold computed for reference leaves out, as the processors dead-letter
     them: the read models cannot show them (an amount past their 64-bit counts)."""
@@ -131,9 +133,8 @@ def reference_snapshot(source: SourceEvents) -> Snapshot:
             **customer_view(cid, profile, by_customer.get(cid, ())),
             "email": profile.email if profile else None,
         }
-    for contribution in contributions:
-        _add_contribution(snap, contribution)
-    _drop_zeros(snap)
+    snap.aggregates = _summed(contributions)
+    snap.rankings = rankings(snap.aggregates, ranked_measure)
     return snap
 
 
@@ -144,12 +145,12 @@ money past a 64-bit count of 1e-4 units): the processors dead-letter the record.
 
 def _shown(
     facts: OrderFacts, profiles: Mapping[str, CustomerProfile]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An order's view, enriched when its customer is known, and its Redis contribution."""
+) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+    """An order's view, enriched when its customer is known, and its Redis rows."""
     bare = order_view(facts, None)
     profile = profiles.get(bare["customer_id"]) if bare["customer_id"] else None
     view = order_view(facts, enrichment(profile)) if profile else bare
-    return view, redis_contribution(view)
+    return view, order_rows(view)
 
 
 def _shown_without_what_fails(
@@ -157,7 +158,7 @@ def _shown_without_what_fails(
     events: Sequence[Event],
     profiles: Mapping[str, CustomerProfile],
     left_out: list[str],
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
+) -> tuple[dict[str, Any], dict[str, dict[str, int]]] | None:
     """The order as the processors leave it: its events taken one at a time, each one
     that makes it fail to show left out (the processors dead-letter that record), or
     None when none is left. Quadratic in the order's events, and only for an order
@@ -175,23 +176,15 @@ def _shown_without_what_fails(
     return shown
 
 
-def _add_contribution(snap: Snapshot, contribution: Mapping[str, Any]) -> None:
-    snap.status_counts[contribution["status"]] = (
-        snap.status_counts.get(contribution["status"], 0) + 1
-    )
-    for key, units in contribution["revenue"].items():
-        snap.revenue[key] = snap.revenue.get(key, 0) + units
-    if contribution["customer_id"] is not None:
-        for currency, units in contribution["ltv"].items():
-            board = snap.top.setdefault(currency, {})
-            board[contribution["customer_id"]] = board.get(contribution["customer_id"], 0) + units
-
-
-def _drop_zeros(snap: Snapshot) -> None:
-    snap.status_counts = {k: v for k, v in snap.status_counts.items() if v}
-    snap.revenue = {k: v for k, v in snap.revenue.items() if v}
-    snap.top = {c: {m: s for m, s in b.items() if s} for c, b in snap.top.items()}
-    snap.top = {c: b for c, b in snap.top.items() if b}
+def _summed(contributions: Sequence[Mapping[str, Mapping[str, int]]]) -> RowsDict:
+    """Each group's row: the sum of the orders' rows, zeros left out."""
+    total: RowsDict = {}
+    for rows in contributions:
+        for group, row in rows.items():
+            held = total.setdefault(group, {})
+            for measure, value in row.items():
+                held[measure] = held.get(measure, 0) + value
+    return {g: kept for g, row in total.items() if (kept := {m: v for m, v in row.items() if v})}
 
 
 async def stored_snapshot(models: ReadModels) -> Snapshot:
@@ -200,20 +193,7 @@ async def stored_snapshot(models: ReadModels) -> Snapshot:
         snap.orders[doc["_id"]] = order_view_of(doc)
     async for doc in models.customers.find({}):
         snap.customers[doc["_id"]] = {k: doc.get(k) for k in CUSTOMER_FIELDS}
-    snap.status_counts = await models.status_counts()
-    snap.revenue = await models.revenue()
-    cursor = 0
-    while True:
-        cursor, keys = await models.redis.scan(cursor, match=models.top_key("*"), count=500)
-        for key in keys:
-            currency = str(key)[len(models.top_key("")) :]
-            members = cast(
-                list[tuple[str, float]], await models.redis.zrange(key, 0, -1, withscores=True)
-            )
-            snap.top[currency] = {str(m): int(Decimal(str(s))) for m, s in members}
-        if cursor == 0:
-            break
-    _drop_zeros(snap)
+    snap.aggregates, snap.rankings = await models.aggregates.snapshot()
     return snap
 
 
@@ -238,10 +218,13 @@ def differences(
                             f"{name}/{doc_id}.{key}: expected "
                             f"{want[doc_id].get(key)!r}, stored {have[doc_id].get(key)!r}"
                         )
-    for name in ("status_counts", "revenue", "top") if "redis" in projections else ():
-        if getattr(expected, name) != getattr(actual, name):
-            found.append(
-                f"redis {name}: expected {getattr(expected, name)!r}, "
-                f"stored {getattr(actual, name)!r}"
-            )
+    for name in ("aggregates", "rankings") if "redis" in projections else ():
+        want_rows: RowsDict = getattr(expected, name)
+        have_rows: RowsDict = getattr(actual, name)
+        for key in sorted(set(want_rows) | set(have_rows)):
+            if want_rows.get(key) != have_rows.get(key):
+                found.append(
+                    f"redis {name} {key}: expected {want_rows.get(key)!r}, "
+                    f"stored {have_rows.get(key)!r}"
+                )
     return found[:limit] + ([f"... and {len(found) - limit} more"] if len(found) > limit else [])

@@ -144,7 +144,7 @@ async def test_rebuilding_one_projection_replaces_only_that_one(
     old = stores.version(before["redis"])
     orders_kept = await stores.versions(before).orders.count_documents({})
     assert await stores.drop_retired() == [before["redis"]]  # grace 0: due at once
-    assert await old.redis.exists(old.status_counts_key) == 0  # its Redis keys went
+    assert await old.redis.exists(old.aggregates.rows_prefix + "status") == 0  # its keys went
     assert await stores.versions(before).orders.count_documents({}) == orders_kept > 0
     await stores.close()
 

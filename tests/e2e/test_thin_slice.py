@@ -141,7 +141,8 @@ async def test_replay_rebuilds_documents_equal_to_the_live_ones(
     rebuilt_version, rebuilt = await _snapshot(deployment)
     assert rebuilt_version == result.version
     assert differences(live, rebuilt) == []
-    assert rebuilt.status_counts == live.status_counts and rebuilt.revenue == live.revenue
+    assert rebuilt.aggregates == live.aggregates and rebuilt.rankings == live.rankings
+    assert rebuilt.aggregates["status"]  # the counts are compared, not two empty rows
     # and the query API now serves the rebuilt version
     response = await query_api.get(f"/v1/orders/{ids[0]}")
     assert response.json()["status"] == "shipped"

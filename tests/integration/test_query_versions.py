@@ -128,7 +128,7 @@ async def test_a_switch_is_followed_by_the_next_request(
     version = await stores.begin_build(["redis"])
     rebuilt = stores.versions({**await stores.active_versions(), "redis": version})
     await put_order(rebuilt, "o-1", "paid")
-    await rebuilt.redis.hset(rebuilt.status_counts_key, "paid", 1)
+    await rebuilt.redis.hset(rebuilt.aggregates.rows_prefix + "status", "paid", 1)
     assert await status_of(api, "o-1") == "placed"  # being built is not active
 
     await stores.activate(version)

@@ -29,9 +29,10 @@ async def _fill(stores: Stores, version: str) -> list[str]:
     await models.customers.insert_one({"_id": "c-1"})
     keys = [
         models.order_key("o-1"),
-        models.status_counts_key,
-        models.revenue_key,
-        models.top_key("EUR"),
+        models.aggregates.rows_prefix + "status",
+        models.aggregates.groups_key,
+        models.aggregates.rank_prefix + "ltv|EUR",
+        models.aggregates.ranks_key,
         models.checkpoints_key("orders"),
         models.checkpoints_key("redis"),
         models.writer_key("orders"),
@@ -61,7 +62,7 @@ async def test_dropping_some_projections_leaves_the_others(stores: Stores) -> No
     keys = await _fill(stores, "v2")
     models = stores.version("v2")
     await models.drop(["redis"])
-    redis_keys = [*keys[:4], models.checkpoints_key("redis")]
+    redis_keys = [*keys[:5], models.checkpoints_key("redis")]
     assert [await stores.redis.exists(k) for k in redis_keys] == [0] * len(redis_keys)
     others = [k for k in keys if k not in redis_keys]
     assert [await stores.redis.exists(k) for k in others] == [1] * len(others)

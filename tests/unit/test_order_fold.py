@@ -18,12 +18,15 @@ from projections.order_fold import (
     FACTS_DOC_VERSION,
     OrderFacts,
     apply,
+    customer_group,
+    customer_of_group,
     empty_facts,
     facts_from_doc,
     facts_to_doc,
     format_timestamp,
+    order_rows,
     order_view,
-    redis_contribution,
+    ranked_measure,
     reference_fold,
 )
 from schemas.events import Event, parse_event
@@ -285,11 +288,10 @@ def test_happy_path_placed_paid_shipped_delivered() -> None:
         "placed": True,
     }
     assert_bson_safe(view)
-    assert redis_contribution(view) == {
-        "status": "delivered",
-        "customer_id": "c-1",
+    assert order_rows(view) == {
+        "status": {"delivered": 1},
         "revenue": {"2026-01-01|EUR": 249_800},
-        "ltv": {"EUR": 249_800},
+        "customer:c-1": {"ltv|EUR": 249_800},
     }
 
 
@@ -314,8 +316,7 @@ def test_authorization_alone_is_not_payment() -> None:
     view = view_of(placed(), payment("PaymentAuthorized", "24.98", 1))
     assert (view["status"], view["amount_paid"]) == ("placed", "0.00")
     assert view["payments"][0]["status"] == "authorized"
-    assert redis_contribution(view)["revenue"] == {}
-    assert redis_contribution(view)["ltv"] == {}
+    assert order_rows(view) == {"status": {"placed": 1}}  # no revenue, no lifetime value
 
 
 def test_failed_payment() -> None:
@@ -333,12 +334,7 @@ def test_no_order_placed_is_pending() -> None:
     assert empty["placed"] is False
     assert (empty["customer_id"], empty["customer"], empty["currency"]) == (None, None, None)
     assert (empty["placed_at"], empty["updated_at"], empty["timeline"]) == (None, None, [])
-    assert redis_contribution(empty) == {
-        "status": "pending",
-        "customer_id": None,
-        "revenue": {},
-        "ltv": {},
-    }
+    assert order_rows(empty) == {"status": {"pending": 1}}
 
 
 def test_customer_block_holds_only_the_enrichment_fields() -> None:
@@ -449,7 +445,7 @@ def test_refund_exceeding_the_capture_is_an_anomaly() -> None:
     assert "exceeds" in view["anomalies"][0]["reason"]
     assert view["amount_paid"] == "10.00"
     assert [x["payment_id"] for x in view["payments"]] == ["p-1"]
-    assert redis_contribution(view)["revenue"] == {"2026-01-01|EUR": 100_000}
+    assert order_rows(view)["revenue"] == {"2026-01-01|EUR": 100_000}
 
 
 def test_refunds_accumulate_per_payment_up_to_the_capture() -> None:
@@ -499,15 +495,13 @@ def test_cancel_then_refund_path() -> None:
         "0.00",
         "24.98",
     )
-    assert redis_contribution(done) == {
-        "status": "refunded",
-        "customer_id": "c-1",
+    assert order_rows(done) == {
+        "status": {"refunded": 1},
         "revenue": {
             "2026-01-01|EUR": 249_800,
             "2026-01-02|EUR": -49_800,
             "2026-01-03|EUR": -200_000,
         },
-        "ltv": {},
     }
 
 
@@ -519,7 +513,7 @@ def test_same_day_capture_and_refund_cancel_out_in_revenue() -> None:
         payment("PaymentRefunded", "24.98", 3),
     )
     assert view["status"] == "refunded"
-    assert redis_contribution(view)["revenue"] == {}
+    assert "revenue" not in order_rows(view)
 
 
 def test_cancel_without_capture_is_cancelled_not_refunded() -> None:
@@ -547,8 +541,10 @@ def test_payment_before_order_ends_identical_to_order_before_payment() -> None:
         "24.98",
         None,
     )
-    assert redis_contribution(pending)["ltv"] == {}
-    assert redis_contribution(pending)["revenue"] == {"2026-01-01|EUR": 249_800}
+    assert order_rows(pending) == {
+        "status": {"pending": 1},  # no customer yet: no lifetime value
+        "revenue": {"2026-01-01|EUR": 249_800},
+    }
 
     payment_first = apply(early, p)
     order_first = fold([p, a, c])
@@ -563,7 +559,7 @@ def test_currency_mismatch_is_judged_whichever_arrives_first() -> None:
 
     provisional = order_view(fold([usd]), CUSTOMER)
     assert (provisional["status"], provisional["anomalies"]) == ("pending", [])
-    assert redis_contribution(provisional)["revenue"] == {"2026-01-01|USD": 249_800}
+    assert order_rows(provisional)["revenue"] == {"2026-01-01|USD": 249_800}
 
     order_first = order_view(fold([p, usd]), CUSTOMER)
     payment_first = order_view(fold([usd, p]), CUSTOMER)
@@ -575,12 +571,7 @@ def test_currency_mismatch_is_judged_whichever_arrives_first() -> None:
         "0.00",
         [],
     )
-    assert redis_contribution(order_first) == {
-        "status": "placed",
-        "customer_id": "c-1",
-        "revenue": {},
-        "ltv": {},
-    }
+    assert order_rows(order_first) == {"status": {"placed": 1}}
 
 
 def test_payment_currency_must_not_change_within_a_payment() -> None:
@@ -677,8 +668,8 @@ def test_every_interleaving_yields_the_same_view_and_contribution(
 
     view = order_view(facts, CUSTOMER)
     assert view == order_view(reference, CUSTOMER)
-    contribution = redis_contribution(view)
-    assert contribution == redis_contribution(order_view(reference, CUSTOMER))
+    contribution = order_rows(view)
+    assert contribution == order_rows(order_view(reference, CUSTOMER))
 
     assert_bson_safe(view)
     assert_bson_safe(contribution)
@@ -686,8 +677,10 @@ def test_every_interleaving_yields_the_same_view_and_contribution(
     assert Decimal(view["amount_paid"]) >= 0
     if view["placed"]:
         # every applied payment is in the order currency: revenue sums to ltv
-        assert sum(contribution["revenue"].values()) == contribution["ltv"].get(view["currency"], 0)
-        assert all(key.endswith("|" + view["currency"]) for key in contribution["revenue"])
+        revenue = contribution.get("revenue", {})
+        ltv = contribution.get(f"customer:{view['customer_id']}", {})
+        assert sum(revenue.values()) == ltv.get(f"ltv|{view['currency']}", 0)
+        assert all(key.endswith("|" + view["currency"]) for key in revenue)
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -721,3 +714,13 @@ def test_facts_doc_layout_and_validation() -> None:
         facts_from_doc({**doc, "order_events": doc["order_events"] * 2})
     with pytest.raises(ValueError, match="belongs to order"):
         facts_from_doc({**doc, "order_id": "o-2"})
+
+
+@pytest.mark.parametrize("customer_id", ["status", "revenue", "a|b", "customer:x", "c-1"])
+def test_a_customer_s_lifetime_value_is_a_row_of_its_own(customer_id: str) -> None:
+    view = view_of(placed(customer_id=customer_id), payment("PaymentCaptured", "24.98", 1))
+    rows = order_rows(view)
+    assert rows[customer_group(customer_id)] == {"ltv|EUR": 249_800}
+    assert customer_of_group(customer_group(customer_id)) == customer_id
+    assert rows["status"] == {"paid": 1}  # a customer named "status" is not the counts
+    assert ranked_measure("ltv|EUR") and not ranked_measure("2026-01-01|EUR")
