@@ -36,6 +36,7 @@ local function is_ranked(m)
   return family ~= nil and ranked[family] == true
 end
 local function neg(v) if string.sub(v, 1, 1) == '-' then return string.sub(v, 2) end return '-' .. v end
+local written, new_groups, ranked_written, new_ranks = {}, {}, {}, {}
 local applied = 0
 for i = 3, #KEYS do
   local order_key, a = KEYS[i], 3 + (i - 3) * 5
@@ -67,11 +68,15 @@ for i = 3, #KEYS do
       local group, measure, total = s[1], s[2], s[3]
       if total == 0 then
         redis.call('HDEL', rows_prefix .. group, measure)
-      else
-        redis.call('SADD', groups, group)
+      elseif not written[group] then
+        written[group] = true
+        table.insert(new_groups, group)
       end
       if is_ranked(measure) then
-        redis.call('SADD', ranks, measure)
+        if not ranked_written[measure] then
+          ranked_written[measure] = true
+          table.insert(new_ranks, measure)
+        end
         if total == 0 then
           redis.call('ZREM', rank_prefix .. measure, group)
         else
@@ -84,6 +89,10 @@ for i = 3, #KEYS do
     applied = applied + 1
   end
 end
+for i = 1, #new_groups, 500 do
+  redis.call('SADD', groups, unpack(new_groups, i, math.min(i + 499, #new_groups)))
+end
+if #new_ranks > 0 then redis.call('SADD', ranks, unpack(new_ranks)) end
 return applied
 """
 """Applies the rows of many orders (``RedisWriter.apply_orders``), each on its own
