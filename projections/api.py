@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from schemas.catalog import KEY_FIELD_OF_TOPIC, TOPIC_OF_TYPE
 from schemas.events import Event
 
@@ -69,6 +71,93 @@ def group_key(*parts: str) -> str:
 def names_measure(names: tuple[str, ...], measure: str) -> bool:
     """Whether ``names`` name ``measure``: itself, or its family (the part before ``|``)."""
     return bool(names) and (measure in names or measure.partition(GROUP_SEPARATOR)[0] in names)
+
+
+Index = tuple[tuple[str, int], ...]
+"""An index of documents: its fields in order, each 1 (ascending) or -1 (descending)."""
+VIEW_FIELD = "_view"
+"""The field of a document holding the rest of its view, as one JSON string."""
+STATE_FIELD = "_state"
+"""The field of a document holding the state its view was derived from."""
+
+
+@dataclass(frozen=True)
+class Documents:
+    """How the views of a projection are stored as documents (a MongoDB collection per
+    version, one document per entity) and queried. The built-in order and customer read
+    models are stored this way; the projection engine keeps the views of installed
+    projections in Redis, so a ``Projection`` does not take one yet.
+
+    ``fields``: the view's fields stored as fields of their own: what queries filter and
+    sort on, and indexes cover. The rest of the view is stored as one JSON string
+    (``_view``): a document store's cost of writing a document grows with its number of
+    values (FerretDB's: 0.9 ms per document of 75 values, 0.08 ms for a dozen fields
+    and a 3 KB string, inserts of 1,000). Empty: every field of the view as its own,
+    for a small and flat view.
+
+    ``indexes``: created where the server reads them (``ReadModels.ensure_indexes``)."""
+
+    fields: tuple[str, ...] = ()
+    indexes: tuple[Index, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fields, str):
+            raise ProjectionError(f"Documents fields is a tuple of names: ({self.fields!r},)")
+        for name in self.fields:
+            if not isinstance(name, str) or not name or name.startswith("_") or "." in name:
+                raise ProjectionError(
+                    f"Documents field {name!r}: a non-empty name, without '.' and not"
+                    " starting with '_' (the document's own fields: _id, _view, _state)"
+                )
+        if len(set(self.fields)) != len(self.fields):
+            raise ProjectionError(f"Documents fields name one twice: {self.fields!r}")
+        for index in self.indexes:
+            if not index:
+                raise ProjectionError("Documents index with no field")
+            for part in index:
+                if not (isinstance(part, tuple) and len(part) == 2 and part[1] in (1, -1)):
+                    raise ProjectionError(
+                        f"Documents index part {part!r}: (field, 1) or (field, -1)"
+                    )
+                field_name = part[0]
+                stored = field_name in self.fields if self.fields else True
+                if field_name != "_id" and (not stored or field_name.startswith("_")):
+                    raise ProjectionError(
+                        f"Documents index on {field_name!r}: not a field of its own"
+                        f" ({', '.join(self.fields) or 'the view'}, or _id)"
+                    )
+
+    @property
+    def read(self) -> tuple[str, ...] | None:
+        """The fields to read of a document to show its view (None: all)."""
+        return (*self.fields, VIEW_FIELD) if self.fields else None
+
+    def document(
+        self, key: str, view: Mapping[str, Any], state: str, packed: str | None = None
+    ) -> dict[str, Any]:
+        """The stored document of an entity's view and the state it was derived from.
+        ``packed``: the view as JSON, when the caller has it (a hot cache holds the same
+        string); the document's own fields win over those in it (``view_of``)."""
+        if not self.fields:
+            return {"_id": key, **view, STATE_FIELD: state}
+        if packed is None:
+            rest = {k: v for k, v in view.items() if k not in self.fields}
+            packed = orjson.dumps(rest).decode()
+        return {
+            "_id": key,
+            **{k: view.get(k) for k in self.fields},
+            VIEW_FIELD: packed,
+            STATE_FIELD: state,
+        }
+
+    @staticmethod
+    def view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The view a stored document shows: its ``_view`` and its own fields (which
+        win, so a field changed in place is seen: ``eventfold verify`` finds it)."""
+        packed = doc.get(VIEW_FIELD)
+        view: dict[str, Any] = orjson.loads(packed) if isinstance(packed, str) else {}
+        view.update((k, v) for k, v in doc.items() if not k.startswith("_"))
+        return view
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,13 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
+from projections.api import Documents
 from projections.money import exact_arithmetic, format_money
 from schemas.events import CustomerRegistered, CustomerUpdated, Event
 
 CUSTOMER_EVENT_TYPES = (CustomerRegistered, CustomerUpdated)
+CUSTOMER_DOCUMENTS = Documents()
+"""A customer view is small and flat: stored as it is, every field its own, read by id."""
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ class OrderState:
 
     def view_json(self) -> str:
         """The view as compact JSON, encoded once per state: the Redis hot cache and the
-        order document (``read_models.order_document``) hold the same string."""
+        order document (``order_fold.ORDER_DOCUMENTS``) hold the same string."""
         return self._view_json
 
     @cached_property

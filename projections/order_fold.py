@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from projections.api import group_key, names_measure
+from projections.api import Documents, Index, group_key, names_measure
 from projections.money import exact_arithmetic, format_money, to_units
 from schemas.events import (
     Event,
@@ -483,6 +483,24 @@ def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[st
         "updated_at": format_timestamp(all_events[-1].occurred_at) if all_events else None,
         "placed": placed is not None,
     }
+
+
+ORDER_QUERY_FIELDS: tuple[str, ...] = ("order_id", "customer_id", "status", "placed_at", "placed")
+"""The order view's fields stored as fields of their own in an order document: the ones
+queries filter and sort on, and the indexes cover. The rest of the view (items,
+payments, timeline, ledger, ...) is stored as one JSON string, ``_view``: an order's
+nested view, stored whole, made its writes the largest cost of a batch
+(``Documents``)."""
+ORDER_INDEXES: tuple[Index, ...] = (
+    (("customer_id", 1), ("placed_at", -1)),
+    (("status", 1), ("placed_at", -1)),
+    (("placed_at", -1), ("_id", -1)),
+)
+"""The order list's filters and order (``GET /v1/orders?customer_id=&status=``), newest
+first."""
+ORDER_DOCUMENTS = Documents(fields=ORDER_QUERY_FIELDS, indexes=ORDER_INDEXES)
+"""How order views are stored: listed by customer and status from the documents (by id,
+the query API reads the hot cache in Redis first)."""
 
 
 STATUS_GROUP = "status"

@@ -43,7 +43,21 @@ from projections.engine import Entity, Extreme, RowsDict, as_score
 
 FIRST_VERSION = "v1"
 
-_WRITE = """
+RANK_LUA = """
+local function set_rank(rank_prefix, measure, group, value)
+  if value == 0 then
+    redis.call('ZREM', rank_prefix .. measure, group)
+  else
+    redis.call('ZADD', rank_prefix .. measure, value, group)
+  end
+end
+"""
+"""A group's place in the ranking of a measure (``RedisRows``' layout), given its row's
+value: a group whose value returns to 0 leaves the ranking, as it leaves the row."""
+
+_WRITE = (
+    RANK_LUA
+    + """
 local marks, entities, groups, ranks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rows_prefix, rank_prefix = ARGV[1], ARGV[5]
 for f, o in pairs(cjson.decode(ARGV[2])) do
@@ -57,13 +71,7 @@ for _, m in ipairs(cjson.decode(ARGV[6])) do
   redis.call('SADD', ranks, m)
 end
 local function rank(measure, group, value)
-  if ranked[measure] then
-    if value == 0 then
-      redis.call('ZREM', rank_prefix .. measure, group)
-    else
-      redis.call('ZADD', rank_prefix .. measure, value, group)
-    end
-  end
+  if ranked[measure] then set_rank(rank_prefix, measure, group, value) end
 end
 local n = tonumber(ARGV[4])
 local i = 9
@@ -113,19 +121,29 @@ for f, o in pairs(cjson.decode(ARGV[3])) do
 end
 return 1
 """
+)
 
-_SNAPSHOT = """
-local rows, ranks = {}, {}
-for _, g in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+
+def _read_rows_lua(groups: str, ranks: str) -> str:
+    """Lua reading every row and ranking of ``RedisRows``' layout into ``rows`` and
+    ``ranks`` (name, flat pairs, name, ...), given the keys of the two sets."""
+    return f"""
+local rows, ranks = {{}}, {{}}
+for _, g in ipairs(redis.call('SMEMBERS', {groups})) do
   table.insert(rows, g)
   table.insert(rows, redis.call('HGETALL', ARGV[1] .. g))
 end
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+for _, m in ipairs(redis.call('SMEMBERS', {ranks})) do
   table.insert(ranks, m)
   table.insert(ranks, redis.call('ZRANGE', ARGV[2] .. m, 0, -1, 'WITHSCORES'))
 end
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ranks}
 """
+
+
+_SNAPSHOT = _read_rows_lua("KEYS[3]", "KEYS[4]") + (
+    "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ranks}\n"
+)
+_ROWS_SNAPSHOT = _read_rows_lua("KEYS[1]", "KEYS[2]") + "return {rows, ranks}\n"
 
 _TOP = """
 local out = {}
@@ -222,20 +240,6 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 def version_prefix(prefix: str, name: str, version: str) -> str:
     """What every Redis key of one version of one projection starts with."""
     return f"{prefix}p:{name}:{version}:"
-
-
-_ROWS_SNAPSHOT = """
-local rows, ranks = {}, {}
-for _, g in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  table.insert(rows, g)
-  table.insert(rows, redis.call('HGETALL', ARGV[1] .. g))
-end
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  table.insert(ranks, m)
-  table.insert(ranks, redis.call('ZRANGE', ARGV[2] .. m, 0, -1, 'WITHSCORES'))
-end
-return {rows, ranks}
-"""
 
 
 def _rows_and_ranks(flat_rows: list[Any], flat_ranks: list[Any]) -> tuple[RowsDict, RowsDict]:

@@ -17,8 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-import orjson
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, OperationFailure
@@ -27,7 +26,10 @@ from redis.asyncio.lock import Lock
 
 from eventfold.consistency import Runs
 from eventfold.settings import Settings
+from projections.api import Documents
+from projections.customer_fold import CUSTOMER_DOCUMENTS
 from projections.order_fold import (
+    ORDER_DOCUMENTS,
     REVENUE_GROUP,
     STATUS_GROUP,
     customer_of_group,
@@ -48,25 +50,12 @@ SCAN_COUNT = 10_000
 calls and 12 ms at 1,000, 2 calls and 8 ms at 10,000."""
 FIRST_VERSION = "v1"
 PROJECTIONS: tuple[str, ...] = ("orders", "customers", "redis")
+DOCUMENTS: dict[str, Documents] = {"orders": ORDER_DOCUMENTS, "customers": CUSTOMER_DOCUMENTS}
+"""How each projection stored in MongoDB stores its views (``projections.api.Documents``)."""
+ORDER_PROJECTION: tuple[str, ...] = ORDER_DOCUMENTS.read or ()
+"""The fields to read of an order document to show its view."""
 # The Redis projection's key layout, under a version's prefix (``ReadModels.key``); declared
 # here once, used through ``ReadModels``' methods of the same names.
-ORDER_QUERY_FIELDS: tuple[str, ...] = ("order_id", "customer_id", "status", "placed_at", "placed")
-"""The order view's fields stored as fields of their own in an order document: the ones
-queries filter and sort on, and the indexes cover. The rest of the view (items,
-payments, timeline, ledger, ...) is stored as one JSON string, ``_view``: FerretDB's
-cost of writing a document grows with its number of values, not its bytes (measured
-on the benchmark stack, inserts of 1,000: 0.9 ms per document of 75 sub-documents,
-0.08 ms for a dozen fields and a 3 KB string), and an order's nested view made its
-writes the largest cost of a batch. ``order_view_of`` reads either layout."""
-ORDER_PROJECTION: tuple[str, ...] = (*ORDER_QUERY_FIELDS, "_view")
-"""The fields to read of an order document to show its view."""
-ORDER_INDEXES: tuple[tuple[tuple[str, int], ...], ...] = (
-    (("customer_id", ASCENDING), ("placed_at", DESCENDING)),
-    (("status", ASCENDING), ("placed_at", DESCENDING)),
-    (("placed_at", DESCENDING), ("_id", DESCENDING)),
-)
-"""The order list's filters and order (``GET /v1/orders?customer_id=&status=``), newest
-first; created where the server uses them (``ReadModels.ensure_indexes``)."""
 ORDER_KEY = "order:{order_id}"  # hash: facts, customer (its revision), rows, view
 REDIS_PROJECTION_KEYS = (ORDER_KEY.format(order_id="*"), *RedisRows.PATTERNS)
 """Every key of the Redis projection: the orders' hot cache, and the order aggregates
@@ -141,42 +130,17 @@ class Meta:
         ]
 
 
-def order_document(
-    order_id: str, view: Mapping[str, Any], state: str, packed: str | None = None
-) -> Document:
-    """The stored order document of a view (``ORDER_QUERY_FIELDS`` as fields, the view
-    in ``_view``) and its state. ``packed``: the whole view as JSON, when the caller has
-    it (the Redis hot cache holds the same string); the fields of the document win over
-    those in it (``order_view_of``)."""
-    if packed is None:
-        rest = {k: v for k, v in view.items() if k not in ORDER_QUERY_FIELDS}
-        packed = orjson.dumps(rest).decode()
-    return {
-        "_id": order_id,
-        **{k: view.get(k) for k in ORDER_QUERY_FIELDS},
-        "_view": packed,
-        "_state": state,
-    }
-
-
-def order_view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The order view a stored document shows: its ``_view`` and its own fields (which
-    win, so a field changed in place is seen: ``eventfold verify`` finds it). Documents
-    written before the compact layout hold every field of the view as its own."""
-    packed = doc.get("_view")
-    view: dict[str, Any] = orjson.loads(packed) if isinstance(packed, str) else {}
-    view.update((k, v) for k, v in doc.items() if not k.startswith("_"))
-    return view
+order_view_of = Documents.view_of
+"""The order view a stored document shows (``Documents.view_of``); documents written
+before the compact layout hold every field of the view as its own, and show it too."""
 
 
 def stored_document(
     projection: str, doc_id: str, view: Mapping[str, Any], state: str, packed: str | None = None
 ) -> Document:
     """The document of ``projection`` (``orders`` or ``customers``) for a view and the
-    state it was derived from; a customer view is small and flat, stored as it is."""
-    if projection == "orders":
-        return order_document(doc_id, view, state, packed)
-    return {"_id": doc_id, **view, "_state": state}
+    state it was derived from, as its ``Documents`` store it."""
+    return DOCUMENTS[projection].document(doc_id, view, state, packed)
 
 
 async def pushes_down_filters(collection: AsyncCollection[Document]) -> bool:
@@ -335,7 +299,8 @@ class ReadModels:
         return [(customer_of_group(group), units) for group, units in ranked]
 
     async def ensure_indexes(self) -> None:
-        """The order list's indexes (``ORDER_INDEXES``), where the server reads them.
+        """The indexes of each projection's documents (``Documents.indexes``: the order
+        list's), where the server reads them.
 
         FerretDB on SQLite (the local stack) pushes down to SQL a condition on ``_id``
         and nothing else: a filter on ``customer_id`` or ``status`` and any sort are
@@ -346,10 +311,14 @@ class ReadModels:
         explain has no such field) and FerretDB on PostgreSQL (which pushes the filter
         down) get the indexes. Measured on the benchmark's catch-up, 4 alternated pairs:
         FerretDB's CPU 1.17 to 1.35 s without them against 1.62 to 2.00 s with."""
-        if not await pushes_down_filters(self.orders):
-            return
-        for index in ORDER_INDEXES:
-            await self.orders.create_index(list(index))
+        for projection, documents in DOCUMENTS.items():
+            if not documents.indexes:
+                continue
+            collection = self.db[self.collection(projection)]
+            if not await pushes_down_filters(collection):
+                continue
+            for index in documents.indexes:
+                await collection.create_index(list(index))
 
     async def drop(self, projections: Iterable[str] = PROJECTIONS) -> None:
         """Remove every document and key of the given projections of this version.

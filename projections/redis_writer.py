@@ -23,9 +23,12 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from projections.projection_store import RANK_LUA
 from projections.read_models import ReadModels
 
-_APPLY_ORDERS = """
+_APPLY_ORDERS = (
+    RANK_LUA
+    + """
 local groups, ranks = KEYS[1], KEYS[2]
 local rows_prefix, rank_prefix = ARGV[1], ARGV[2]
 local ranked = {}
@@ -77,11 +80,7 @@ for i = 3, #KEYS do
           ranked_written[measure] = true
           table.insert(new_ranks, measure)
         end
-        if total == 0 then
-          redis.call('ZREM', rank_prefix .. measure, group)
-        else
-          redis.call('ZADD', rank_prefix .. measure, total, group)
-        end
+        set_rank(rank_prefix, measure, group, total)
       end
     end
     redis.call('HSET', order_key, 'facts', ARGV[a + 1], 'customer', ARGV[a + 5], 'rows', ARGV[a + 2], 'view', ARGV[a + 3])
@@ -95,6 +94,7 @@ end
 if #new_ranks > 0 then redis.call('SADD', ranks, unpack(new_ranks)) end
 return applied
 """
+)
 """Applies the rows of many orders (``RedisWriter.apply_orders``), each on its own
 exactly as one call per order would: a script call carries up to ``ORDERS_PER_CALL`` of
 them. The values travel as decimal strings (Lua numbers are doubles; HINCRBY takes the

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from eventfold.settings import Settings
-from projections.read_models import ORDER_INDEXES, Stores, pushes_down_filters
+from projections.order_fold import ORDER_INDEXES
+from projections.read_models import Stores, pushes_down_filters
 
 
 @pytest.fixture
