@@ -28,7 +28,6 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from functools import cached_property
 from typing import Any, Generic, TypeVar
 
@@ -41,7 +40,7 @@ from projections.customer_fold import (
     profile_from_doc,
     profile_to_doc,
 )
-from projections.money import format_money, from_units, to_units
+from projections.money import format_money, from_units, text_units
 from projections.order_fold import (
     ORDER_EVENT_TYPES,
     OrderFacts,
@@ -311,7 +310,7 @@ def _contribution(link: OrderLink | None) -> tuple[int, dict[str, int], str | No
     if link is None or not link.summary.get("placed"):
         return 0, {}, None
     summary = link.summary
-    units = to_units(Decimal(str(summary["amount_paid"])))
+    units = text_units(str(summary["amount_paid"]))
     return 1, ({str(summary["currency"]): units} if units else {}), summary.get("placed_at")
 
 

@@ -91,8 +91,20 @@ def from_units(units: int) -> Decimal:
     return Decimal((sign, digits, _UNIT_EXPONENT))
 
 
+_EXACT = Context(prec=1_000, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+
+
 def exact_arithmetic() -> AbstractContextManager[Context]:
     """A decimal context in which sums and products of money are exact or raise
-    (``Inexact``) instead of silently rounding to the default 28 digits."""
-    context = Context(prec=1_000, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
-    return localcontext(context)
+    (``Inexact``) instead of silently rounding to the default 28 digits. Each use
+    works on a copy of one context made once (``localcontext`` copies it), as a view
+    is derived in one per order and change."""
+    return localcontext(_EXACT)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def text_units(text: str) -> int:
+    """``to_units`` of an amount written as a decimal string (``format_money``'s, in a
+    view or a summary), kept for the most recent ones: the same prices and amounts
+    recur across orders, and each order's rows read its ledger's amounts again."""
+    return to_units(Decimal(text))

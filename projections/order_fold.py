@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from projections.api import Documents, Index, group_key, names_measure
-from projections.money import exact_arithmetic, format_money, to_units
+from projections.money import exact_arithmetic, format_money, text_units
 from schemas.events import (
     Event,
     OrderCancelled,
@@ -554,7 +554,7 @@ def order_rows(view: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     revenue: dict[str, int] = {}
     for entry in view["ledger"]:
         key = group_key(entry["occurred_at"][:10], entry["currency"])
-        units = to_units(Decimal(entry["amount"]))
+        units = text_units(entry["amount"])
         sign = -1 if entry["type"] == "PaymentRefunded" else 1
         revenue[key] = revenue.get(key, 0) + sign * units
     rows: dict[str, dict[str, int]] = {STATUS_GROUP: {view["status"]: 1}}
@@ -562,7 +562,7 @@ def order_rows(view: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     if revenue:
         rows[REVENUE_GROUP] = revenue
     if view["placed"]:
-        paid = to_units(Decimal(view["amount_paid"]))
+        paid = text_units(view["amount_paid"])
         if paid:
             rows[customer_group(view["customer_id"])] = {
                 lifetime_value_measure(view["currency"]): paid

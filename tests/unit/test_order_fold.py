@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.money import format_money, from_units, to_units
+from projections.money import format_money, from_units, text_units, to_units
 from projections.order_fold import (
     FACTS_DOC_VERSION,
     OrderFacts,
@@ -152,6 +152,8 @@ def test_format_money_rejects_non_finite_and_non_decimal(bad: Any) -> None:
 )
 def test_to_units_and_back(amount: str, units: int) -> None:
     assert to_units(Decimal(amount)) == units
+    assert text_units(amount) == units
+    assert text_units(amount) == units  # kept: the same answer again
     assert from_units(units) == Decimal(amount)
 
 
@@ -159,6 +161,14 @@ def test_to_units_and_back(amount: str, units: int) -> None:
 def test_to_units_rejects_what_units_cannot_hold(bad: str) -> None:
     with pytest.raises(ValueError):
         to_units(Decimal(bad))
+    for _ in range(2):  # a refusal is not kept as an answer
+        with pytest.raises(ValueError):
+            text_units(bad)
+
+
+def test_text_units_refuses_what_is_not_a_number() -> None:
+    with pytest.raises(ArithmeticError):
+        text_units("12,50")
 
 
 def test_from_units_is_exact_with_four_fraction_digits() -> None:
