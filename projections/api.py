@@ -160,6 +160,53 @@ class Documents:
         return view
 
 
+FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+"""A field of a view that a definition names (``Lookup``)."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """An entity's view shows some fields of another projection's view, found by a field
+    of its own, and is derived again when that other view changes: an order shows its
+    customer's name, tier and country, and a customer's new name reaches each of its
+    orders. The built-in order read model is joined to the customers this way (the
+    processor's join keeps the link both ways, through internal topics repartitioned
+    by each side's key); the projection engine for installed projections does not run
+    lookups yet, so a ``Projection`` does not take one.
+
+    ``projection``: the projection whose view is looked up. ``key``: the field of this
+    view holding that view's key. ``fields``: the fields of that view shown. ``into``:
+    the field of this view that holds them (None until the other view is known)."""
+
+    projection: str
+    key: str
+    fields: tuple[str, ...]
+    into: str
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.projection):
+            raise ProjectionError(f"Lookup projection {self.projection!r}: not a projection name")
+        if isinstance(self.fields, str) or not self.fields:
+            raise ProjectionError(f"Lookup fields: a non-empty tuple of names, not {self.fields!r}")
+        for name in (self.key, self.into, *self.fields):
+            if not isinstance(name, str) or not FIELD.fullmatch(name):
+                raise ProjectionError(
+                    f"Lookup field {name!r}: a letter, then letters, digits or _ (64 at most)"
+                )
+        if len(set(self.fields)) != len(self.fields):
+            raise ProjectionError(f"Lookup fields name one twice: {self.fields!r}")
+        if self.key == self.into:
+            raise ProjectionError(f"Lookup into {self.into!r}: the key's own field")
+
+    def block(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        """What this view shows of ``other`` (a field it lacks shows as None)."""
+        return {name: other.get(name) for name in self.fields}
+
+    def holds(self, block: Mapping[str, Any]) -> bool:
+        """Whether ``block`` is one this lookup makes (its fields, no others)."""
+        return set(block) == set(self.fields)
+
+
 @dataclass(frozen=True)
 class Projection:
     """One read model: what it consumes, its fold and what it shows.

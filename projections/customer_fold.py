@@ -15,6 +15,7 @@ from typing import Any
 
 from projections.api import Documents
 from projections.money import exact_arithmetic, format_money
+from projections.order_fold import CUSTOMER_LOOKUP
 from schemas.events import CustomerRegistered, CustomerUpdated, Event
 
 CUSTOMER_EVENT_TYPES = (CustomerRegistered, CustomerUpdated)
@@ -63,8 +64,10 @@ def apply_customer(profile: CustomerProfile | None, event: Event) -> CustomerPro
 
 
 def enrichment(profile: CustomerProfile) -> dict[str, Any]:
-    """The ``customer`` block embedded into the customer's order views."""
-    return {"name": profile.name, "tier": profile.tier, "country": profile.country}
+    """The ``customer`` block embedded into the customer's order views: the fields the
+    orders look up (``order_fold.CUSTOMER_LOOKUP``), which a customer view shows as its
+    profile's."""
+    return CUSTOMER_LOOKUP.block(profile_to_doc(profile))
 
 
 _PROFILE_FIELDS = tuple(f.name for f in fields(CustomerProfile))

@@ -42,6 +42,7 @@ from projections.customer_fold import (
 )
 from projections.money import format_money, from_units, text_units
 from projections.order_fold import (
+    CUSTOMER_LOOKUP,
     ORDER_EVENT_TYPES,
     OrderFacts,
     append_new,
@@ -259,7 +260,7 @@ class Enrichment:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Enrichment:
         block = dict(doc["customer"])
-        if set(block) != {"name", "tier", "country"}:
+        if not CUSTOMER_LOOKUP.holds(block):
             raise ValueError(f"malformed enrichment for {doc.get('order_id')!r}")
         return cls(str(doc["order_id"]), block, int(doc["offset"]))
 

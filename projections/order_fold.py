@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from projections.api import Documents, Index, group_key, names_measure
+from projections.api import Documents, Index, Lookup, group_key, names_measure
 from projections.money import exact_arithmetic, format_money, text_units
 from schemas.events import (
     Event,
@@ -398,7 +398,11 @@ def _status(j: _Judgement, total: Decimal, amount_paid: Decimal) -> str:
     return "placed"
 
 
-CUSTOMER_BLOCK_FIELDS = ("name", "tier", "country")
+CUSTOMER_LOOKUP = Lookup(
+    projection="customers", key="customer_id", fields=("name", "tier", "country"), into="customer"
+)
+"""An order shows its customer's name, tier and country (``customer``), found by its
+``customer_id``: the enrichment the customer side sends (``customer_fold.enrichment``)."""
 
 
 def customer_block(placed: bool, customer: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -406,13 +410,13 @@ def customer_block(placed: bool, customer: Mapping[str, Any] | None) -> dict[str
     (``with_customer_block`` relies on that)."""
     if not placed or customer is None:
         return None
-    return {key: customer.get(key) for key in CUSTOMER_BLOCK_FIELDS}
+    return CUSTOMER_LOOKUP.block(customer)
 
 
 def with_customer_block(view: Mapping[str, Any], customer: Mapping[str, Any]) -> dict[str, Any]:
     """``order_view(facts, customer)`` from ``view``, the view of the same facts with
     another block: an enrichment changes one field, so the rest is not derived again."""
-    return {**view, "customer": customer_block(bool(view.get("placed")), customer)}
+    return {**view, CUSTOMER_LOOKUP.into: customer_block(bool(view.get("placed")), customer)}
 
 
 def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -449,7 +453,7 @@ def order_view(facts: OrderFacts, customer: Mapping[str, Any] | None) -> dict[st
     return {
         "order_id": facts.order_id,
         "customer_id": None if placed is None else placed.data.customer_id,
-        "customer": customer_block(placed is not None, customer),
+        CUSTOMER_LOOKUP.into: customer_block(placed is not None, customer),
         "currency": None if placed is None else placed.data.currency,
         "items": items,
         "total": format_money(total),
