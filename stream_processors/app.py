@@ -52,9 +52,18 @@ class ProcessorApp(faust.App):
     _running: asyncio.Future[None] | None = None
     _crashing: asyncio.Future[None] | None = None
 
+    async def on_start(self) -> None:
+        """Before Faust's own services start (a second or more): the projection worker
+        starts loading meanwhile."""
+        await super().on_start()
+        if self.processor is None:
+            self.processor = BatchProcessor(settings)
+            await self.processor.spawn_projections()
+
     async def on_started(self) -> None:
         await super().on_started()
-        self.processor = BatchProcessor(settings)
+        if self.processor is None:
+            self.processor = BatchProcessor(settings)
         await self.processor.start()
         self._running = asyncio.ensure_future(self.processor.run())
         self._running.add_done_callback(self._ended)

@@ -390,8 +390,16 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         if writing is not None:
             await writing
 
+    async def spawn_projections(self) -> None:
+        """Start the projection worker, if any projection is enabled: it loads what it
+        needs meanwhile, and starts reading when ``start`` has created the topics. The
+        app calls this as early as it can; ``start`` does if it was not."""
+        if self._child is None and enabled(self.settings):
+            self._child = await projection_worker.spawn()
+            self._watching = asyncio.ensure_future(self._watch(self._child))
+
     async def start(self) -> None:
-        """Prepare Kafka, connect, join the group, start the projection worker."""
+        """Prepare Kafka, connect, join the group, let the projection worker start."""
         if self.forgot:
             log.warning(
                 "the last run on %s did not stop cleanly: its tables are restored from "
@@ -410,9 +418,9 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         for client in (self._producer, self._reader, self._consumer):
             await _start(client)
         self._consumer.subscribe([self.settings.topic(t) for t in topics], listener=self)
-        if enabled(self.settings):
-            self._child = await projection_worker.spawn()
-            self._watching = asyncio.ensure_future(self._watch(self._child))
+        await self.spawn_projections()
+        if self._child is not None:
+            await projection_worker.release(self._child)
 
     async def run(self) -> None:
         """Apply batches until ``stop()``; raises what crashed the processor."""

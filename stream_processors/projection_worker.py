@@ -303,12 +303,34 @@ async def run(settings: Settings) -> None:
     log.info("projections: %s", ", ".join(projections))
     stores = Stores(settings)
     try:
-        await ProjectionWorker(settings, projections, stores.redis).run()
+        worker = ProjectionWorker(settings, projections, stores.redis)
+        if os.environ.get(PARENT_ENV) is not None and not await released():
+            return  # the processor stopped before it was ready
+        await worker.run()
     finally:
         await stores.close()
 
 
 PARENT_ENV = "EVENTFOLD_PROJECTIONS_PARENT_PID"
+GO = b"go\n"
+
+
+async def released() -> bool:
+    """Wait for the processor that started this worker to say go (one line on stdin),
+    once it has created the topics; False when it closed the pipe without saying it.
+
+    The processor starts this worker first thing, so that loading the projections and
+    their libraries (about 0.7 s of one core) overlaps the processor's own start
+    instead of its first batches."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        return await reader.readline() == GO
+    finally:
+        transport.close()
 
 
 def die_with_parent() -> None:
@@ -327,13 +349,23 @@ def die_with_parent() -> None:
 
 async def spawn() -> asyncio.subprocess.Process:
     """Start ``python -m stream_processors.projection_worker`` as a child of this process,
-    with its environment and its output (the processor's log)."""
+    with its environment and its output (the processor's log). It loads what it needs
+    and waits for ``release``."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "stream_processors.projection_worker",
         env={**os.environ, PARENT_ENV: str(os.getpid())},
+        stdin=asyncio.subprocess.PIPE,
     )
+
+
+async def release(child: asyncio.subprocess.Process) -> None:
+    """Let a worker from ``spawn`` start reading (the topics exist by now)."""
+    assert child.stdin is not None
+    child.stdin.write(GO)
+    with contextlib.suppress(ConnectionError):  # it died: the processor's watch says so
+        await child.stdin.drain()
 
 
 def main() -> None:

@@ -82,8 +82,7 @@ async def test_worker_killed_mid_stream_applies_nothing_twice(
     stream = events(1)
     first = workers.start()
     assert first.proc is not None
-    # the projection worker is spawned once the processor has started (it logs "Ready"
-    # a little before)
+    # the projection worker is spawned as the processor starts, before it logs "Ready"
     pid = first.proc.pid
     (projection_worker,) = await eventually(
         lambda: asyncio.to_thread(children_of, pid), lambda found: len(found) == 1
