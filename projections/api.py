@@ -207,6 +207,129 @@ class Lookup:
         return set(block) == set(self.fields)
 
 
+TOTAL_KINDS = ("sum", "sum_per_key", "max", "min")
+"""How a measure of ``Totals`` adds up its contributions: ``sum`` an integer;
+``sum_per_key`` integers per key (an amount per currency; a key at zero is left
+out); ``max`` / ``min`` the highest / lowest value contributed (a string or a number;
+None contributes nothing)."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """An entity's totals over the views of another projection that name it by a field
+    of theirs: a customer's placed orders, its paid amounts per currency and its latest
+    order, over the views of its orders. Each of those views contributes
+    (``contribution``: measure -> value, from the fields it ``reads``), and an entity
+    keeps each one's latest contribution apart from its totals, so a change of one
+    costs the same whatever the entity's history: the old contribution is taken out
+    and the new one put in (``replaced``).
+
+    A ``max`` / ``min`` never goes back: a contribution replaced or lowered is not
+    taken out of it. Give it values that do not change once contributed (an order's
+    placement time); for a maximum that can go down, use ``Projection.maxima``, which
+    keeps every contribution. The built-in customer view is totalled this way
+    (``customer_fold.CUSTOMER_TOTALS``); the projection engine for installed
+    projections does not run totals yet, so a ``Projection`` does not take them.
+
+    ``projection``: whose views are totalled. ``key``: their field naming this entity.
+    ``reads``: the fields of those views the contribution reads (the key with them:
+    what the other side sends). ``measures``: measure -> kind (``TOTAL_KINDS``)."""
+
+    projection: str
+    key: str
+    reads: tuple[str, ...]
+    measures: Mapping[str, str]
+    contribution: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    fields: tuple[str, ...] = field(init=False)
+    """``reads`` and the key: the fields of a view its contribution is made from."""
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.projection):
+            raise ProjectionError(f"Totals projection {self.projection!r}: not a projection name")
+        if isinstance(self.reads, str):
+            raise ProjectionError(f"Totals reads is a tuple of names: ({self.reads!r},)")
+        for name in (self.key, *self.reads, *self.measures):
+            if not isinstance(name, str) or not FIELD.fullmatch(name):
+                raise ProjectionError(
+                    f"Totals field or measure {name!r}: a letter, then letters, digits or _"
+                    " (64 at most)"
+                )
+        if not self.measures:
+            raise ProjectionError("Totals with no measure")
+        for name, kind in self.measures.items():
+            if kind not in TOTAL_KINDS:
+                raise ProjectionError(
+                    f"Totals measure {name!r}: kind {kind!r}, not one of {', '.join(TOTAL_KINDS)}"
+                )
+        if not callable(self.contribution):
+            raise ProjectionError("Totals contribution: a function of a view's fields")
+        object.__setattr__(self, "measures", dict(self.measures))
+        object.__setattr__(self, "fields", tuple(dict.fromkeys((*self.reads, self.key))))
+
+    def empty(self) -> dict[str, Any]:
+        """The totals of an entity nothing contributed to."""
+        return {name: _EMPTY[kind]() for name, kind in self.measures.items()}
+
+    def contributed(self, view: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """What ``view`` (its ``fields``) contributes; nothing for None. Raises
+        ValueError for a measure the totals do not have."""
+        if view is None:
+            return {}
+        made = self.contribution(view)
+        if not made.keys() <= self.measures.keys():
+            unknown = sorted(set(made) - set(self.measures))
+            raise ValueError(f"a contribution to unknown measure(s) {', '.join(unknown)}")
+        return made
+
+    def replaced(
+        self,
+        totals: Mapping[str, Any],
+        old: Mapping[str, Any] | None,
+        new: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """``totals`` with the contribution of view ``old`` (None: it had none) replaced
+        by that of ``new``."""
+        was, now = self.contributed(old), self.contributed(new)
+        out = {}
+        for name, kind in self.measures.items():
+            value = totals[name]
+            if kind == "sum":
+                out[name] = value - was.get(name, 0) + now.get(name, 0)
+            elif kind == "sum_per_key":
+                summed = dict(value)
+                for key, units in was.get(name, {}).items():
+                    summed[key] = summed.get(key, 0) - units
+                for key, units in now.get(name, {}).items():
+                    summed[key] = summed.get(key, 0) + units
+                out[name] = {k: u for k, u in sorted(summed.items()) if u}
+            else:
+                candidates = [v for v in (value, now.get(name)) if v is not None]
+                pick = max if kind == "max" else min
+                out[name] = pick(candidates) if candidates else None
+        return out
+
+    def from_doc(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Totals as stored (``{measure: value}``, other fields ignored), checked."""
+        out: dict[str, Any] = {}
+        for name, kind in self.measures.items():
+            value = doc[name]
+            if kind == "sum":
+                out[name] = int(value)
+            elif kind == "sum_per_key":
+                out[name] = {str(k): int(v) for k, v in value.items()}
+            else:
+                out[name] = value
+        return out
+
+
+_EMPTY: dict[str, Callable[[], Any]] = {
+    "sum": int,
+    "sum_per_key": dict,
+    "max": lambda: None,
+    "min": lambda: None,
+}
+
+
 @dataclass(frozen=True)
 class Projection:
     """One read model: what it consumes, its fold and what it shows.

@@ -13,14 +13,40 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
-from projections.api import Documents
-from projections.money import exact_arithmetic, format_money
+from projections.api import Documents, Totals
+from projections.money import exact_arithmetic, format_money, text_units
 from projections.order_fold import CUSTOMER_LOOKUP
 from schemas.events import CustomerRegistered, CustomerUpdated, Event
 
 CUSTOMER_EVENT_TYPES = (CustomerRegistered, CustomerUpdated)
 CUSTOMER_DOCUMENTS = Documents()
 """A customer view is small and flat: stored as it is, every field its own, read by id."""
+
+
+def order_contribution(order: Mapping[str, Any]) -> dict[str, Any]:
+    """What one order (the fields of its view that ``CUSTOMER_TOTALS`` reads) adds to its
+    customer's totals: nothing until it is placed; then one order, its amount paid in
+    its currency (1e-4 units; none at zero) and its placement time."""
+    if not order.get("placed"):
+        return {}
+    units = text_units(str(order["amount_paid"]))
+    return {
+        "order_count": 1,
+        "paid": {str(order["currency"]): units} if units else {},
+        "last_order_at": order.get("placed_at"),
+    }
+
+
+CUSTOMER_TOTALS = Totals(
+    projection="orders",
+    key="customer_id",
+    reads=("placed", "customer_id", "currency", "amount_paid", "placed_at"),
+    measures={"order_count": "sum", "paid": "sum_per_key", "last_order_at": "max"},
+    contribution=order_contribution,
+)
+"""The customer view's totals over its orders, kept as the processor's join applies
+each order's summary (its view's ``fields``: ``joins.OrderLink``). An order's
+``placed_at`` does not change once placed, so the latest never has to go back."""
 
 
 @dataclass(frozen=True)

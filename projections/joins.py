@@ -34,13 +34,14 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from projections.customer_fold import (
+    CUSTOMER_TOTALS,
     CustomerProfile,
     apply_customer,
     enrichment,
     profile_from_doc,
     profile_to_doc,
 )
-from projections.money import format_money, from_units, text_units
+from projections.money import format_money, from_units
 from projections.order_fold import (
     CUSTOMER_LOOKUP,
     ORDER_EVENT_TYPES,
@@ -58,7 +59,8 @@ from schemas.events import Event
 
 Doc = dict[str, Any]
 S = TypeVar("S", "OrderState", "CustomerState")
-SUMMARY_FIELDS = ("placed", "customer_id", "currency", "amount_paid", "placed_at")
+SUMMARY_FIELDS = CUSTOMER_TOTALS.fields
+"""What an order tells its customer: the fields of its view the totals read."""
 
 
 @dataclass(frozen=True)
@@ -305,25 +307,14 @@ ORDER_INDEX_PAGE = 200
 """Order ids per page of a customer's order index: adding an order rewrites one page."""
 
 
-def _contribution(link: OrderLink | None) -> tuple[int, dict[str, int], str | None]:
-    """What one order adds to its customer's totals: (orders, paid per currency in 1e-4
-    units, placed_at)."""
-    if link is None or not link.summary.get("placed"):
-        return 0, {}, None
-    summary = link.summary
-    units = text_units(str(summary["amount_paid"]))
-    return 1, ({str(summary["currency"]): units} if units else {}), summary.get("placed_at")
-
-
 @dataclass(frozen=True)
 class CustomerTotals:
-    """What the customer view sums over the customer's orders, kept incrementally: an
-    order's newer summary replaces its older one (``with_summary``), so the cost of an
-    order's change does not grow with the customer's history."""
+    """What the customer view totals over the customer's orders (``CUSTOMER_TOTALS``),
+    kept incrementally: an order's newer summary replaces its older one
+    (``with_summary``), so the cost of an order's change does not grow with the
+    customer's history."""
 
-    order_count: int = 0
-    paid: Mapping[str, int] = field(default_factory=dict)  # currency -> 1e-4 units
-    last_order_at: str | None = None
+    measures: Mapping[str, Any] = field(default_factory=CUSTOMER_TOTALS.empty)
     facts: int = 0
     """The facts of every applied summary, added up: grows with what is known, so of two
     totals of one customer derived from the same events, the one with more facts knows
@@ -331,41 +322,20 @@ class CustomerTotals:
     orders: int = 0  # orders known (placed or not): the order index's length
 
     def with_summary(self, old: OrderLink | None, new: OrderLink) -> CustomerTotals:
-        (old_count, old_paid, _), (count, paid, placed_at) = _contribution(old), _contribution(new)
-        totals = dict(self.paid)
-        for currency, units in old_paid.items():
-            totals[currency] = totals.get(currency, 0) - units
-        for currency, units in paid.items():
-            totals[currency] = totals.get(currency, 0) + units
-        # canonical UTC timestamps (order_fold.format_timestamp) sort chronologically; an
-        # order's placed_at does not change once placed, so the latest never goes back
-        latest = max((t for t in (self.last_order_at, placed_at) if t is not None), default=None)
         return CustomerTotals(
-            self.order_count - old_count + count,
-            {c: u for c, u in sorted(totals.items()) if u},
-            latest,
+            CUSTOMER_TOTALS.replaced(
+                self.measures, None if old is None else old.summary, new.summary
+            ),
             self.facts - (0 if old is None else old.facts) + new.facts,
             self.orders + (old is None),
         )
 
     def to_doc(self) -> Doc:
-        return {
-            "order_count": self.order_count,
-            "paid": dict(self.paid),
-            "last_order_at": self.last_order_at,
-            "facts": self.facts,
-            "orders": self.orders,
-        }
+        return {**self.measures, "facts": self.facts, "orders": self.orders}
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CustomerTotals:
-        return cls(
-            int(doc["order_count"]),
-            {str(k): int(v) for k, v in doc["paid"].items()},
-            doc.get("last_order_at"),
-            int(doc["facts"]),
-            int(doc["orders"]),
-        )
+        return cls(CUSTOMER_TOTALS.from_doc(doc), int(doc["facts"]), int(doc["orders"]))
 
 
 @dataclass(frozen=True)
@@ -450,9 +420,11 @@ class CustomerState:
             "name": None if profile is None else profile.name,
             "tier": None if profile is None else profile.tier,
             "country": None if profile is None else profile.country,
-            "order_count": totals.order_count,
-            "lifetime_value": {c: format_money(from_units(u)) for c, u in totals.paid.items()},
-            "last_order_at": totals.last_order_at,
+            "order_count": totals.measures["order_count"],
+            "lifetime_value": {
+                c: format_money(from_units(u)) for c, u in totals.measures["paid"].items()
+            },
+            "last_order_at": totals.measures["last_order_at"],
             "email": None if profile is None else profile.email,
         }
 
