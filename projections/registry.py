@@ -15,10 +15,11 @@ from eventfold.settings import Settings
 from projections.api import Projection, ProjectionError
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
+from projections.read_models import PROJECTIONS
 
 ENTRY_POINT_GROUP = "eventfold.projections"
 BUILT_IN: tuple[Projection, ...] = (sku_sales, payment_methods)
-RESERVED = frozenset({"orders", "customers", "redis"})
+RESERVED = frozenset(PROJECTIONS)
 """The read models the processor's join writes (``projections.read_models``)."""
 
 
