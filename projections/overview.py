@@ -14,15 +14,11 @@ from eventfold.topics import end_offsets
 from projections.api import ProjectionError
 from projections.engine import mark_of
 from projections.projection_store import FIRST_VERSION, ProjectionVersions
-from projections.read_models import PROJECTIONS, Stores
+from projections.read_models import CORE, PROJECTIONS, Stores
 from projections.registry import enabled, registered
 from schemas.catalog import INTERNAL_TOPICS, TOPICS
 
-CORE_DESCRIPTIONS = {
-    "orders": "order views (MongoDB), written by the processor's join",
-    "customers": "customer views (MongoDB), written by the processor's join",
-    "redis": "hot cache, status counts, revenue, top customers (Redis)",
-}
+CORE_DESCRIPTIONS = {m.name: m.description for m in CORE}
 
 
 @dataclass(frozen=True)

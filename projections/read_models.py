@@ -49,8 +49,32 @@ SCAN_COUNT = 10_000
 """Keys a ``SCAN`` call looks at (Redis' default: 10): a pass over 13,000 keys took 14
 calls and 12 ms at 1,000, 2 calls and 8 ms at 10,000."""
 FIRST_VERSION = "v1"
-PROJECTIONS: tuple[str, ...] = ("orders", "customers", "redis")
-DOCUMENTS: dict[str, Documents] = {"orders": ORDER_DOCUMENTS, "customers": CUSTOMER_DOCUMENTS}
+
+
+@dataclass(frozen=True)
+class CoreReadModel:
+    """A read model the processor's join writes: its name (a projection name, versioned
+    and rebuilt like a registered one's), what it holds, and how its views are stored
+    as documents (None: in Redis)."""
+
+    name: str
+    description: str
+    documents: Documents | None = None
+
+
+CORE: tuple[CoreReadModel, ...] = (
+    CoreReadModel(
+        "orders", "order views (MongoDB), written by the processor's join", ORDER_DOCUMENTS
+    ),
+    CoreReadModel(
+        "customers", "customer views (MongoDB), written by the processor's join", CUSTOMER_DOCUMENTS
+    ),
+    CoreReadModel("redis", "hot cache, status counts, revenue, top customers (Redis)"),
+)
+"""The join's read models, declared once: the names, the descriptions and the documents
+below, the names a registered projection cannot take, ``eventfold projections``."""
+PROJECTIONS: tuple[str, ...] = tuple(m.name for m in CORE)
+DOCUMENTS: dict[str, Documents] = {m.name: m.documents for m in CORE if m.documents is not None}
 """How each projection stored in MongoDB stores its views (``projections.api.Documents``)."""
 ORDER_PROJECTION: tuple[str, ...] = ORDER_DOCUMENTS.read or ()
 """The fields to read of an order document to show its view."""
