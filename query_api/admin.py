@@ -43,9 +43,8 @@ from query_api.admin_access import (
 from query_api.admin_metrics import Sampler
 from query_api.admin_orders import order_detail
 from query_api.admin_rebuilds import RebuildBusy, RebuildRunner, plan
-from query_api.api import invalid_parameter
 from query_api.live import sse
-from query_api.models import Problem
+from query_api.models import Problem, invalid_parameter
 from schemas.catalog import DEAD_LETTER_SOURCES, dlq_topic
 from stream_processors.dlq_admin import DeadLetterView
 

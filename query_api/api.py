@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from prometheus_client import (
@@ -30,14 +30,22 @@ from prometheus_client import (
 from starlette.types import Receive, Scope, Send
 
 from eventfold.auth import READ, require_scope
-from eventfold.consistency import InvalidConsistencyToken, Runs, decode_token_runs, highest
+from eventfold.consistency import Runs, highest
 from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from projections.money import format_money, from_units
 from projections.read_models import ORDER_PROJECTION, ReadModels, Stores, order_view_of
 from query_api.admin_metrics import STARTED_AT, latency_histogram
 from query_api.capacity import RETRY_AFTER_S, Capacity, OverCapacity
-from query_api.consistency import wait_for_positions
+from query_api.consistency import (
+    DeadLettered,
+    NotYetConsistent,
+    TokenHeader,
+    TokenQuery,
+    await_applied,
+    token_runs,
+    wait_for_positions,
+)
 from query_api.live import ChangeHub, order_changes
 from query_api.models import (
     CustomerView,
@@ -48,8 +56,11 @@ from query_api.models import (
     Stats,
     TopCustomer,
     TopCustomers,
+    invalid_parameter,
     public_order,
 )
+from query_api.operations import mount_operations
+from query_api.projections import projection_routes
 from query_api.versions import Active, ActiveVersions
 
 Status = Literal["pending", "placed", "paid", "shipped", "delivered", "cancelled", "refunded"]
@@ -64,27 +75,9 @@ any exception of the endpoint (handlers, error pages, telemetry), without a seco
 Shortcut = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
 
-class NotYetConsistent(Exception):
-    def __init__(self, missing: list[str]) -> None:
-        self.missing = missing
-
-
-class DeadLettered(Exception):
-    """The token covers records the processors dead-lettered: their writes are not in the
-    read models (``topic:partition@offset reason`` each)."""
-
-    def __init__(self, letters: list[str]) -> None:
-        self.letters = letters
-
-
 def _encode_cursor(placed_at: str, order_id: str) -> str:
     raw = json.dumps([placed_at, order_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def invalid_parameter(where: str, name: str, msg: str) -> HTTPException:
-    """A 422 with the documented body: FastAPI's validation-error list."""
-    return HTTPException(422, [{"loc": [where, name], "msg": msg, "type": "value_error"}])
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
@@ -138,29 +131,6 @@ async def consistent(request: Request, runs: Runs, deadline: float) -> Active:
     return polled[0]
 
 
-async def await_applied(
-    request: Request,
-    dead_letters: Callable[[], Awaitable[list[str]]],
-    applied: Callable[[], Awaitable[list[str]]],
-) -> None:
-    """What every read-your-writes wait does around its own ``applied`` (which returns
-    the positions still behind at its deadline): it holds a place of the instance's cap
-    (503 past ``EVENTFOLD_MAX_CONSISTENCY_WAITS``), and a token covering a record that
-    was dead-lettered (``dead_letters``, checked before the wait and after it: it may be
-    dead-lettered meanwhile) is answered with that, never with data lacking its write."""
-    waits: Capacity = request.app.state.waits
-    missing: list[str] = []
-    with waits.hold():
-        dead = await dead_letters()
-        if not dead:
-            missing = await applied()
-            dead = await dead_letters()
-    if dead:
-        raise DeadLettered(dead)
-    if missing:
-        raise NotYetConsistent(missing)
-
-
 async def _reading(
     request: Request, x_consistency_token: str | None, consistency_token: str | None, checked: bool
 ) -> Reading:
@@ -172,27 +142,6 @@ async def _reading(
         active = await (versions.current() if checked else versions.cached())
         return Reading(active, None, deadline)
     return Reading(await consistent(request, runs, deadline), runs, deadline)
-
-
-def token_runs(x_consistency_token: str | None, consistency_token: str | None) -> Runs | None:
-    """The runs of the caller's token (the header's, if both), None without one; a 422
-    naming where it came from for one that is not a token."""
-    token = x_consistency_token or consistency_token
-    if not token:
-        return None
-    try:
-        return decode_token_runs(token)
-    except InvalidConsistencyToken as exc:
-        where = (
-            ("header", "x-consistency-token")
-            if x_consistency_token
-            else ("query", "consistency_token")
-        )
-        raise invalid_parameter(*where, str(exc)) from None
-
-
-TokenHeader = Annotated[str | None, Header()]
-TokenQuery = Annotated[str | None, Query(max_length=4096)]
 
 
 async def active_models(
@@ -582,15 +531,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             revenue=entries,
         )
 
-    # imported here: query_api.projections uses this module's errors and token helpers
-    from query_api.projections import projection_routes
-
     v1.include_router(projection_routes(stores))
     app.include_router(v1)
-    # the operations console (/console) and its admin API (/v1/admin); imported here, as
-    # the projection routes are: the admin routes use this module's errors
-    from query_api.operations import mount_operations
-
+    # the operations console (/console) and its admin API (/v1/admin)
     operations = mount_operations(app, settings, stores, histogram)
     app.shortcut = order_shortcut
     middleware_at_start = len(app.user_middleware)

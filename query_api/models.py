@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
+from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 
@@ -219,3 +220,8 @@ class PaymentMethods(BaseModel):
     methods: list[PaymentMethodHealth] = Field(
         description="the methods with outcomes in the range, by name"
     )
+
+
+def invalid_parameter(where: str, name: str, msg: str) -> HTTPException:
+    """A 422 with the documented body: FastAPI's validation-error list."""
+    return HTTPException(422, [{"loc": [where, name], "msg": msg, "type": "value_error"}])

@@ -31,8 +31,14 @@ from projections.money import format_money, from_units
 from projections.projection_store import FIRST_VERSION, ProjectionVersions, RedisProjectionStore
 from projections.read_models import Stores
 from projections.registry import enabled
-from query_api.api import TokenHeader, TokenQuery, await_applied, invalid_parameter, token_runs
-from query_api.consistency import POLL_INTERVAL_S, missing_positions
+from query_api.consistency import (
+    POLL_INTERVAL_S,
+    TokenHeader,
+    TokenQuery,
+    await_applied,
+    missing_positions,
+    token_runs,
+)
 from query_api.models import (
     PaymentMethodHealth,
     PaymentMethodHour,
@@ -47,6 +53,7 @@ from query_api.models import (
     SkuSales,
     SkuSalesDay,
     SkuSalesFigures,
+    invalid_parameter,
 )
 
 MAX_DAYS = 366
