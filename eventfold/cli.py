@@ -209,7 +209,7 @@ async def replay_registered(
         )
     try:
         with rebuild_bar(f"rebuild {name}", args.quiet) as progress:
-            result = await rebuild(settings, stores.redis, projection, progress)
+            result = await rebuild(settings, stores.redis, projection, progress, db=stores.db)
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print(f"interrupted: the partial rebuild of {name} was dropped; nothing switched")
         return 130
@@ -276,7 +276,7 @@ async def verify_registered(settings: Settings, projection: Projection) -> int:
 
     stores = Stores(settings)
     try:
-        check = await verify(settings, stores.redis, projection)
+        check = await verify(settings, stores.redis, projection, db=stores.db)
     finally:
         await stores.close()
     for line in check.differences:

@@ -10,7 +10,9 @@ what it shows:
   contributions and adds only the difference when an entity changes, so an event
   costs the same whatever the group's history, and a redelivered event changes
   nothing.
-* ``view``: one JSON document per entity, served as it is.
+* ``view``: one JSON document per entity, served as it is; with ``documents``, the
+  views are also stored as documents (MongoDB, a collection per version) and listed
+  by the fields they name (``GET /v1/projections/{name}?status=flagged``).
 
 A measure of ``rows`` may instead be the highest or lowest of the entities' values
 (``maxima``, ``minima``: a customer's latest order), and a ``rows`` projection may keep
@@ -52,6 +54,8 @@ Rows = Mapping[str, Mapping[str, int]]
 """Group key -> measure -> an integer (money in minor units, e.g. ``to_units``)."""
 Fold = Callable[[JSON, Event], JSON]
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+"""A field of a document that a list may filter on (when ``Documents.fields`` is empty)."""
 GROUP_SEPARATOR = "|"
 """Joins the parts of a composite group key (``group_key("SKU-1", "2026-12-03")``)."""
 
@@ -85,8 +89,8 @@ STATE_FIELD = "_state"
 class Documents:
     """How the views of a projection are stored as documents (a MongoDB collection per
     version, one document per entity) and queried. The built-in order and customer read
-    models are stored this way; the projection engine keeps the views of installed
-    projections in Redis, so a ``Projection`` does not take one yet.
+    models are stored this way, and so are the views of a ``Projection`` given one
+    (``Projection.documents``): listed over HTTP filtered by its ``fields``.
 
     ``fields``: the view's fields stored as fields of their own: what queries filter and
     sort on, and indexes cover. The rest of the view is stored as one JSON string
@@ -127,28 +131,44 @@ class Documents:
                         f" ({', '.join(self.fields) or 'the view'}, or _id)"
                     )
 
+    def filters_on(self, name: str) -> bool:
+        """Whether a list of the documents may filter on ``name``: a field of its own
+        (any field of the view when ``fields`` is empty)."""
+        if self.fields:
+            return name in self.fields
+        return FIELD_NAME.fullmatch(name) is not None
+
+    def unstorable(self, view: Mapping[str, Any]) -> str | None:
+        """What keeps a view from being stored as a document (None: nothing): a field of
+        its own that is not a document's (a name starting with ``_`` or ``$``, or with
+        ``.``), or an integer beyond 64 bits. The rest of a view with ``fields`` is one
+        JSON string, which holds anything."""
+        own = view.items() if not self.fields else ((k, view.get(k)) for k in self.fields)
+        for name, value in own:
+            wrong = _unstorable(value, str(name), top=True)
+            if wrong is not None:
+                return wrong
+        return None
+
     @property
     def read(self) -> tuple[str, ...] | None:
         """The fields to read of a document to show its view (None: all)."""
         return (*self.fields, VIEW_FIELD) if self.fields else None
 
     def document(
-        self, key: str, view: Mapping[str, Any], state: str, packed: str | None = None
+        self, key: str, view: Mapping[str, Any], state: str | None, packed: str | None = None
     ) -> dict[str, Any]:
-        """The stored document of an entity's view and the state it was derived from.
-        ``packed``: the view as JSON, when the caller has it (a hot cache holds the same
-        string); the document's own fields win over those in it (``view_of``)."""
+        """The stored document of an entity's view and the state it was derived from
+        (None: the state is kept elsewhere, as a ``Projection``'s is). ``packed``: the
+        view as JSON, when the caller has it (a hot cache holds the same string); the
+        document's own fields win over those in it (``view_of``)."""
+        kept = {} if state is None else {STATE_FIELD: state}
         if not self.fields:
-            return {"_id": key, **view, STATE_FIELD: state}
+            return {"_id": key, **view, **kept}
         if packed is None:
             rest = {k: v for k, v in view.items() if k not in self.fields}
             packed = orjson.dumps(rest).decode()
-        return {
-            "_id": key,
-            **{k: view.get(k) for k in self.fields},
-            VIEW_FIELD: packed,
-            STATE_FIELD: state,
-        }
+        return {"_id": key, **{k: view.get(k) for k in self.fields}, VIEW_FIELD: packed, **kept}
 
     @staticmethod
     def view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,6 +342,29 @@ class Totals:
         return out
 
 
+INT64 = 2**63
+
+
+def _unstorable(value: Any, name: str, top: bool = False) -> str | None:
+    if not isinstance(name, str) or name.startswith("$") or "." in name or "\0" in name:
+        return f"field {name!r}: not a document's field name"
+    if top and name.startswith("_"):
+        return f"field {name!r}: a name starting with _ is the document's own"
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        return f"field {name!r}: {value} is beyond 64 bits"
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            wrong = _unstorable(v, k)
+            if wrong is not None:
+                return f"{name}.{wrong}" if not wrong.startswith("field") else wrong
+    if isinstance(value, list):
+        for v in value:
+            wrong = _unstorable(v, name)
+            if wrong is not None:
+                return wrong
+    return None
+
+
 _EMPTY: dict[str, Callable[[], Any]] = {
     "sum": int,
     "sum_per_key": dict,
@@ -357,6 +400,11 @@ class Projection:
     ``ranked``; values within 2**53 (a double holds them exactly)."""
     minima: tuple[str, ...] = ()
     """The same with the lowest value (a customer's first order)."""
+    documents: Documents | None = None
+    """For a ``view`` projection: its views are also stored as documents, one per entity
+    in a MongoDB collection per version, written in each batch before its marks are
+    raised, and listed over HTTP filtered by the fields named here
+    (``GET /v1/projections/{name}?field=value``)."""
     topics: tuple[str, ...] = field(init=False)
     key_field: str = field(init=False)
 
@@ -376,6 +424,16 @@ class Projection:
             )
         if (self.rows is None) == (self.view is None):
             raise ProjectionError(f"{self.name}: define exactly one of rows and view")
+        if self.documents is not None:
+            if not isinstance(self.documents, Documents):
+                raise ProjectionError(
+                    f"{self.name}: documents is a projections.api.Documents, not"
+                    f" {self.documents!r:.100}"
+                )
+            if self.view is None:
+                raise ProjectionError(
+                    f"{self.name}: documents store views; a rows projection has none"
+                )
         for option in ("ranked", "maxima", "minima"):
             object.__setattr__(self, option, self._measure_names(option))
         both = sorted(set(self.maxima) & set(self.minima))

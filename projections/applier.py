@@ -6,7 +6,9 @@ Per batch: the events the projection consumes, past its marks, are folded
 the events whose fold raised are dead-lettered for this projection, and the changed
 entities, the row differences and the raised marks are written in one call. When
 that call finds the marks moved (a worker that took the partitions over wrote
-first), the batch is folded again on what is stored now.
+first), the batch is folded again on what is stored now. A projection that keeps its
+views as documents too (``Projection.documents``) writes them first, under the
+version's batch lock, once the marks are seen unmoved (``view_documents``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from projections.api import Projection
-from projections.engine import Entity, Failure, Positioned, apply_batch
+from projections.engine import Entity, Failure, Outcome, Positioned, apply_batch
 from projections.projection_store import ProjectionStore
+from projections.view_documents import ViewDocuments
 
 log = logging.getLogger(__name__)
 DeadLetterFor = Callable[[Projection, Failure], Awaitable[None]]
@@ -41,7 +44,9 @@ class AppliedBatch:
 
 class Applier:
     """One projection version's writer. ``start`` reads the marks; ``reset`` forgets
-    what it holds (another worker may have written since: a rebalance)."""
+    what it holds (another worker may have written since: a rebalance). ``documents``:
+    where the version's views are kept as documents, for a projection that defines them
+    (None for one: a fold whose views are not kept, as ``verify``'s)."""
 
     def __init__(
         self,
@@ -49,9 +54,13 @@ class Applier:
         store: ProjectionStore,
         dead_letter: DeadLetterFor | None = None,
         cached: int = CACHED_ENTITIES,
+        documents: ViewDocuments | None = None,
     ) -> None:
+        if documents is not None and projection.documents is None:
+            raise ValueError(f"{projection.name} defines no documents to keep")
         self.projection = projection
         self.store = store
+        self.documents = documents
         self._dead_letter = dead_letter
         self._cached = cached
         self._entities: OrderedDict[str, Entity | None] = OrderedDict()
@@ -62,6 +71,8 @@ class Applier:
         return self.store.version
 
     async def start(self) -> None:
+        if self.documents is not None:
+            await self.documents.prepare()
         self.marks = await self.store.marks()
 
     async def reset(self) -> None:
@@ -130,9 +141,7 @@ class Applier:
                     await self._dead_letter(self.projection, failure)
             expected = {m: self.marks.get(m, -1) for m in raised}
             ranked = {m for row in outcome.deltas.values() for m in row if self.projection.ranks(m)}
-            if await self.store.write(
-                outcome.entities, outcome.deltas, raised, expected, ranked, outcome.extremes
-            ):
+            if await self._write(outcome, raised, expected, ranked):
                 self.marks.update(raised)
                 self._keep({**stored, **outcome.entities})
                 return AppliedBatch(len(mine), len(outcome.entities), len(outcome.failures))
@@ -143,3 +152,22 @@ class Applier:
             )
             await self.reset()
         raise MarksMoved(f"projection {self.projection.name}: marks kept moving")
+
+    async def _write(
+        self,
+        outcome: Outcome,
+        raised: Mapping[str, int],
+        expected: Mapping[str, int],
+        ranked: set[str],
+    ) -> bool:
+        """The batch's one script call, after its documents if the projection keeps any;
+        False when the marks moved."""
+        args = (outcome.entities, outcome.deltas, raised, expected, ranked, outcome.extremes)
+        if self.documents is None:
+            return await self.store.write(*args)
+        async with self.store.batch_lock():  # writers of the version take turns
+            marks = await self.store.marks()
+            if any(marks.get(m, -1) != o for m, o in expected.items()):
+                return False
+            await self.documents.write({k: e.view for k, e in outcome.entities.items()})
+            return await self.store.write(*args)

@@ -61,6 +61,11 @@ class Entity:
         rows: RowsDict = self.doc["rows"]
         return rows
 
+    @property
+    def view(self) -> dict[str, Any] | None:
+        view: dict[str, Any] | None = self.doc["view"]
+        return view
+
 
 @dataclass(frozen=True)
 class Positioned:
@@ -133,6 +138,10 @@ def derive(projection: Projection, state: JSON, events: Iterable[str]) -> Entity
         view = projection.view(state)
         if view is not None and not isinstance(view, Mapping):
             raise InvalidOutput(f"view must be a mapping or None, not {view!r:.100}")
+        if view is not None and projection.documents is not None:
+            wrong = projection.documents.unstorable(view)
+            if wrong is not None:
+                raise InvalidOutput(f"view cannot be stored as a document: {wrong}")
     return Entity.of(state, rows, view, events)
 
 

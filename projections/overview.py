@@ -13,7 +13,7 @@ from eventfold.settings import Settings
 from eventfold.topics import end_offsets
 from projections.api import ProjectionError
 from projections.engine import mark_of
-from projections.projection_store import FIRST_VERSION, ProjectionVersions
+from projections.projection_store import FIRST_VERSION
 from projections.read_models import CORE, PROJECTIONS, Stores
 from projections.registry import enabled, registered
 from schemas.catalog import INTERNAL_TOPICS, TOPICS
@@ -94,7 +94,7 @@ async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[P
         )
         for name in PROJECTIONS
     ]
-    versions = ProjectionVersions(stores.redis, settings.redis_prefix)
+    versions = stores.projection_versions()
     active, building = await versions.active(), await versions.building()
     for name, projection in every.items():
         version = active.get(name, FIRST_VERSION)

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.api import Projection
 from projections.applier import Applier
-from projections.engine import mark_of, rankings, sum_rows
+from projections.engine import Entity, mark_of, rankings, sum_rows
 from projections.projection_store import MemoryProjectionStore, ProjectionVersions
 from projections.rebuild_status import StatusSaver
 from stream_processors.projection_worker import decoded
@@ -97,11 +98,20 @@ class ProjectionRebuild:
 
 
 async def rebuild(
-    settings: Settings, redis: Redis, projection: Projection, progress: Progress | None = None
+    settings: Settings,
+    redis: Redis,
+    projection: Projection,
+    progress: Progress | None = None,
+    db: AsyncDatabase[Any] | None = None,
 ) -> ProjectionRebuild:
-    versions = ProjectionVersions(redis, settings.redis_prefix)
+    """``db``: where the documents of a projection that keeps them are (MongoDB)."""
+    versions = ProjectionVersions(redis, settings.redis_prefix, db)
     version = await versions.begin_build(projection.name)
-    applier = Applier(projection, versions.store(projection.name, version))
+    applier = Applier(
+        projection,
+        versions.store(projection.name, version),
+        documents=versions.documents(projection, version),
+    )
     started = time.perf_counter()
     result = ProjectionRebuild(projection.name, version, await versions.active_of(projection.name))
 
@@ -126,7 +136,7 @@ async def rebuild(
         raise
     result.previous = await versions.activate(projection.name, version)
     if result.previous != version:
-        await versions.store(projection.name, result.previous).drop()
+        await versions.drop(projection.name, result.previous)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -148,10 +158,22 @@ class ProjectionCheck:
         return not self.differences
 
 
-async def verify(settings: Settings, redis: Redis, projection: Projection) -> ProjectionCheck:
-    versions = ProjectionVersions(redis, settings.redis_prefix)
+async def verify(
+    settings: Settings, redis: Redis, projection: Projection, db: AsyncDatabase[Any] | None = None
+) -> ProjectionCheck:
+    """``db``: where the documents of a projection that keeps them are (MongoDB); they
+    are compared with the stored entities' views."""
+    versions = ProjectionVersions(redis, settings.redis_prefix, db)
     version = await versions.active_of(projection.name)
-    snapshot = await versions.store(projection.name, version).snapshot()
+    documents = versions.documents(projection, version)
+    store = versions.store(projection.name, version)
+    stored_views = None
+    if documents is None:
+        snapshot = await store.snapshot()
+    else:
+        async with store.batch_lock():  # no batch between the two reads
+            snapshot = await store.snapshot()
+            stored_views = await documents.views()
     fresh = MemoryProjectionStore(version)
     applier = Applier(projection, fresh)
     await applier.start()
@@ -190,7 +212,22 @@ async def verify(settings: Settings, redis: Redis, projection: Projection) -> Pr
             )
             more = f" and {len(wrong) - SHOWN_GROUPS} more" if len(wrong) > SHOWN_GROUPS else ""
             differences.append(f"ranking {measure} (stored against the rows): {shown}{more}")
+    if stored_views is not None:
+        differences.extend(document_differences(snapshot.entities, stored_views))
     if expected.marks != {m: o for m, o in snapshot.marks.items() if o >= 0}:
         differences.append(f"marks: stored {snapshot.marks} != read {expected.marks}")
     del differences[SHOWN_DIFFERENCES:]
     return check
+
+
+def document_differences(
+    entities: Mapping[str, Entity], documents: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Where the documents are not the stored entities' views."""
+    found = []
+    views = {k: e.view for k, e in entities.items() if e.view is not None}
+    for key in sorted(set(views) | set(documents)):
+        view, doc = views.get(key), documents.get(key)
+        if view != doc:
+            found.append(f"document {key}: stored {doc} != the entity's view {view}")
+    return found

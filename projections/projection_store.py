@@ -30,18 +30,27 @@ Which version is active (and being built) is kept per projection in
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 
 from eventfold.consistency import Runs
+from projections.api import Projection
 from projections.engine import Entity, Extreme, RowsDict, as_score
+from projections.view_documents import MongoViewDocuments, ViewDocuments, collection_name
 
 FIRST_VERSION = "v1"
+LOCK_TTL_S = 30.0
+"""A batch lock held longer than this (its writer killed) expires."""
+LOCK_WAIT_S = 60.0
 
 RANK_LUA = """
 local function set_rank(rank_prefix, measure, group, value)
@@ -228,6 +237,11 @@ class ProjectionStore(Protocol):
 
     async def drop(self) -> None: ...
 
+    def batch_lock(self) -> AbstractAsyncContextManager[Any]:
+        """Held around a batch whose documents are written apart from its script call
+        (``view_documents``): one writer of the version at a time."""
+        ...
+
 
 def _bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
@@ -389,6 +403,15 @@ class RedisProjectionStore:
         async for key in self._redis.scan_iter(match=self.prefix + "*", count=1000):
             await self._redis.unlink(key)
 
+    def batch_lock(self) -> Lock:
+        return Lock(
+            self._redis,
+            self.prefix + "lock",
+            timeout=LOCK_TTL_S,
+            sleep=0.002,
+            blocking_timeout=LOCK_WAIT_S,
+        )
+
 
 class MemoryProjectionStore:
     """The same contract in a dict (unit tests of the engine and the runner)."""
@@ -400,6 +423,7 @@ class MemoryProjectionStore:
         self._rows: RowsDict = {}
         self._ranks: RowsDict = {}  # measure -> group -> value, as the rankings hold them
         self._extremes: dict[tuple[str, str], dict[str, int]] = {}  # entity -> value
+        self._lock = asyncio.Lock()
 
     async def marks(self) -> dict[str, int]:
         return dict(self._marks)
@@ -480,13 +504,18 @@ class MemoryProjectionStore:
         self._ranks.clear()
         self._extremes.clear()
 
+    def batch_lock(self) -> asyncio.Lock:
+        return self._lock
+
 
 class ProjectionVersions:
-    """Per projection: the active version, the one being built, dead letters."""
+    """Per projection: the active version, the one being built, dead letters; and the
+    stores of each version (its documents in ``db``, for a projection that keeps them)."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, db: AsyncDatabase[Any] | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._db = db
         self._active = f"{prefix}projections:active"
         self._building = f"{prefix}projections:building"
         self._swap = redis.register_script(_SWAP)
@@ -494,6 +523,20 @@ class ProjectionVersions:
 
     def store(self, name: str, version: str) -> RedisProjectionStore:
         return RedisProjectionStore(self._redis, self._prefix, name, version)
+
+    def documents(self, projection: Projection, version: str) -> ViewDocuments | None:
+        """The documents of a version of ``projection`` (None: it keeps none)."""
+        if projection.documents is None:
+            return None
+        if self._db is None:
+            raise RuntimeError(f"{projection.name} keeps documents: MongoDB is needed")
+        return MongoViewDocuments(self._db, projection.name, version, projection.documents)
+
+    async def drop(self, name: str, version: str) -> None:
+        """Everything a version holds: its keys, and its documents' collection."""
+        await self.store(name, version).drop()
+        if self._db is not None:
+            await self._db.drop_collection(collection_name(name, version))
 
     def status_key(self, name: str, version: str) -> str:
         """Where a rebuild of the version saves its progress (``rebuild_status``); dropped
@@ -521,7 +564,7 @@ class ProjectionVersions:
             version, _, at = str(held).partition("@")
             if time.time() - float(at or 0) < stale_after_s:
                 raise RebuildInProgress(f"a rebuild of {name} ({version}) is in progress")
-            await self.store(name, version).drop()
+            await self.drop(name, version)
         number = await self._redis.incr(f"{self._prefix}projections:seq:{name}")
         active = await self.active_of(name)
         while f"v{number}" == active or number < 2:
@@ -566,7 +609,7 @@ class ProjectionVersions:
         held = await self._entry(name, version)
         if held is not None:
             await self._claim(name, held, None)
-        await self.store(name, version).drop()
+        await self.drop(name, version)
 
     def _dead_letters_key(self, name: str, topic: str, partition: int) -> str:
         return f"{self._prefix}p:{name}:dead-letters:{topic}:{partition}"

@@ -20,7 +20,6 @@ from typing import Any, TypeVar, cast
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import CollectionInvalid, OperationFailure
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
 
@@ -35,16 +34,13 @@ from projections.order_fold import (
     customer_of_group,
     lifetime_value_measure,
 )
-from projections.projection_store import RedisRows
+from projections.projection_store import LOCK_TTL_S, LOCK_WAIT_S, ProjectionVersions, RedisRows
+from projections.view_documents import pushes_down_filters
 
 T = TypeVar("T")
 
 Document = dict[str, Any]
 META_ID = "read_models"
-LOCK_TTL_S = 30.0
-LOCK_WAIT_S = 60.0
-NAMESPACE_EXISTS = 48
-"""MongoDB's error code for creating a collection that exists."""
 SCAN_COUNT = 10_000
 """Keys a ``SCAN`` call looks at (Redis' default: 10): a pass over 13,000 keys took 14
 calls and 12 ms at 1,000, 2 calls and 8 ms at 10,000."""
@@ -165,28 +161,6 @@ def stored_document(
     """The document of ``projection`` (``orders`` or ``customers``) for a view and the
     state it was derived from, as its ``Documents`` store it."""
     return DOCUMENTS[projection].document(doc_id, view, state, packed)
-
-
-async def pushes_down_filters(collection: AsyncCollection[Document]) -> bool:
-    """Whether the server answers a filter on a field other than ``_id`` from its
-    storage (where an index on the field can serve it), by its ``explain`` of one.
-    FerretDB reports ``filterPushdown``, true only for what it hands its backend; the
-    collection is created first, as FerretDB on SQLite pushes down nothing for a
-    collection that does not exist yet."""
-    try:
-        await collection.database.create_collection(collection.name)
-    except CollectionInvalid:
-        pass  # it exists
-    except OperationFailure as exc:
-        if exc.code != NAMESPACE_EXISTS:
-            raise
-    plan = await collection.database.command(
-        {
-            "explain": {"find": collection.name, "filter": {"customer_id": ""}},
-            "verbosity": "queryPlanner",
-        }
-    )
-    return plan.get("filterPushdown") is not False
 
 
 @dataclass(frozen=True)
@@ -453,6 +427,10 @@ class Stores:
 
     async def _meta_changed(self) -> None:
         await self.redis.incr(self.meta_stamp_key)
+
+    def projection_versions(self) -> ProjectionVersions:
+        """The registered projections' versions and stores (their documents in ``db``)."""
+        return ProjectionVersions(self.redis, self.settings.redis_prefix, self.db)
 
     def version(self, version: str) -> ReadModels:
         """Version ``version`` of every projection."""

@@ -28,7 +28,6 @@ from pydantic import BaseModel, Field
 from eventfold.auth import ADMIN
 from eventfold.settings import Settings
 from projections.overview import ProjectionRow, gather_projections
-from projections.projection_store import ProjectionVersions
 from projections.read_models import PROJECTIONS, Stores
 from projections.rebuild_status import load_status
 from query_api.admin_access import (
@@ -107,7 +106,7 @@ async def building_progress(
     """How far the rebuild of each projection being built has got, wherever it runs
     (``eventfold replay`` or a console): what it saved (``projections.rebuild_status``);
     None before its first save."""
-    versions = ProjectionVersions(stores.redis, settings.redis_prefix)
+    versions = stores.projection_versions()
     found: dict[str, dict[str, Any] | None] = {}
     for row in rows:
         if row.building:
@@ -312,7 +311,7 @@ def admin_routes(admin: Admin) -> APIRouter:
             await asyncio.to_thread(admin.runner.wait_stopped, 30.0)
             return {"aborted": current and current.projections}
         aborted = await abort(stores)
-        versions = ProjectionVersions(stores.redis, settings.redis_prefix)
+        versions = stores.projection_versions()
         for name, version in (await versions.building()).items():
             await versions.abandon(name, version)
             aborted.append(f"{name} {version}")

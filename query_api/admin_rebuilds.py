@@ -222,7 +222,9 @@ class RebuildRunner:
             from projections.registry import registered
 
             projection = registered()[step.projections[0]]
-            done = await rebuild_registered(self._settings, stores.redis, projection, report)
+            done = await rebuild_registered(
+                self._settings, stores.redis, projection, report, db=stores.db
+            )
             step.version, step.previous = done.version, {projection.name: done.previous}
             step.failed_records = done.failed
         step.seconds = round(time.monotonic() - started, 2)

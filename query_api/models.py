@@ -139,10 +139,30 @@ class ProjectionInfo(BaseModel):
     minima: list[str] = Field(
         description="the measures whose group value is its entities' lowest, not their sum"
     )
+    documents: list[str] | None = Field(
+        default=None,
+        description="for a projection that keeps its views as documents too (listed at "
+        "GET /v1/projections/{name}): the fields a list filters on ([]: any field of the "
+        "view); null when it keeps none",
+    )
 
 
 class ProjectionList(BaseModel):
     items: list[ProjectionInfo]
+
+
+class ProjectionDocument(BaseModel):
+    key: str = Field(description="the entity key")
+    view: dict[str, Any] = Field(description="the entity's view")
+
+
+class ProjectionDocuments(BaseModel):
+    projection: str
+    version: str = Field(description="the version read: the active one")
+    items: list[ProjectionDocument] = Field(description="in key order")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last one"
+    )
 
 
 class ProjectionRead(BaseModel):

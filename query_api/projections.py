@@ -15,20 +15,22 @@ applied in time or dead-lettered, 503 too many waits) are the query API's own
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from eventfold.consistency import Positions, Runs, highest
-from projections.api import GROUP_SEPARATOR, Projection, group_key
+from projections.api import GROUP_SEPARATOR, Documents, Projection, group_key
 from projections.builtin.payment_methods import MEASURES, payment_methods
 from projections.builtin.sku_sales import ORDERS, REVENUE_PREFIX, UNITS, sku_sales
 from projections.money import format_money, from_units
-from projections.projection_store import FIRST_VERSION, ProjectionVersions, RedisProjectionStore
+from projections.projection_store import FIRST_VERSION, RedisProjectionStore
 from projections.read_models import Stores
 from projections.registry import enabled
 from query_api.consistency import (
@@ -44,6 +46,8 @@ from query_api.models import (
     PaymentMethodHour,
     PaymentMethods,
     PaymentOutcomes,
+    ProjectionDocument,
+    ProjectionDocuments,
     ProjectionInfo,
     ProjectionKind,
     ProjectionList,
@@ -87,6 +91,18 @@ RANKING_DOC = (
     "for a projection that is not enabled; 422 for a measure it does not rank." + TOKEN_DOC
 )
 MAX_RANKED = 1000
+MAX_DOCUMENTS = 200
+PAGE_PARAMETERS = frozenset({"limit", "cursor", "consistency_token"})
+DOCUMENTS_DOC = (
+    "The views of a projection that keeps them as documents (`Projection.documents`), "
+    "in entity key order, a page at a time. Every query parameter other than `limit`, "
+    "`cursor` and `consistency_token` filters on a field of the documents: "
+    "`?status=flagged&customer_id=c-1` lists those whose `status` is `flagged` and whose "
+    "`customer_id` is `c-1`; a field given twice matches either value. A value is "
+    "matched as the text given and, where it reads as one, as a number, a boolean "
+    "(`true`, `false`) or null. 404 for a projection that is not enabled or keeps no "
+    "documents; 422 for a field it does not filter on or a cursor not made here." + TOKEN_DOC
+)
 SKU_SALES_DOC = (
     "Units, orders and revenue (per currency, decimal strings) of a SKU per UTC day, "
     "from the `sku_sales` projection (orders cancelled or refunded are left out), and "
@@ -146,7 +162,7 @@ class ProjectionReads:
     """The enabled projections of one app, and the version of each a request reads."""
 
     def __init__(self, stores: Stores, projections: Mapping[str, Projection]) -> None:
-        self.versions = ProjectionVersions(stores.redis, stores.settings.redis_prefix)
+        self.versions = stores.projection_versions()
         self.projections = dict(sorted(projections.items()))
 
     def named(self, name: str) -> Projection:
@@ -209,6 +225,52 @@ async def view_data(store: RedisProjectionStore, name: str, key: str) -> dict[st
     if view is None:
         raise HTTPException(404, f"projection {name!r} has no view of {key!r}")
     return dict(view)
+
+
+def filter_values(text: str) -> list[Any]:
+    """What a query value matches: itself, and the JSON scalar it reads as (``12``,
+    ``1.5``, ``true``, ``null``)."""
+    values: list[Any] = [text]
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return values
+    if parsed is None or isinstance(parsed, bool | int | float):
+        values.append(parsed)
+    return values
+
+
+def document_filters(request: Request, name: str, shape: Documents) -> dict[str, list[Any]]:
+    """The fields and values a documents list filters on, from the query's parameters;
+    422 for one the documents do not filter on."""
+    filters: dict[str, list[Any]] = {}
+    for field, text in request.query_params.multi_items():
+        if field in PAGE_PARAMETERS:
+            continue
+        if not shape.filters_on(field):
+            fields = ", ".join(shape.fields) or "a field of the view"
+            raise invalid_parameter(
+                "query", field, f"projection {name!r} lists its documents by: {fields}"
+            )
+        filters.setdefault(field, []).extend(filter_values(text))
+    return filters
+
+
+def encode_key_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_key_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+        if not key:
+            raise ValueError("empty")
+        return key
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_parameter(
+            "query", "cursor", "invalid cursor: pass next_cursor from a previous page"
+        ) from None
 
 
 def checked_range(first: str, last: str, count: int, limit: int, unit: str) -> None:
@@ -378,9 +440,49 @@ def projection_routes(
                     ranked=list(projection.ranked),
                     maxima=list(projection.maxima),
                     minima=list(projection.minima),
+                    documents=None
+                    if projection.documents is None
+                    else list(projection.documents.fields),
                 )
             )
         return ProjectionList(items=items)
+
+    @router.get(
+        "/projections/{name}",
+        response_model=ProjectionDocuments,
+        summary="A projection's documents, filtered by their fields",
+        description=DOCUMENTS_DOC,
+    )
+    async def list_documents(
+        request: Request,
+        name: str,
+        token: CallerToken,
+        limit: Annotated[int, Query(ge=1, le=MAX_DOCUMENTS)] = 50,
+        cursor: Annotated[
+            str | None, Query(max_length=1024, description="next_cursor of the page before")
+        ] = None,
+    ) -> ProjectionDocuments:
+        projection = reads.named(name)
+        shape = projection.documents
+        if shape is None:
+            raise HTTPException(
+                404,
+                f"projection {name!r} keeps no documents to list; read one entity at"
+                f" /v1/projections/{name}/{{key}}",
+            )
+        filters = document_filters(request, name, shape)
+        after = None if cursor is None else decode_key_cursor(cursor)
+        version = await reads.version(request, projection, token)
+        documents = reads.versions.documents(projection, version)
+        assert documents is not None  # the projection keeps them
+        found = await documents.find(filters, after, limit + 1)
+        page = found[:limit]
+        return ProjectionDocuments(
+            projection=name,
+            version=version,
+            items=[ProjectionDocument(key=k, view=v) for k, v in page],
+            next_cursor=encode_key_cursor(page[-1][0]) if len(found) > limit else None,
+        )
 
     @router.get(
         "/projections/{name}/{key:path}",

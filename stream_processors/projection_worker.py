@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from eventfold.loops import new_event_loop
@@ -101,11 +102,15 @@ def decoded(
 
 class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
-        self, settings: Settings, projections: Mapping[str, Projection], redis: Redis
+        self,
+        settings: Settings,
+        projections: Mapping[str, Projection],
+        redis: Redis,
+        db: AsyncDatabase[Any] | None = None,
     ) -> None:
         self._settings = settings
         self._projections = dict(projections)
-        self.versions = ProjectionVersions(redis, settings.redis_prefix)
+        self.versions = ProjectionVersions(redis, settings.redis_prefix, db)
         self.appliers: dict[str, Applier] = {}
         self._sink = KafkaDeadLetterSink(settings)
         self._consumer: AIOKafkaConsumer | None = None
@@ -156,7 +161,12 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             version = active.get(name, "v1")
             held = self.appliers.get(name)
             if held is None or held.version != version:
-                applier = Applier(projection, self.versions.store(name, version), self._dead_letter)
+                applier = Applier(
+                    projection,
+                    self.versions.store(name, version),
+                    self._dead_letter,
+                    documents=self.versions.documents(projection, version),
+                )
                 await applier.start()
                 self.appliers[name] = applier
                 changed.append(name)
@@ -303,7 +313,7 @@ async def run(settings: Settings) -> None:
     log.info("projections: %s", ", ".join(projections))
     stores = Stores(settings)
     try:
-        worker = ProjectionWorker(settings, projections, stores.redis)
+        worker = ProjectionWorker(settings, projections, stores.redis, stores.db)
         if os.environ.get(PARENT_ENV) is not None and not await released():
             return  # the processor stopped before it was ready
         await worker.run()

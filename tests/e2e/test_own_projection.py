@@ -18,16 +18,21 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from eventfold.settings import Settings
 from eventfold.topics import ensure_topics
 from producers.client import EventPublisher
 from producers.demo import generate
+from projections.read_models import Stores
+from projections.registry import registered
 from schemas.codec import decode
 from schemas.events import Event, parse_event
 from tests.conftest import eventually, isolated_settings, settings_env
@@ -35,7 +40,11 @@ from tests.integration.test_producer_kafka import read_all
 from tests.support.apps import query_client
 from tests.support.events import event, placed_data
 from tests.support.processes import ProcessorProcess
-from tests.support.scenario import read_model_differences, wait_caught_up
+from tests.support.scenario import (
+    read_model_differences,
+    wait_caught_up,
+    wait_projection_caught_up,
+)
 from tests.support.stack import ROOT, StackPorts
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -136,7 +145,13 @@ async def test_a_users_projection_runs_rebuilds_verifies_and_is_served(
     listed = eventfold(deployment, plugins, "projections", "--json")
     assert listed.returncode == 0, listed.stderr
     names = {p["name"] for p in json.loads(listed.stdout)}
-    assert {"loyalty_points", "fragile_orders", "sku_sales", "payment_methods"} <= names
+    assert {
+        "loyalty_points",
+        "order_flags",
+        "fragile_orders",
+        "sku_sales",
+        "payment_methods",
+    } <= names
 
     # the processor runs it live; every projection is then identical to a fresh fold
     await wait_caught_up(deployment)
@@ -204,6 +219,122 @@ async def test_an_event_a_projection_raises_on_is_dead_lettered_for_it_alone(
     )
     assert listed.returncode == 0, listed.stderr
     assert "o-poison" in listed.stdout
-    for name in ("fragile_orders", "sku_sales", "payment_methods", "loyalty_points"):
+    for name in ("fragile_orders", "sku_sales", "payment_methods", "loyalty_points", "order_flags"):
         verified = eventfold(deployment, plugins, "verify", "--projection", name)
         assert verified.returncode == 0, (name, verified.stdout + verified.stderr)
+
+
+def expected_flags(events: list[Event]) -> dict[str, dict[str, Any]]:
+    """Each placed order's view in ``order_flags`` (large: a total of 250 or more; a
+    payment failed; cancelled wins), computed here from the events."""
+    placed: dict[str, Any] = {}
+    failed: set[str] = set()
+    cancelled: set[str] = set()
+    for e in events:
+        order_id = e.data.order_id  # type: ignore[union-attr]
+        if e.type == "OrderPlaced":
+            placed[order_id] = e.data
+        elif e.type == "PaymentFailed":
+            failed.add(order_id)
+        elif e.type == "OrderCancelled":
+            cancelled.add(order_id)
+    views = {}
+    for order_id, data in placed.items():
+        total = sum((i.unit_price * i.quantity for i in data.items), Decimal(0))
+        reasons = [
+            reason
+            for reason, holds in (("large", total >= 250), ("payment failed", order_id in failed))
+            if holds
+        ]
+        status = "cancelled" if order_id in cancelled else "flagged" if reasons else "clear"
+        views[order_id] = {
+            "customer_id": data.customer_id,
+            "status": status,
+            "total": str(total),
+            "reasons": reasons,
+        }
+    return views
+
+
+async def listed(api: httpx.AsyncClient, **params: str) -> tuple[str, dict[str, Any]]:
+    """Every document ``GET /v1/projections/order_flags`` lists, page by page."""
+    found: dict[str, Any] = {}
+    version, cursor = "", None
+    while True:
+        page = {**params, "limit": "7", **({"cursor": cursor} if cursor else {})}
+        answer = await api.get("/v1/projections/order_flags", params=page)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        version = body["version"]
+        found.update((item["key"], item["view"]) for item in body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return version, found
+
+
+async def test_a_users_projection_keeps_its_views_as_documents_listed_by_field(
+    deployment: Settings,
+    plugins: Path,
+    processor: ProcessorProcess,
+    query_api: httpx.AsyncClient,
+) -> None:
+    def order(order_id: str, price: str) -> Event:
+        return event("OrderPlaced", placed_data(order_id, "c-flags", items=(("F-1", 1, price),)))
+
+    def failed(order_id: str) -> Event:
+        data = {"payment_id": f"p-{order_id}", "order_id": order_id, "reason": "declined"}
+        return event("PaymentFailed", data)
+
+    mine = [
+        order("o-flag-large", "300.00"),
+        order("o-flag-failed", "12.00"),
+        failed("o-flag-failed"),
+        order("o-flag-cancelled", "900.00"),
+        event("OrderCancelled", {"order_id": "o-flag-cancelled"}),
+        order("o-flag-clear", "5.00"),
+        failed("o-flag-ghost"),  # a payment of an order never placed: no document
+    ]
+    async with EventPublisher(deployment) as publisher:
+        await publisher.publish_many(mine)
+    events = [
+        decode(r.value)
+        for topic in ("orders", "payments")
+        for r in await read_all(deployment, topic)
+    ]
+    expected = expected_flags(events)
+    assert expected["o-flag-large"]["status"] == "flagged"
+    assert expected["o-flag-cancelled"]["status"] == "cancelled"
+    assert "o-flag-ghost" not in expected
+
+    flags = registered()["order_flags"]
+    stores = Stores(deployment)
+    try:
+        await wait_projection_caught_up(deployment, stores, flags)
+    finally:
+        await stores.close()
+    version, every = await listed(query_api)
+    assert (version, every) == ("v1", expected)
+    _, flagged = await listed(query_api, status="flagged")
+    assert flagged == {k: v for k, v in expected.items() if v["status"] == "flagged"}
+    _, theirs = await listed(query_api, customer_id="c-flags", status="clear")
+    assert list(theirs) == ["o-flag-clear"]
+
+    replayed = eventfold(deployment, plugins, "replay", "--projection", "order_flags", "--quiet")
+    assert replayed.returncode == 0, replayed.stderr
+    verified = eventfold(deployment, plugins, "verify", "--projection", "order_flags")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert await listed(query_api) == ("v2", expected)
+
+    # a document that is not its entity's view is a difference verify reports
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(deployment.mongo_uri)
+    documents = mongo[deployment.mongo_db]["p_order_flags_v2"]
+    try:
+        assert await documents.count_documents({}) == len(expected)
+        assert "p_order_flags_v1" not in await mongo[deployment.mongo_db].list_collection_names()
+        await documents.update_one({"_id": "o-flag-clear"}, {"$set": {"status": "flagged"}})
+        tampered = eventfold(deployment, plugins, "verify", "--projection", "order_flags")
+        assert tampered.returncode != 0, tampered.stdout + tampered.stderr
+        assert "document o-flag-clear" in tampered.stdout + tampered.stderr
+    finally:
+        await documents.update_one({"_id": "o-flag-clear"}, {"$set": {"status": "clear"}})
+        await mongo.close()

@@ -125,7 +125,7 @@ async def test_builtin_projections_match_an_independent_fold(
             store = versions.store(projection.name, await versions.active_of(projection.name))
             await eventually(store.marks, lambda marks, ends=ends: marks == ends, within_s=60)
             assert (await store.snapshot()).rows == expected, projection.name
-            check = await verify(deployment, stores.redis, projection)
+            check = await verify(deployment, stores.redis, projection, db=stores.db)
             assert check.identical, check.differences
 
         rebuilt = await rebuild(deployment, stores.redis, sku_sales)

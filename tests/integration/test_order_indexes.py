@@ -14,7 +14,8 @@ import pytest
 
 from eventfold.settings import Settings
 from projections.order_fold import ORDER_INDEXES
-from projections.read_models import Stores, pushes_down_filters
+from projections.read_models import Stores
+from projections.view_documents import pushes_down_filters
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 import projections.registry as registry
 from eventfold.consistency import encode_token, token_of
 from eventfold.settings import Settings
-from projections.api import JSON, Projection, Rows
+from projections.api import JSON, Documents, Projection, Rows
 from projections.applier import Applier
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
@@ -78,6 +78,7 @@ order_cards = Projection(
     initial=card_initial,
     fold=card_fold,
     view=card_view,
+    documents=Documents(fields=("customer_id", "lines", "cancelled")),
     description="an order's customer and number of lines",
 )
 
@@ -190,6 +191,13 @@ def outcome(payment_id: str, method: str | None, kind: str, when: str) -> Event:
     return PaymentFailed(occurred_at=at(when), data=PaymentFailedData(**ids, reason="declined"))
 
 
+CARDS = {
+    order_id: {"customer_id": "c-1", "lines": len(lines), "cancelled": order_id in CANCELLED}
+    for order_id, _, _, lines in ORDERS
+}
+"""The view of each order of the seed in ``order_cards``."""
+
+
 def seed_events() -> list[Event]:
     events: list[Event] = [placed(*order) for order in ORDERS]
     events += [cancelled(o, "2026-03-02T13:00") for o in sorted(CANCELLED)]
@@ -293,7 +301,11 @@ async def apply(
     for r in records:
         highest[r.mark] = max(highest.get(r.mark, -1), r.offset)
     for projection in ENABLED.values():
-        applier = Applier(projection, versions.store(projection.name, version))
+        applier = Applier(
+            projection,
+            versions.store(projection.name, version),
+            documents=versions.documents(projection, version),
+        )
         await applier.start()
         await applier.apply(records, highest)
 
@@ -311,9 +323,10 @@ def our_projection(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def versions(settings: Settings) -> AsyncIterator[ProjectionVersions]:
     stores = Stores(settings)
-    yield ProjectionVersions(stores.redis, settings.redis_prefix)
+    yield ProjectionVersions(stores.redis, settings.redis_prefix, stores.db)
     async for key in stores.redis.scan_iter(match=f"{settings.redis_prefix}*", count=1000):
         await stores.redis.unlink(key)
+    await stores.mongo.drop_database(settings.mongo_db)
     await stores.close()
 
 
@@ -400,6 +413,7 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
                 "ranked": list(p.ranked),
                 "maxima": list(p.maxima),
                 "minima": list(p.minima),
+                "documents": ["customer_id", "lines", "cancelled"] if p is order_cards else None,
             }
             for p in (order_cards, payment_methods, sku_ranks, sku_sales)
         ]
@@ -461,6 +475,67 @@ async def test_an_entity_view_is_served_as_stored(
     assert problem(await api.get("/v1/projections/order_cards/o-8"), 404) == (
         "projection 'order_cards' has no view of 'o-8'"
     )
+
+
+async def test_a_projections_documents_are_listed_by_their_fields(
+    log: Log, versions: ProjectionVersions, api: httpx.AsyncClient
+) -> None:
+    async def keys(**params: Any) -> list[str]:
+        answer = await api.get("/v1/projections/order_cards", params=params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["projection"] == "order_cards" and body["version"] == "v1"
+        for item in body["items"]:
+            (view,) = [view for key, view in CARDS.items() if key == item["key"]]
+            assert item["view"] == view
+        return [item["key"] for item in body["items"]]
+
+    assert await keys() == sorted(CARDS)
+    assert await keys(cancelled="true") == ["o-4"]
+    assert await keys(lines=2) == ["o-1", "o-6"]
+    assert await keys(lines=[1, 2], cancelled="false", customer_id="c-1") == [
+        "o-1",
+        "o-2",
+        "o-3",
+        "o-5",
+        "o-6",
+        "o-7",
+    ]
+    assert await keys(customer_id="c-2") == []
+
+    # a page at a time, in key order
+    first = (await api.get("/v1/projections/order_cards", params={"limit": 3})).json()
+    assert [i["key"] for i in first["items"]] == ["o-1", "o-2", "o-3"]
+    cursor = first["next_cursor"]
+    rest = (await api.get("/v1/projections/order_cards", params={"cursor": cursor})).json()
+    assert [i["key"] for i in rest["items"]] == ["o-4", "o-5", "o-6", "o-7"]
+    assert rest["next_cursor"] is None
+
+    # what the list does not filter on, and a cursor not made here
+    wrong = await api.get("/v1/projections/order_cards", params={"colour": "red"})
+    assert problem(wrong, 422) == (
+        "projection 'order_cards' lists its documents by: customer_id, lines, cancelled"
+    )
+    bad_cursor = await api.get("/v1/projections/order_cards", params={"cursor": "%%%"})
+    assert "invalid cursor" in problem(bad_cursor, 422)
+    assert problem(await api.get("/v1/projections/sku_sales"), 404) == (
+        "projection 'sku_sales' keeps no documents to list; read one entity at"
+        " /v1/projections/sku_sales/{key}"
+    )
+    assert problem(await api.get("/v1/projections/nope"), 404).startswith(
+        "projection 'nope' is not enabled"
+    )
+
+    # a view gone (cancelled before it was placed) is no document; a token is honoured
+    later = log.add([cancelled("o-1", "2026-03-04T10:00"), cancelled("o-8", "2026-03-04T10:00")])
+    token = {"consistency_token": log.token(later)}
+    waiting = asyncio.create_task(api.get("/v1/projections/order_cards", params=token))
+    await asyncio.sleep(0)
+    await apply(versions, later)
+    answer = await waiting
+    assert answer.status_code == 200, answer.text
+    assert [i["key"] for i in answer.json()["items"] if i["view"]["cancelled"]] == ["o-1", "o-4"]
+    assert "o-8" not in [i["key"] for i in answer.json()["items"]]
 
 
 async def test_an_unknown_or_disabled_projection_is_a_404(
@@ -839,6 +914,7 @@ async def test_the_openapi_document_describes_the_projection_routes(api: httpx.A
     routes = {
         "/v1/projections": "ProjectionList",
         "/v1/projections/{name}/{key}": "ProjectionRead",
+        "/v1/projections/{name}": "ProjectionDocuments",
         "/v1/skus/{sku}/sales": "SkuSales",
         "/v1/payments/methods": "PaymentMethods",
         "/v1/rankings/{name}/{measure}": "ProjectionRanking",

@@ -72,7 +72,7 @@ async def read_model_differences(settings: Settings) -> list[str]:
         found = differences(reference_snapshot(source), actual)
         for projection in enabled(settings).values():
             await wait_projection_caught_up(settings, stores, projection)
-            check = await verify(settings, stores.redis, projection)
+            check = await verify(settings, stores.redis, projection, db=stores.db)
             found += [f"{projection.name}: {d}" for d in check.differences]
     finally:
         await stores.close()

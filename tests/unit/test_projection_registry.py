@@ -127,17 +127,17 @@ def loyalty_importable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         del sys.modules[module]
 
 
-def _entry_point_of_the_package() -> EntryPoint:
-    """The entry point as the package's pyproject.toml declares it."""
+def _entry_points_of_the_package() -> list[EntryPoint]:
+    """The entry points as the package's pyproject.toml declares them."""
     declared = tomllib.loads((LOYALTY_PACKAGE / "pyproject.toml").read_text())
-    ((name, value),) = declared["project"]["entry-points"][ENTRY_POINT_GROUP].items()
-    return EntryPoint(name, value, ENTRY_POINT_GROUP)
+    points = declared["project"]["entry-points"][ENTRY_POINT_GROUP].items()
+    return [EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in points]
 
 
 @pytest.mark.usefixtures("loyalty_importable")
 async def test_the_loyalty_fixture_package_registers_and_folds() -> None:
-    found = registered([_entry_point_of_the_package()])
-    assert set(found) == BUILT_IN | {"loyalty_points"}
+    found = registered(_entry_points_of_the_package())
+    assert set(found) == BUILT_IN | {"loyalty_points", "order_flags"}
     loyalty = found["loyalty_points"]
     assert (loyalty.topics, loyalty.key_field, loyalty.kind) == (("orders",), "order_id", "rows")
 
