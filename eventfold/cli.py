@@ -368,7 +368,7 @@ def render_projections(rows: Sequence[ProjectionRow]) -> Any:
         table.add_row(
             r.name,
             "yes" if r.enabled else "no",
-            r.kind,
+            r.kind if r.documents is None else f"{r.kind} + documents",
             r.active,
             r.building or "-",
             "-" if r.lag is None else f"{r.lag:,}",

@@ -35,6 +35,9 @@ class ProjectionRow:
     lag_from: str  # "marks" (its active version's) or "consumer group" (the processor's)
     topics: tuple[str, ...]
     description: str
+    documents: tuple[str, ...] | None = None
+    """For a registered projection that keeps its views as documents too: the fields its
+    documents are listed by (empty: any field of the view)."""
 
 
 async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[ProjectionRow], str]:
@@ -116,6 +119,7 @@ async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[P
                 lag_from="marks",
                 topics=projection.topics,
                 description=projection.description,
+                documents=None if projection.documents is None else projection.documents.fields,
             )
         )
     return rows, warning

@@ -144,7 +144,10 @@ async def test_a_users_projection_runs_rebuilds_verifies_and_is_served(
 
     listed = eventfold(deployment, plugins, "projections", "--json")
     assert listed.returncode == 0, listed.stderr
-    names = {p["name"] for p in json.loads(listed.stdout)}
+    rows = {p["name"]: p for p in json.loads(listed.stdout)}
+    names = set(rows)
+    assert rows["order_flags"]["documents"] == ["status", "customer_id"]
+    assert rows["loyalty_points"]["documents"] is None
     assert {
         "loyalty_points",
         "order_flags",

@@ -98,6 +98,7 @@ async def test_rebuild_verify_and_list_a_registered_projection(topics: Settings)
             "lag_from": "marks",
             "topics": ["orders", "payments"],
             "description": found["sku_sales"]["description"],
+            "documents": None,
         }
         # never rebuilt and no live worker here: all of its topic's records are lag
         assert (found["payment_methods"]["active"], found["payment_methods"]["lag"]) == ("v1", 2)
