@@ -62,7 +62,7 @@ from schemas.catalog import (
     TABLE_SIDE,
     TOPICS,
 )
-from stream_processors import projection_worker, table_dir
+from stream_processors import table_dir, worker_child
 from stream_processors.changelog_table import ChangelogTable, Changes
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.folding import apply_one_with, fold_with
@@ -189,7 +189,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self._alone_before = False  # the batch being written left records to apply alone
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
-        self._child: asyncio.subprocess.Process | None = None
+        self._child: worker_child.Child | None = None
         self._watching: asyncio.Future[None] | None = None
 
     # -- the join's messages: in-process where this worker owns the other side ----------
@@ -391,12 +391,18 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             await writing
 
     async def spawn_projections(self) -> None:
-        """Start the projection worker, if any projection is enabled: it loads what it
-        needs meanwhile, and starts reading when ``start`` has created the topics. The
-        app calls this as early as it can; ``start`` does if it was not."""
-        if self._child is None and enabled(self.settings):
-            self._child = await projection_worker.spawn()
-            self._watching = asyncio.ensure_future(self._watch(self._child))
+        """Take the projection worker (started by the processor's command before Faust
+        was imported, or now), if any projection is enabled: it loads what it needs
+        meanwhile, and starts reading when ``start`` has created the topics. The app
+        calls this as early as it can; ``start`` does if it was not."""
+        if self._child is not None:
+            return
+        child = worker_child.take()
+        if not enabled(self.settings):  # it ends by itself: none to run
+            await child.wait()
+            return
+        self._child = child
+        self._watching = asyncio.ensure_future(self._watch(child))
 
     async def start(self) -> None:
         """Prepare Kafka, connect, join the group, let the projection worker start."""
@@ -420,7 +426,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer.subscribe([self.settings.topic(t) for t in topics], listener=self)
         await self.spawn_projections()
         if self._child is not None:
-            await projection_worker.release(self._child)
+            self._child.release()
 
     async def run(self) -> None:
         """Apply batches until ``stop()``; raises what crashed the processor."""
@@ -457,7 +463,7 @@ class BatchProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         """Stop after the batch in flight."""
         self._stopping.set()
 
-    async def _watch(self, child: asyncio.subprocess.Process) -> None:
+    async def _watch(self, child: worker_child.Child) -> None:
         """A projection worker that exits takes the processor down (its supervisor
         restarts both), rather than leaving the projections silently behind."""
         code = await child.wait()

@@ -45,6 +45,7 @@ from projections.projection_store import ProjectionVersions
 from schemas.codec import CodecError, decode, event_type
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.records import TRANSIENT_ERRORS, DeadLetter, Record
+from stream_processors.worker_child import GO, PARENT_ENV
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -321,10 +322,6 @@ async def run(settings: Settings) -> None:
         await stores.close()
 
 
-PARENT_ENV = "EVENTFOLD_PROJECTIONS_PARENT_PID"
-GO = b"go\n"
-
-
 async def released() -> bool:
     """Wait for the processor that started this worker to say go (one line on stdin),
     once it has created the topics; False when it closed the pipe without saying it.
@@ -355,27 +352,6 @@ def die_with_parent() -> None:
     if os.getppid() != int(parent):  # the processor died before prctl took effect
         os._exit(1)
     os.nice(PROJECTIONS_NICENESS)
-
-
-async def spawn() -> asyncio.subprocess.Process:
-    """Start ``python -m stream_processors.projection_worker`` as a child of this process,
-    with its environment and its output (the processor's log). It loads what it needs
-    and waits for ``release``."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stream_processors.projection_worker",
-        env={**os.environ, PARENT_ENV: str(os.getpid())},
-        stdin=asyncio.subprocess.PIPE,
-    )
-
-
-async def release(child: asyncio.subprocess.Process) -> None:
-    """Let a worker from ``spawn`` start reading (the topics exist by now)."""
-    assert child.stdin is not None
-    child.stdin.write(GO)
-    with contextlib.suppress(ConnectionError):  # it died: the processor's watch says so
-        await child.stdin.drain()
 
 
 def main() -> None:

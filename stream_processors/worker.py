@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from eventfold.loops import faust_loop_env
 from eventfold.settings import Settings
+from stream_processors import worker_child
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     [sys.executable, "-m", "stream_processors.worker", *args],
                     env,
                 )
+    # the projection worker loads on the other core while this process imports Faust
+    worker_child.start_early()
     # before faust is imported: it installs the loop named there when imported
     os.environ.update(faust_loop_env(dict(os.environ)))
     from faust.cli.faust import cli
