@@ -227,3 +227,42 @@ async def test_documents_are_listed_by_their_fields_in_key_order_a_page_at_a_tim
     two_lines = await documents.find({"lines": [2], "customer_id": ["c-0"]}, None, 10)
     assert [k for k, _ in two_lines] == ["o-3"]
     assert await documents.find({"lines": [True]}, None, 10) == []  # a boolean is not 1
+
+
+class CrashingStore(MemoryProjectionStore):
+    """A store whose next script call does not happen: the worker dies after the
+    documents were written and before the marks were raised."""
+
+    crash = False
+
+    async def write(self, *args: Any, **kwargs: Any) -> bool:
+        if self.crash:
+            self.crash = False
+            raise ConnectionError("killed between the two writes")
+        return await super().write(*args, **kwargs)
+
+
+async def test_a_worker_killed_between_the_documents_and_the_marks_leaves_them_ahead() -> None:
+    projection = cards()
+    assert projection.documents is not None
+    store, documents = CrashingStore(), MemoryViewDocuments(projection.documents)
+    first = Applier(projection, store, documents=documents)
+    await first.start()
+    early = log(placed("o-1", "c-1"), placed("o-2", "c-2"))
+    await first.apply(early, highest(early))
+
+    store.crash = True
+    later = log(cancelled("o-1"), placed("o-3", "c-3", 2), start=2)
+    with pytest.raises(ConnectionError):
+        await first.apply(later, highest(later))
+    # the documents are ahead of what is stored: o-1 gone, o-3 there; the marks are not
+    assert set(await documents.views()) == {"o-2", "o-3"}
+    assert await store.marks() == {"orders:0": 1}
+
+    # the worker that resumes reads from the marks and folds the same events again
+    resumed = Applier(projection, store, documents=documents)
+    await resumed.start()
+    again = [p for p in later if p.offset >= resumed.position(p.mark)]
+    assert (await resumed.apply(again, highest(again))).events == 2
+    assert await documents.views() == await stored_views(store)
+    assert set(await documents.views()) == {"o-2", "o-3"}
