@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
+import bson.errors
 import orjson
 
 from schemas.catalog import KEY_FIELD_OF_TOPIC, TOPIC_OF_TYPE
@@ -108,10 +110,17 @@ class Documents:
         if isinstance(self.fields, str):
             raise ProjectionError(f"Documents fields is a tuple of names: ({self.fields!r},)")
         for name in self.fields:
-            if not isinstance(name, str) or not name or name.startswith("_") or "." in name:
+            if (
+                not isinstance(name, str)
+                or not name
+                or name.startswith(("_", "$"))
+                or "." in name
+                or "\0" in name
+            ):
                 raise ProjectionError(
                     f"Documents field {name!r}: a non-empty name, without '.' and not"
                     " starting with '_' (the document's own fields: _id, _view, _state)"
+                    " or '$'"
                 )
         if len(set(self.fields)) != len(self.fields):
             raise ProjectionError(f"Documents fields name one twice: {self.fields!r}")
@@ -139,15 +148,22 @@ class Documents:
         return FIELD_NAME.fullmatch(name) is not None
 
     def unstorable(self, view: Mapping[str, Any]) -> str | None:
-        """What keeps a view from being stored as a document (None: nothing): a field of
-        its own that is not a document's (a name starting with ``_`` or ``$``, or with
-        ``.``), or an integer beyond 64 bits. The rest of a view with ``fields`` is one
-        JSON string, which holds anything."""
-        own = view.items() if not self.fields else ((k, view.get(k)) for k in self.fields)
+        """What keeps a view (as JSON holds it) from being stored as a document (None:
+        nothing): a field of its own that is not a document's (a name starting with
+        ``_`` or ``$``, or with ``.``), an integer beyond 64 bits, or a document larger
+        than a server takes. The rest of a view with ``fields`` is one JSON string,
+        which holds anything."""
+        own = view.items() if not self.fields else ((k, view[k]) for k in self.fields if k in view)
         for name, value in own:
             wrong = _unstorable(value, str(name), top=True)
             if wrong is not None:
                 return wrong
+        try:
+            size = len(bson.encode(self.document("", view, None)))
+        except (bson.errors.BSONError, OverflowError, TypeError) as exc:
+            return f"not BSON: {exc}"
+        if size > MAX_DOCUMENT_BYTES:
+            return f"{size:,} bytes as a document, beyond {MAX_DOCUMENT_BYTES:,}"
         return None
 
     @property
@@ -168,7 +184,8 @@ class Documents:
         if packed is None:
             rest = {k: v for k, v in view.items() if k not in self.fields}
             packed = orjson.dumps(rest).decode()
-        return {"_id": key, **{k: view.get(k) for k in self.fields}, VIEW_FIELD: packed, **kept}
+        own = {k: view[k] for k in self.fields if k in view}  # a field it lacks stays absent
+        return {"_id": key, **own, VIEW_FIELD: packed, **kept}
 
     @staticmethod
     def view_of(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -343,6 +360,8 @@ class Totals:
 
 
 INT64 = 2**63
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+"""The largest document MongoDB (and FerretDB) stores."""
 
 
 def _unstorable(value: Any, name: str, top: bool = False) -> str | None:

@@ -138,11 +138,13 @@ def derive(projection: Projection, state: JSON, events: Iterable[str]) -> Entity
         view = projection.view(state)
         if view is not None and not isinstance(view, Mapping):
             raise InvalidOutput(f"view must be a mapping or None, not {view!r:.100}")
-        if view is not None and projection.documents is not None:
-            wrong = projection.documents.unstorable(view)
-            if wrong is not None:
-                raise InvalidOutput(f"view cannot be stored as a document: {wrong}")
-    return Entity.of(state, rows, view, events)
+    entity = Entity.of(state, rows, view, events)
+    if view is not None and projection.documents is not None:
+        stored = entity.view  # as JSON holds it: what the document is made of
+        wrong = None if stored is None else projection.documents.unstorable(stored)
+        if wrong is not None:
+            raise InvalidOutput(f"view cannot be stored as a document: {wrong}")
+    return entity
 
 
 def _check_extremes(projection: Projection, rows: RowsDict) -> None:

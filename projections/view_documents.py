@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import pymongo
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -30,6 +31,10 @@ Doc = dict[str, Any]
 Filters = Mapping[str, Sequence[Any]]
 """Field -> the values a listed document's field may hold (any of them)."""
 NAMESPACE_EXISTS = 48
+WRITE_TIMEOUT_S = 10.0
+"""A batch's documents are written within this, or the batch fails (and is applied
+again): a third of the batch lock's life (``projection_store.LOCK_TTL_S``), so a writer
+does not write on after its lock expired and another writer took it."""
 WRITE_CHUNK = 1000
 """Statements per ``bulk_write`` (FerretDB as the stack builds it takes 1,000)."""
 
@@ -78,8 +83,8 @@ class ViewDocuments(Protocol):
         order, after the key ``after``."""
         ...
 
-    async def views(self) -> dict[str, Doc]:
-        """Every stored view by key (``verify``)."""
+    async def views(self, keys: Sequence[str] | None = None) -> dict[str, Doc]:
+        """Every stored view by key, or those of ``keys`` (``verify``)."""
         ...
 
     async def drop(self) -> None: ...
@@ -103,8 +108,9 @@ class MongoViewDocuments:
             else ReplaceOne({"_id": key}, self._shape.document(key, view, None), upsert=True)
             for key, view in views.items()
         ]
-        for start in range(0, len(ops), WRITE_CHUNK):
-            await self._collection.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)
+        with pymongo.timeout(WRITE_TIMEOUT_S):  # well within the batch lock's life
+            for start in range(0, len(ops), WRITE_CHUNK):
+                await self._collection.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)
 
     async def find(self, filters: Filters, after: str | None, limit: int) -> list[tuple[str, Doc]]:
         query: Doc = {field: {"$in": list(values)} for field, values in filters.items()}
@@ -113,10 +119,11 @@ class MongoViewDocuments:
         cursor = self._collection.find(query, self._shape.read).sort("_id", 1).limit(limit)
         return [(str(doc["_id"]), Documents.view_of(doc)) async for doc in cursor]
 
-    async def views(self) -> dict[str, Doc]:
+    async def views(self, keys: Sequence[str] | None = None) -> dict[str, Doc]:
+        query = {} if keys is None else {"_id": {"$in": list(keys)}}
         return {
             str(doc["_id"]): Documents.view_of(doc)
-            async for doc in self._collection.find({}, self._shape.read)
+            async for doc in self._collection.find(query, self._shape.read)
         }
 
     async def drop(self) -> None:
@@ -157,8 +164,9 @@ class MemoryViewDocuments:
                 break
         return found
 
-    async def views(self) -> dict[str, Doc]:
-        return {key: Documents.view_of(doc) for key, doc in self._docs.items()}
+    async def views(self, keys: Sequence[str] | None = None) -> dict[str, Doc]:
+        wanted = self._docs.keys() if keys is None else set(keys) & self._docs.keys()
+        return {key: Documents.view_of(self._docs[key]) for key in wanted}
 
     async def drop(self) -> None:
         self._docs.clear()

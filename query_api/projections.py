@@ -26,7 +26,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from eventfold.consistency import Positions, Runs, highest
-from projections.api import GROUP_SEPARATOR, Documents, Projection, group_key
+from projections.api import GROUP_SEPARATOR, INT64, Documents, Projection, group_key
 from projections.builtin.payment_methods import MEASURES, payment_methods
 from projections.builtin.sku_sales import ORDERS, REVENUE_PREFIX, UNITS, sku_sales
 from projections.money import format_money, from_units
@@ -235,6 +235,8 @@ def filter_values(text: str) -> list[Any]:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
         return values
+    if isinstance(parsed, int) and not isinstance(parsed, bool) and not -INT64 <= parsed < INT64:
+        return values  # no document holds an integer beyond 64 bits
     if parsed is None or isinstance(parsed, bool | int | float):
         values.append(parsed)
     return values

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
@@ -264,6 +265,9 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=1024 * 1024,
+            # partition p of every topic to one worker: an entity's events (an order's
+            # on orders and payments) have one writer (round-robin split them)
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         await self._start(consumer)
         failures = 0

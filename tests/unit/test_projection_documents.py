@@ -6,6 +6,8 @@ runs the same contract in ``tests/integration/test_view_documents_contract.py``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -141,9 +143,60 @@ def test_a_view_a_document_cannot_hold_is_named(
     assert found is not None and wrong in found
 
 
+def test_a_document_field_cannot_be_an_operator() -> None:
+    with pytest.raises(ProjectionError, match=r"'\$where'.*or '\$'"):
+        Documents(fields=("$where",))
+
+
+def test_a_field_a_view_lacks_stays_absent_from_its_document() -> None:
+    doc = SHAPE.document("o-1", {"lines": 2, "note": "x"}, None)
+    assert "customer_id" not in doc
+    assert Documents.view_of(doc) == {"lines": 2, "note": "x"}
+
+
+def test_a_document_beyond_the_servers_size_is_named() -> None:
+    found = SHAPE.unstorable({"customer_id": "c-1", "blob": "x" * (17 * 1024 * 1024)})
+    assert found is not None and "beyond 16,777,216" in found
+
+
+@dataclass
+class Point:
+    n: int
+
+
+@pytest.mark.parametrize(
+    "view_",
+    [{"ids": (2**63,)}, {"x": Point(2**63)}, {"deep": [{"a": (1, {"b.c": 2})}]}],
+    ids=["tuple", "dataclass", "nested"],
+)
+async def test_a_view_is_checked_as_json_holds_it(view_: dict[str, Any]) -> None:
+    """What the engine stores is the view as JSON (a tuple a list, a dataclass an
+    object): that is what must fit in a document."""
+    letters: list[Failure] = []
+
+    async def dead_letter(projection: Projection, failure: Failure) -> None:
+        letters.append(failure)
+
+    projection = Projection(
+        name="odd",
+        consumes=("OrderPlaced",),
+        initial=dict,
+        fold=lambda s, e: s,
+        view=lambda s: view_,
+        documents=Documents(),
+    )
+    documents = MemoryViewDocuments(Documents())
+    a = Applier(projection, MemoryProjectionStore(), dead_letter, documents=documents)
+    await a.start()
+    batch = log(placed("o-1", "c-1"))
+    await a.apply(batch, highest(batch))
+    assert len(letters) == 1 and "cannot be stored as a document" in str(letters[0].error)
+    assert await documents.views() == {}
+
+
 def test_the_packed_rest_of_a_view_holds_anything_json() -> None:
     # with fields, only those are the document's own; the rest is one JSON string
-    assert SHAPE.unstorable({"customer_id": "c-1", "$rest": {"a.b": 2**70}}) is None
+    assert SHAPE.unstorable({"customer_id": "c-1", "$rest": {"a.b": [1, {"$x": None}]}}) is None
     assert Documents().unstorable({"n": 2**63 - 1, "m": -(2**63), "ok": True}) is None
 
 
@@ -187,11 +240,25 @@ async def test_a_view_no_document_can_hold_is_dead_lettered_for_its_event() -> N
     assert a.marks == {"orders:0": 2}
 
 
+class Spied(MemoryViewDocuments):
+    """Documents shared with other writers, and the writes this one made."""
+
+    def __init__(self, shared: MemoryViewDocuments) -> None:
+        super().__init__(SHAPE)
+        self._docs = shared._docs
+        self.writes: list[set[str]] = []
+
+    async def write(self, views: Mapping[str, Mapping[str, Any] | None]) -> None:
+        self.writes.append(set(views))
+        await super().write(views)
+
+
 async def test_a_writer_that_finds_the_marks_moved_writes_no_document_and_folds_again() -> None:
     projection = cards()
     assert projection.documents is not None
     store, documents = MemoryProjectionStore(), MemoryViewDocuments(projection.documents)
-    a = Applier(projection, store, documents=documents)
+    a_writes = Spied(documents)
+    a = Applier(projection, store, documents=a_writes)
     b = Applier(projection, store, documents=documents)
     await a.start()
     await b.start()
@@ -209,6 +276,7 @@ async def test_a_writer_that_finds_the_marks_moved_writes_no_document_and_folds_
     stale = log(cancelled("o-1"), placed("o-2", "c-2"), start=1)
     done = await a.apply(stale, highest(stale))
     assert done.events == 0
+    assert a_writes.writes == [{"o-1"}]  # its first batch only
     assert set(await documents.views()) == {"o-2"}
     assert await documents.views() == await stored_views(store)
 
