@@ -141,7 +141,8 @@ class Applier:
                     await self._dead_letter(self.projection, failure)
             expected = {m: self.marks.get(m, -1) for m in raised}
             ranked = {m for row in outcome.deltas.values() for m in row if self.projection.ranks(m)}
-            if await self._write(outcome, raised, expected, ranked):
+            new = {k for k in outcome.entities if stored.get(k) is None}
+            if await self._write(outcome, raised, expected, ranked, new):
                 self.marks.update(raised)
                 self._keep({**stored, **outcome.entities})
                 return AppliedBatch(len(mine), len(outcome.entities), len(outcome.failures))
@@ -159,6 +160,7 @@ class Applier:
         raised: Mapping[str, int],
         expected: Mapping[str, int],
         ranked: set[str],
+        new: set[str],
     ) -> bool:
         """The batch's one script call, after its documents if the projection keeps any;
         False when the marks moved."""
@@ -169,5 +171,5 @@ class Applier:
             marks = await self.store.marks()
             if any(marks.get(m, -1) != o for m, o in expected.items()):
                 return False
-            await self.documents.write({k: e.view for k, e in outcome.entities.items()})
+            await self.documents.write({k: e.view for k, e in outcome.entities.items()}, new)
             return await self.store.write(*args)

@@ -16,14 +16,14 @@ folded again, into the same views.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import pymongo
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import CollectionInvalid, OperationFailure
+from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from projections.api import Documents
 
@@ -31,6 +31,7 @@ Doc = dict[str, Any]
 Filters = Mapping[str, Sequence[Any]]
 """Field -> the values a listed document's field may hold (any of them)."""
 NAMESPACE_EXISTS = 48
+DUPLICATE_KEY = 11000
 WRITE_TIMEOUT_S = 10.0
 """A batch's documents are written within this, or the batch fails (and is applied
 again): a third of the batch lock's life (``projection_store.LOCK_TTL_S``), so a writer
@@ -74,8 +75,13 @@ class ViewDocuments(Protocol):
         """Create the collection and the indexes the server reads."""
         ...
 
-    async def write(self, views: Mapping[str, Mapping[str, Any] | None]) -> None:
-        """Store each entity's view (None: it shows nothing now: its document goes)."""
+    async def write(
+        self, views: Mapping[str, Mapping[str, Any] | None], new: Collection[str] = ()
+    ) -> None:
+        """Store each entity's view (None: it shows nothing now: its document goes).
+        ``new``: keys of entities not stored before, whose documents are most likely
+        not there either (inserted, which costs a document store less than a
+        replacement; one that is there after all is replaced)."""
         ...
 
     async def find(self, filters: Filters, after: str | None, limit: int) -> list[tuple[str, Doc]]:
@@ -101,14 +107,32 @@ class MongoViewDocuments:
         for index in self._shape.indexes:
             await self._collection.create_index(list(index))
 
-    async def write(self, views: Mapping[str, Mapping[str, Any] | None]) -> None:
-        ops: list[ReplaceOne[Doc] | DeleteOne] = [
-            DeleteOne({"_id": key})
-            if view is None
-            else ReplaceOne({"_id": key}, self._shape.document(key, view, None), upsert=True)
-            for key, view in views.items()
-        ]
+    async def write(
+        self, views: Mapping[str, Mapping[str, Any] | None], new: Collection[str] = ()
+    ) -> None:
+        inserts: list[Doc] = []
+        ops: list[ReplaceOne[Doc] | DeleteOne] = []
+        for key, view in views.items():
+            if view is None:
+                ops.append(DeleteOne({"_id": key}))
+            elif key in new:
+                inserts.append(self._shape.document(key, view, None))
+            else:
+                ops.append(
+                    ReplaceOne({"_id": key}, self._shape.document(key, view, None), upsert=True)
+                )
         with pymongo.timeout(WRITE_TIMEOUT_S):  # well within the batch lock's life
+            for start in range(0, len(inserts), WRITE_CHUNK):
+                chunk = inserts[start : start + WRITE_CHUNK]
+                try:
+                    await self._collection.insert_many(chunk, ordered=False)
+                except BulkWriteError as exc:  # there after all (written ahead of a crash)
+                    errors = exc.details.get("writeErrors", [])
+                    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                        raise
+                    for e in errors:
+                        doc = chunk[e["index"]]
+                        ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
             for start in range(0, len(ops), WRITE_CHUNK):
                 await self._collection.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)
 
@@ -145,7 +169,9 @@ class MemoryViewDocuments:
     async def prepare(self) -> None:
         return None
 
-    async def write(self, views: Mapping[str, Mapping[str, Any] | None]) -> None:
+    async def write(
+        self, views: Mapping[str, Mapping[str, Any] | None], new: Collection[str] = ()
+    ) -> None:
         for key, view in views.items():
             if view is None:
                 self._docs.pop(key, None)

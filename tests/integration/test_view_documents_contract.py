@@ -123,3 +123,16 @@ async def test_dropping_a_version_drops_its_collection(settings: Settings) -> No
     finally:
         await stores.mongo.drop_database(settings.mongo_db)
         await stores.close()
+
+
+async def test_a_new_entitys_document_is_inserted_or_replaced_if_there(
+    make: MakeDocuments,
+) -> None:
+    documents = make(PACKED)
+    await documents.write({"o-1": card("open", "c-1")})
+    # o-1 is said new (written ahead of a crash, say): replaced all the same
+    await documents.write(
+        {"o-1": card("flagged", "c-1"), "o-2": card("open", "c-2"), "o-3": None},
+        new={"o-1", "o-2"},
+    )
+    assert await documents.views() == {"o-1": card("flagged", "c-1"), "o-2": card("open", "c-2")}

@@ -6,7 +6,7 @@ runs the same contract in ``tests/integration/test_view_documents_contract.py``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,9 +248,11 @@ class Spied(MemoryViewDocuments):
         self._docs = shared._docs
         self.writes: list[set[str]] = []
 
-    async def write(self, views: Mapping[str, Mapping[str, Any] | None]) -> None:
+    async def write(
+        self, views: Mapping[str, Mapping[str, Any] | None], new: Collection[str] = ()
+    ) -> None:
         self.writes.append(set(views))
-        await super().write(views)
+        await super().write(views, new)
 
 
 async def test_a_writer_that_finds_the_marks_moved_writes_no_document_and_folds_again() -> None:
