@@ -168,7 +168,7 @@ class Applier:
         if self.documents is None:
             return await self.store.write(*args)
         async with self.store.batch_lock():  # writers of the version take turns
-            marks = await self.store.marks()
+            marks = await self.store.live_marks()
             if any(marks.get(m, -1) != o for m, o in expected.items()):
                 return False
             await self.documents.write({k: e.view for k, e in outcome.entities.items()}, new)

@@ -64,11 +64,25 @@ end
 """A group's place in the ranking of a measure (``RedisRows``' layout), given its row's
 value: a group whose value returns to 0 leaves the ranking, as it leaves the row."""
 
+LIVE_LUA = """
+local function retired(active_key, building_key, name, version, first)
+  if active_key == nil then return false end
+  local active = redis.call('HGET', active_key, name) or first
+  if active == version then return false end
+  local building = redis.call('HGET', building_key, name)
+  return not (building and string.sub(building, 1, string.len(version) + 1) == version .. '@')
+end
+"""
+"""Whether a version is neither active nor being built (``ProjectionVersions``' hashes,
+``KEYS[5]`` and ``KEYS[6]`` when given): a rebuild switched away from it, and drops it."""
+
 _WRITE = (
     RANK_LUA
+    + LIVE_LUA
     + """
 local marks, entities, groups, ranks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local rows_prefix, rank_prefix = ARGV[1], ARGV[5]
+if retired(KEYS[5], KEYS[6], ARGV[9], ARGV[10], ARGV[11]) then return -1 end
 for f, o in pairs(cjson.decode(ARGV[2])) do
   local cur = redis.call('HGET', marks, f)
   if cur == false then cur = -1 else cur = tonumber(cur) end
@@ -83,7 +97,7 @@ local function rank(measure, group, value)
   if ranked[measure] then set_rank(rank_prefix, measure, group, value) end
 end
 local n = tonumber(ARGV[4])
-local i = 9
+local i = 12
 for _ = 1, n do
   redis.call('HSET', entities, ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -149,6 +163,14 @@ end
 """
 
 
+_LIVE_MARKS = (
+    LIVE_LUA
+    + """
+if retired(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3]) then return -1 end
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
 _SNAPSHOT = _read_rows_lua("KEYS[3]", "KEYS[4]") + (
     "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ranks}\n"
 )
@@ -184,6 +206,11 @@ REBUILD_STALE_S = 60.0
 writes); an entry older than this is one that died, and a new rebuild replaces it."""
 
 
+class VersionRetired(RuntimeError):
+    """The version written to is neither active nor being built any more (a rebuild
+    switched away from it, or took the build over): the writer follows the switch."""
+
+
 class RebuildInProgress(RuntimeError):
     """Another rebuild of the projection is running (or took this one over)."""
 
@@ -206,6 +233,11 @@ class ProjectionStore(Protocol):
     version: str
 
     async def marks(self) -> dict[str, int]: ...
+
+    async def live_marks(self) -> dict[str, int]:
+        """The marks, if the version is still written to; ``VersionRetired`` if a rebuild
+        switched away from it."""
+        ...
 
     async def load(self, keys: Sequence[str]) -> dict[str, Entity | None]: ...
 
@@ -320,9 +352,23 @@ class RedisRows:
 
 
 class RedisProjectionStore:
-    def __init__(self, redis: Redis, prefix: str, name: str, version: str) -> None:
+    """``versions``: the keys of the active and building hashes (``ProjectionVersions``);
+    given, a write to a version that is neither raises ``VersionRetired`` and writes
+    nothing, so a writer that has not yet seen a switch does not bring back keys of
+    the version the rebuild dropped."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        name: str,
+        version: str,
+        versions: tuple[str, str] | None = None,
+    ) -> None:
         self._redis = redis
+        self.name = name
         self.version = version
+        self._versions = versions
         self.prefix = version_prefix(prefix, name, version)
         self._marks = self.prefix + "marks"
         self._entities = self.prefix + "entities"
@@ -334,9 +380,22 @@ class RedisProjectionStore:
         self._extremes = self.prefix + "ext:"
         self._write = redis.register_script(_WRITE)
         self._snapshot = redis.register_script(_SNAPSHOT)
+        self._live_marks = redis.register_script(_LIVE_MARKS)
+        self._lock = self.prefix + "lock"
 
     async def marks(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in (await self._redis.hgetall(self._marks)).items()}
+
+    async def live_marks(self) -> dict[str, int]:
+        """The marks, if the version is still written to (``VersionRetired`` if not)."""
+        if self._versions is None:
+            return await self.marks()
+        found = await self._live_marks(
+            keys=[self._marks, *self._versions], args=[self.name, self.version, FIRST_VERSION]
+        )
+        if found == -1:
+            raise VersionRetired(f"{self.name} {self.version} is retired")
+        return {str(k): int(v) for k, v in _pairs(found).items()}
 
     async def load(self, keys: Sequence[str]) -> dict[str, Entity | None]:
         if not keys:
@@ -364,6 +423,9 @@ class RedisProjectionStore:
             orjson.dumps(sorted(ranked)).decode(),
             self._extremes,
             len(extremes),
+            self.name,
+            self.version,
+            FIRST_VERSION,
         ]
         for key, entity in entities.items():
             args += [key, entity.encoded.decode()]
@@ -372,9 +434,10 @@ class RedisProjectionStore:
         for group, row in deltas.items():
             for name, value in row.items():
                 args += [group, name, value]
-        done = await self._write(
-            keys=[self._marks, self._entities, self._groups, self._ranks], args=args
-        )
+        keys = [self._marks, self._entities, self._groups, self._ranks, *(self._versions or ())]
+        done = await self._write(keys=keys, args=args)
+        if done == -1:
+            raise VersionRetired(f"{self.name} {self.version} is retired")
         return bool(done)
 
     async def rows(self, groups: Sequence[str]) -> list[dict[str, int]]:
@@ -400,13 +463,15 @@ class RedisProjectionStore:
         )
 
     async def drop(self) -> None:
+        """Every key of the version but its batch lock (held by the caller, maybe)."""
         async for key in self._redis.scan_iter(match=self.prefix + "*", count=1000):
-            await self._redis.unlink(key)
+            if key != self._lock:
+                await self._redis.unlink(key)
 
     def batch_lock(self) -> Lock:
         return Lock(
             self._redis,
-            self.prefix + "lock",
+            self._lock,
             timeout=LOCK_TTL_S,
             sleep=0.002,
             blocking_timeout=LOCK_WAIT_S,
@@ -426,6 +491,9 @@ class MemoryProjectionStore:
         self._lock = asyncio.Lock()
 
     async def marks(self) -> dict[str, int]:
+        return dict(self._marks)
+
+    async def live_marks(self) -> dict[str, int]:
         return dict(self._marks)
 
     async def load(self, keys: Sequence[str]) -> dict[str, Entity | None]:
@@ -522,7 +590,10 @@ class ProjectionVersions:
         self._activate = redis.register_script(_ACTIVATE)
 
     def store(self, name: str, version: str) -> RedisProjectionStore:
-        return RedisProjectionStore(self._redis, self._prefix, name, version)
+        """A version's store, whose writes stop once the version is retired."""
+        return RedisProjectionStore(
+            self._redis, self._prefix, name, version, (self._active, self._building)
+        )
 
     def documents(self, projection: Projection, version: str) -> ViewDocuments | None:
         """The documents of a version of ``projection`` (None: it keeps none)."""
@@ -533,10 +604,14 @@ class ProjectionVersions:
         return MongoViewDocuments(self._db, projection.name, version, projection.documents)
 
     async def drop(self, name: str, version: str) -> None:
-        """Everything a version holds: its keys, and its documents' collection."""
-        await self.store(name, version).drop()
-        if self._db is not None:
-            await self._db.drop_collection(collection_name(name, version))
+        """Everything a version holds: its keys, and its documents' collection. Under its
+        batch lock: a writer of documents in the middle of a batch finishes first, and
+        the next one finds the version retired before it writes (``live_marks``)."""
+        store = self.store(name, version)
+        async with store.batch_lock():
+            await store.drop()
+            if self._db is not None:
+                await self._db.drop_collection(collection_name(name, version))
 
     def status_key(self, name: str, version: str) -> str:
         """Where a rebuild of the version saves its progress (``rebuild_status``); dropped

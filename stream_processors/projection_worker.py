@@ -42,7 +42,7 @@ from eventfold.settings import Settings
 from projections.api import Projection
 from projections.applier import Applier
 from projections.engine import Failure, Positioned, mark_of
-from projections.projection_store import ProjectionVersions
+from projections.projection_store import ProjectionVersions, VersionRetired
 from schemas.codec import CodecError, decode, event_type
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.records import TRANSIENT_ERRORS, DeadLetter, Record
@@ -289,6 +289,11 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                         if records:
                             await self._apply(records)
                         failures = 0
+                    except VersionRetired as exc:  # a rebuild switched: follow it now
+                        log.info("projections: %s; following the switch", exc)
+                        self._versions_read_at = float("-inf")
+                        self._reread = True
+                        continue
                     except (*TRANSIENT_ERRORS, KafkaError) as exc:
                         wait = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
                         failures += 1

@@ -354,3 +354,38 @@ async def test_a_second_rebuild_of_a_projection_is_refused_while_the_first_lives
         assert await versions.building() == {}
     finally:
         await redis.aclose()
+
+
+async def test_a_retired_version_takes_no_write(settings: Settings) -> None:
+    """A writer that has not yet seen a rebuild's switch must not bring back keys of the
+    version the rebuild drops: a version's store, as ``ProjectionVersions`` hands it
+    out, writes only while the version is active or being built."""
+    from projections.projection_store import ProjectionVersions, VersionRetired
+
+    redis = Redis.from_url(settings.redis_uri, decode_responses=True)
+    versions = ProjectionVersions(redis, settings.redis_prefix)
+    one_row = ({}, {G1: {"units": 1}}, {"orders:0": 0}, {"orders:0": -1})
+    try:
+        v1 = versions.store("sku_sales", "v1")  # never rebuilt: v1 is the active one
+        assert await v1.write(*one_row)
+        assert await v1.live_marks() == {"orders:0": 0}
+        with pytest.raises(VersionRetired):  # no such version in use
+            await versions.store("sku_sales", "v9").write(*one_row)
+
+        building = await versions.begin_build("sku_sales")
+        new = versions.store("sku_sales", building)
+        assert await new.write(*one_row)
+        assert await v1.write({}, {G1: {"units": 1}}, {"orders:0": 1}, {"orders:0": 0})
+
+        assert await versions.activate("sku_sales", building) == "v1"
+        with pytest.raises(VersionRetired):
+            await v1.write({}, {G1: {"units": 1}}, {"orders:0": 2}, {"orders:0": 1})
+        with pytest.raises(VersionRetired):
+            await v1.live_marks()
+        assert await v1.rows([G1]) == [{"units": 2}]  # as it was when retired
+        await versions.drop("sku_sales", "v1")
+        assert await v1.marks() == {} and await v1.rows([G1]) == [{}]
+        assert [k async for k in redis.scan_iter(match=v1.prefix + "*")] == []
+        assert await new.rows([G1]) == [{"units": 1}]
+    finally:
+        await redis.aclose()
