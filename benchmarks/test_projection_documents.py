@@ -2,7 +2,7 @@
 same projection keeping them in Redis only, on the same events and servers.
 
 Both fold the demo stream's order events into one view per order (its customer,
-status, total and why it is flagged, as the README's ``order_flags``) through the
+status, total and why it is flagged: the README's ``order_flags``) through the
 live worker's ``Applier``, in batches of ``BATCH`` records, alternating batch by
 batch so that noise falls on both. The one with documents also writes each batch's
 changed views to its collection (one ``bulk_write``), under the version's batch lock
@@ -12,65 +12,38 @@ the projection without documents, so the ratio is what keeping them costs.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import time
-from decimal import Decimal
-from typing import Any
+from pathlib import Path
 
 from benchmarks.conftest import demo_envelopes, scaled
 from benchmarks.measure import Figure, Report
 from benchmarks.test_projection import records
-from projections.api import JSON, Documents, Projection
+from projections.api import Projection
 from projections.applier import Applier
 from projections.engine import Positioned
 from projections.read_models import Stores
-from schemas.events import Event, OrderCancelled, OrderPlaced, PaymentFailed
 
 ORDERS = 1000  # about 5,000 events, of which about 2,400 the projections consume
 BATCH = 500
-CONSUMES = ("OrderPlaced", "OrderCancelled", "PaymentFailed")
+FLAGS = Path(__file__).parents[1] / "tests/fixtures/eventfold_loyalty/eventfold_loyalty/flags.py"
 
 
-def initial() -> JSON:
-    return {"customer_id": None, "total": "0", "failed": 0, "cancelled": False}
-
-
-def fold(state: dict[str, Any], event: Event) -> JSON:
-    if isinstance(event, OrderPlaced):
-        total = sum((i.unit_price * i.quantity for i in event.data.items), Decimal(0))
-        state.update(customer_id=event.data.customer_id, total=str(total))
-    elif isinstance(event, PaymentFailed):
-        state["failed"] += 1
-    elif isinstance(event, OrderCancelled):
-        state["cancelled"] = True
-    return state
-
-
-def view(state: dict[str, Any]) -> JSON:
-    if state["customer_id"] is None:
-        return None
-    reasons = [
-        r
-        for r, on in (("large", Decimal(state["total"]) >= 250), ("failed", state["failed"]))
-        if on
-    ]
-    status = "cancelled" if state["cancelled"] else "flagged" if reasons else "clear"
-    return {
-        "customer_id": state["customer_id"],
-        "status": status,
-        "total": state["total"],
-        "reasons": reasons,
-    }
-
-
-def flags(name: str, documents: Documents | None) -> Projection:
-    return Projection(
-        name=name, consumes=CONSUMES, initial=initial, fold=fold, view=view, documents=documents
-    )
+def order_flags() -> Projection:
+    """The example package's ``order_flags`` (the README's), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("bench_order_flags", FLAGS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flags: Projection = module.order_flags
+    return flags
 
 
 async def test_documents_against_the_view_alone(stores: Stores, report: Report) -> None:
-    shape = Documents(fields=("status", "customer_id"), indexes=((("status", 1), ("_id", 1)),))
-    with_documents, alone = flags("bench_flags_docs", shape), flags("bench_flags", None)
+    flags = order_flags()
+    with_documents = dataclasses.replace(flags, name="bench_flags_docs")
+    alone = dataclasses.replace(flags, name="bench_flags", documents=None)
     versions = stores.projection_versions()
     appliers = {
         "documents": Applier(
@@ -99,7 +72,7 @@ async def test_documents_against_the_view_alone(stores: Stores, report: Report) 
     snapshot = await versions.store(alone.name, "v1").snapshot()
     views = {k: e.view for k, e in snapshot.entities.items() if e.view is not None}
     assert kept == views and kept
-    events = sum(1 for p in recs if p.event.type in CONSUMES)
+    events = sum(1 for p in recs if p.event.type in flags.consumes)
     report.add(
         Figure(
             "projection with documents",
