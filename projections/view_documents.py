@@ -155,7 +155,10 @@ class MongoViewDocuments:
 
 
 def _holds(value: Any, values: Sequence[Any]) -> bool:
-    """``$in`` as MongoDB compares: numbers by value, a boolean only with a boolean."""
+    """``$in`` as MongoDB compares: numbers by value, a boolean only with a boolean, an
+    array by any of its elements (or as a whole)."""
+    if isinstance(value, list) and any(_holds(v, values) for v in value):
+        return True
     return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in values)
 
 

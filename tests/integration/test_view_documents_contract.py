@@ -96,6 +96,16 @@ async def test_values_match_as_mongodb_compares_them(make: MakeDocuments) -> Non
     assert [k for k, _ in await documents.find({"on": [None]}, None, 10)] == ["c"]
 
 
+async def test_an_array_field_matches_by_any_of_its_elements(make: MakeDocuments) -> None:
+    documents = make(FLAT)
+    await documents.write(
+        {"a": {"tags": ["large", "failed"]}, "b": {"tags": ["large"]}, "c": {"tags": []}}
+    )
+    assert [k for k, _ in await documents.find({"tags": ["failed"]}, None, 10)] == ["a"]
+    assert [k for k, _ in await documents.find({"tags": ["large"]}, None, 10)] == ["a", "b"]
+    assert [k for k, _ in await documents.find({"tags": ["nothing"]}, None, 10)] == []
+
+
 async def test_a_batch_larger_than_a_command_is_written_whole(make: MakeDocuments) -> None:
     documents = make(PACKED)
     count = WRITE_CHUNK + 150
