@@ -62,6 +62,21 @@ def group_id(settings: Settings) -> str:
     return f"{settings.processor_app_id}-projections"
 
 
+def group_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A projection worker's consumer of the group. Partition p of every topic goes to
+    one worker (range assignment over topics of as many partitions), so an entity's
+    events (an order's on orders and payments) have one writer: round-robin, Kafka's
+    default, split them between workers (with more than two)."""
+    return AIOKafkaConsumer(
+        **settings.kafka_client(),
+        group_id=group_id(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=1024 * 1024,
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+
+
 @dataclass(frozen=True)
 class Decoded:
     """A poll's records as the projections take them."""
@@ -259,16 +274,7 @@ class ProjectionWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self) -> None:
         if not self._projections:
             return
-        consumer = self._consumer = AIOKafkaConsumer(
-            **self._settings.kafka_client(),
-            group_id=group_id(self._settings),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=1024 * 1024,
-            # partition p of every topic to one worker: an entity's events (an order's
-            # on orders and payments) have one writer (round-robin split them)
-            partition_assignment_strategy=(RangePartitionAssignor,),
-        )
+        consumer = self._consumer = group_consumer(self._settings)
         await self._start(consumer)
         failures = 0
         try:
