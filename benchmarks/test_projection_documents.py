@@ -22,8 +22,8 @@ from benchmarks.measure import Figure, Report
 from benchmarks.test_projection import records
 from projections.api import Projection
 from projections.applier import Applier
-from projections.engine import Positioned
 from projections.read_models import Stores
+from projections.state import Positioned
 
 ORDERS = 1000  # about 5,000 events, of which about 2,400 the projections consume
 BATCH = 500

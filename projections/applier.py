@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from projections.api import Projection
-from projections.engine import Entity, Failure, Outcome, Positioned, apply_batch
+from projections.engine import Entity, Outcome, apply_batch
 from projections.projection_store import ProjectionStore
+from projections.state import Failure, Positioned
 from projections.view_documents import ViewDocuments
 
 log = logging.getLogger(__name__)

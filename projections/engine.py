@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from projections.api import JSON, Projection
-from schemas.events import Event
+from projections.state import Failure, Folded, Positioned
 
 RowsDict = dict[str, dict[str, int]]
 
@@ -65,31 +65,6 @@ class Entity:
     def view(self) -> dict[str, Any] | None:
         view: dict[str, Any] | None = self.doc["view"]
         return view
-
-
-@dataclass(frozen=True)
-class Positioned:
-    """An event and where it was read."""
-
-    event: Event
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def mark(self) -> str:
-        return mark_of(self.topic, self.partition)
-
-
-def mark_of(topic: str, partition: int) -> str:
-    """The field a partition's applied offset is stored under (as the built-ins do)."""
-    return f"{topic}:{partition}"
-
-
-@dataclass(frozen=True)
-class Failure:
-    at: Positioned
-    error: BaseException
 
 
 Extreme = tuple[str, str, str, str, int | None]
@@ -161,43 +136,73 @@ def _new_state(projection: Projection) -> JSON:
     return orjson.loads(orjson.dumps(projection.initial()))
 
 
-def _fold_all(
-    projection: Projection, stored: Entity | None, events: Sequence[Positioned]
-) -> tuple[Entity | None, list[Failure]]:
-    """The entity after ``events`` (None: unchanged), and the events that failed."""
-    doc = stored.doc if stored is not None else None
-    seen = list(doc["events"]) if doc is not None else []
-    known = set(seen)
-    fresh = []
-    for p in events:  # each event once: a batch may hold a re-published copy too
-        if p.event.event_id not in known:
-            known.add(p.event.event_id)
-            fresh.append(p)
-    if not fresh:
-        return None, []
-    start = doc["state"] if doc is not None else _new_state(projection)
-    try:  # the common case: the whole batch of the entity at once
-        state = start
+@dataclass(frozen=True, slots=True)
+class JsonState:
+    """A registered projection's state of one entity (``state.State``): the stored
+    ``Entity`` (None for one not seen before), folded by the projection's fold."""
+
+    projection: Projection
+    entity: Entity | None = None
+
+    def with_events(self, events: Sequence[Positioned]) -> Folded[JsonState]:
+        projection, stored = self.projection, self.entity
+        doc = stored.doc if stored is not None else None
+        seen = list(doc["events"]) if doc is not None else []
+        known = set(seen)
+        fresh = []
+        for p in events:  # each event once: a batch may hold a re-published copy too
+            if p.event.event_id not in known:
+                known.add(p.event.event_id)
+                fresh.append(p)
+        if not fresh:
+            return Folded(None)
+        start = doc["state"] if doc is not None else _new_state(projection)
+        try:  # the common case: the whole batch of the entity at once, on one copy
+            state = start
+            for p in fresh:
+                state = projection.fold(state, p.event)
+            all_ids = [*seen, *(p.event.event_id for p in fresh)]
+            return Folded(JsonState(projection, derive(projection, state, all_ids)))
+        except Exception:  # find the events that raise, fold the others
+            pass
+        # the fold may have changed ``start`` in place: begin again from a fresh copy each
+        # time (``fold_each`` would do the same, copying the event ids per event)
+        failures: list[Failure] = []
+        entity: Entity | None = stored
+        state_json = orjson.dumps(doc["state"] if doc is not None else _new_state(projection))
+        applied = list(seen)
         for p in fresh:
-            state = projection.fold(state, p.event)
-        return derive(projection, state, [*seen, *(p.event.event_id for p in fresh)]), []
-    except Exception:  # find the events that raise, fold the others
-        pass
-    # the fold may have changed ``start`` in place: begin again from a fresh copy
-    failures: list[Failure] = []
-    entity = stored
-    state_json = orjson.dumps(stored.doc["state"] if stored is not None else _new_state(projection))
-    applied = list(seen)
-    for p in fresh:
-        try:
-            state = projection.fold(orjson.loads(state_json), p.event)
-            candidate = derive(projection, state, [*applied, p.event.event_id])
-        except Exception as exc:
-            failures.append(Failure(p, exc))
-            continue
-        entity, applied = candidate, [*applied, p.event.event_id]
-        state_json = orjson.dumps(candidate.doc["state"])
-    return (None if entity is stored else entity), failures
+            try:
+                state = projection.fold(orjson.loads(state_json), p.event)
+                candidate = derive(projection, state, [*applied, p.event.event_id])
+            except Exception as exc:
+                failures.append(Failure(p, exc))
+                continue
+            entity, applied = candidate, [*applied, p.event.event_id]
+            state_json = orjson.dumps(candidate.doc["state"])
+        changed = None if entity is stored or entity is None else JsonState(projection, entity)
+        return Folded(changed, failures)
+
+    def view(self) -> dict[str, Any] | None:
+        return None if self.entity is None else self.entity.view
+
+    def to_json(self) -> bytes:
+        if self.entity is None:  # not seen before: no events, so no rows and no view
+            return Entity.of(_new_state(self.projection), {}, None, ()).encoded
+        return self.entity.encoded
+
+
+@dataclass(frozen=True)
+class JsonStates:
+    """The states of a registered projection (``state.StateType``)."""
+
+    projection: Projection
+
+    def initial(self, key: str) -> JsonState:
+        return JsonState(self.projection)
+
+    def from_json(self, stored: bytes) -> JsonState:
+        return JsonState(self.projection, Entity(stored))
 
 
 def _add(deltas: RowsDict, rows: Mapping[str, Mapping[str, int]], sign: int) -> None:
@@ -220,10 +225,11 @@ def apply_batch(
     outcome = Outcome()
     for key, its_events in by_entity.items():
         before = stored[key]
-        after, failures = _fold_all(projection, before, its_events)
-        outcome.failures.extend(failures)
-        if after is None:
+        folded = JsonState(projection, before).with_events(its_events)
+        outcome.failures.extend(folded.failures)
+        if folded.state is None or folded.state.entity is None:
             continue
+        after = folded.state.entity
         outcome.entities[key] = after
         if projection.rows is None:
             continue

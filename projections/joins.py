@@ -55,6 +55,7 @@ from projections.order_fold import (
     order_view,
     with_customer_block,
 )
+from projections.state import Folded, Positioned, StateType, fold_each
 from schemas.events import Event
 
 Doc = dict[str, Any]
@@ -211,6 +212,19 @@ class OrderState:
                 f"order {facts.order_id!r}: the offsets name other events than its facts"
             )
         return cls(facts, offsets, doc.get("customer"), int(doc.get("customer_offset", -1)))
+
+    # --- as a ``state.State``: what the engine calls -------------------------------------
+
+    @classmethod
+    def initial(cls, key: str) -> OrderState:
+        return cls.empty(key)
+
+    @classmethod
+    def from_json(cls, stored: bytes) -> OrderState:
+        return cls.from_doc(orjson.loads(stored))
+
+    def with_events(self, events: Sequence[Positioned]) -> Folded[OrderState]:
+        return fold_each(self, events, OrderState.with_event)
 
 
 def _sorted_facts(facts: OrderFacts, offsets: Mapping[str, int]) -> OrderFacts:
@@ -460,6 +474,28 @@ class CustomerState:
         for link in legacy_summaries(doc):
             state = state.with_order(None, link) or state
         return replace(state, pending=None)
+
+    # --- as a ``state.State``: what the engine calls (its profile events; the totals come
+    # from the orders' summaries, ``with_order``) -------------------------------------------
+
+    @classmethod
+    def initial(cls, key: str) -> CustomerState:
+        return cls(key)
+
+    @classmethod
+    def from_json(cls, stored: bytes) -> CustomerState:
+        return cls.from_doc(orjson.loads(stored))
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_doc())
+
+    def with_events(self, events: Sequence[Positioned]) -> Folded[CustomerState]:
+        return fold_each(self, events, CustomerState.with_profile)
+
+
+ORDER_STATES: StateType[OrderState] = OrderState
+CUSTOMER_STATES: StateType[CustomerState] = CustomerState
+"""The join's two states as the engine's protocol names them (``state.StateType``)."""
 
 
 def legacy_summaries(doc: Mapping[str, Any]) -> list[OrderLink]:

@@ -12,10 +12,10 @@ from aiokafka.errors import KafkaError
 from eventfold.settings import Settings
 from eventfold.topics import end_offsets
 from projections.api import ProjectionError
-from projections.engine import mark_of
 from projections.projection_store import FIRST_VERSION
 from projections.read_models import CORE, PROJECTIONS, Stores
 from projections.registry import enabled, registered
+from projections.state import mark_of
 from schemas.catalog import INTERNAL_TOPICS, TOPICS
 
 CORE_DESCRIPTIONS = {m.name: m.description for m in CORE}

@@ -28,7 +28,7 @@ from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.api import Projection
 from projections.applier import Applier
-from projections.engine import Entity, mark_of, rankings, sum_rows
+from projections.engine import Entity, rankings, sum_rows
 from projections.projection_store import (
     MemoryProjectionStore,
     ProjectionVersions,
@@ -36,6 +36,7 @@ from projections.projection_store import (
     Snapshot,
 )
 from projections.rebuild_status import StatusSaver
+from projections.state import mark_of
 from projections.view_documents import ViewDocuments
 from stream_processors.projection_worker import decoded
 

@@ -41,8 +41,8 @@ from eventfold.loops import new_event_loop
 from eventfold.settings import Settings
 from projections.api import Projection
 from projections.applier import Applier
-from projections.engine import Failure, Positioned, mark_of
 from projections.projection_store import ProjectionVersions, VersionRetired
+from projections.state import Failure, Positioned, mark_of
 from schemas.codec import CodecError, decode, event_type
 from stream_processors.dead_letters import KafkaDeadLetterSink
 from stream_processors.records import TRANSIENT_ERRORS, DeadLetter, Record

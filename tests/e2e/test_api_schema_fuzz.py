@@ -26,11 +26,11 @@ from eventfold.settings import Settings
 from producers.api import create_app as create_producer_app
 from producers.client import EventPublisher
 from projections.applier import Applier
-from projections.engine import Positioned
 from projections.projection_store import ProjectionVersions
 from projections.projector import Projector
 from projections.read_models import Stores
 from projections.registry import enabled
+from projections.state import Positioned
 from query_api.api import create_app as create_query_app
 from schemas.events import parse_event
 

@@ -18,11 +18,11 @@ from producers.client import EventPublisher
 from producers.demo import generate
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
-from projections.engine import mark_of
 from projections.money import to_units
 from projections.projection_replay import rebuild, verify
 from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
+from projections.state import mark_of
 from schemas.catalog import TOPIC_OF_TYPE
 from schemas.events import Event, parse_event
 from tests.conftest import eventually

@@ -27,10 +27,10 @@ from projections.api import JSON, Documents, Projection, Rows
 from projections.applier import Applier
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
-from projections.engine import Positioned
 from projections.money import to_units
 from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
+from projections.state import Positioned
 from query_api.api import create_app
 from schemas.catalog import TOPIC_OF_TYPE
 from schemas.events import (

@@ -11,11 +11,11 @@ from eventfold.settings import Settings
 from eventfold.topics import LastOffsets
 from producers.client import EventPublisher
 from projections.api import Projection
-from projections.engine import mark_of
 from projections.projection_replay import verify
 from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
 from projections.registry import enabled
+from projections.state import mark_of
 from projections.verify import differences, read_source_events, reference_snapshot, stored_snapshot
 from query_api.consistency import wait_for_positions
 from schemas.catalog import TOPICS

@@ -18,8 +18,9 @@ from projections.api import Projection
 from projections.applier import Applier
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
-from projections.engine import Failure, Positioned, RowsDict, sum_rows
+from projections.engine import RowsDict, sum_rows
 from projections.projection_store import MemoryProjectionStore, Snapshot
+from projections.state import Failure, Positioned
 from schemas.events import (
     Event,
     OrderCancelled,

@@ -14,8 +14,8 @@ import pytest
 
 from projections.api import JSON, Documents, Projection, ProjectionError
 from projections.applier import Applier
-from projections.engine import Failure, Positioned
 from projections.projection_store import MemoryProjectionStore
+from projections.state import Failure, Positioned
 from projections.view_documents import MemoryViewDocuments
 from schemas.events import Event, OrderCancelled, OrderPlaced
 from tests.support.events import event, placed_data

@@ -16,15 +16,14 @@ from projections.builtin.sku_sales import sku_sales
 from projections.engine import (
     Entity,
     Extreme,
-    Failure,
     InvalidOutput,
-    Positioned,
     RowsDict,
     apply_batch,
     rankings,
     sum_rows,
 )
 from projections.projection_store import MemoryProjectionStore
+from projections.state import Failure, Positioned
 from schemas.events import Event, OrderCancelled, PaymentCaptured
 from tests.support.events import event, payment_data, placed_data
 

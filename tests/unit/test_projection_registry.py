@@ -15,9 +15,9 @@ import pytest
 from eventfold.settings import Settings
 from projections.api import Projection, ProjectionError
 from projections.applier import Applier
-from projections.engine import Positioned
 from projections.projection_store import MemoryProjectionStore
 from projections.registry import ENTRY_POINT_GROUP, enabled, registered
+from projections.state import Positioned
 from tests.support.events import event, placed_data
 
 BUILT_IN = {"sku_sales", "payment_methods"}
