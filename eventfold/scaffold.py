@@ -136,9 +136,10 @@ def event(type_: str, **data: Any) -> Event:
 def shown(*events: Event) -> Any:
     """The view after ``events``, folded as the engine folds them: from a fresh initial
     state, which is stored as JSON between events."""
-    state = json.loads(json.dumps(projection.initial()))
+    initial, fold = projection.json_fold
+    state = json.loads(json.dumps(initial()))
     for e in events:
-        state = json.loads(json.dumps(projection.fold(state, e)))
+        state = json.loads(json.dumps(fold(state, e)))
     assert projection.view is not None
     return projection.view(state)
 

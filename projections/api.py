@@ -47,7 +47,8 @@ import bson
 import bson.errors
 import orjson
 
-from schemas.catalog import KEY_FIELD_OF_TOPIC, TOPIC_OF_TYPE
+from projections.state import State, StateType
+from schemas.catalog import CARRIES, KEY_FIELD_OF_TOPIC, TOPIC_OF_TYPE
 from schemas.events import Event
 
 JSON = Any
@@ -209,7 +210,7 @@ class Lookup:
     orders. The built-in order read model is joined to the customers this way (the
     processor's join keeps the link both ways, through internal topics repartitioned
     by each side's key); the projection engine for installed projections does not run
-    lookups yet, so a ``Projection`` does not take one.
+    lookups yet, so only a ``Projection`` with a typed state (``states``) takes one.
 
     ``projection``: the projection whose view is looked up. ``key``: the field of this
     view holding that view's key. ``fields``: the fields of that view shown. ``into``:
@@ -266,7 +267,8 @@ class Totals:
     placement time); for a maximum that can go down, use ``Projection.maxima``, which
     keeps every contribution. The built-in customer view is totalled this way
     (``customer_fold.CUSTOMER_TOTALS``); the projection engine for installed
-    projections does not run totals yet, so a ``Projection`` does not take them.
+    projections does not run totals yet, so only a ``Projection`` with a typed state
+    (``states``) takes them.
 
     ``projection``: whose views are totalled. ``key``: their field naming this entity.
     ``reads``: the fields of those views the contribution reads (the key with them:
@@ -402,8 +404,8 @@ class Projection:
 
     name: str
     consumes: tuple[str, ...]
-    initial: Callable[[], JSON]
-    fold: Fold
+    initial: Callable[[], JSON] | None = None
+    fold: Fold | None = None
     rows: Callable[[JSON], Rows] | None = None
     view: Callable[[JSON], Mapping[str, JSON] | None] | None = None
     description: str = ""
@@ -424,6 +426,16 @@ class Projection:
     in a MongoDB collection per version, written in each batch before its marks are
     raised, and listed over HTTP filtered by the fields named here
     (``GET /v1/projections/{name}?field=value``)."""
+    states: StateType[State] | None = None
+    """A typed state instead of ``initial`` and ``fold`` (``projections.state``): its
+    ``view()`` is what the entity shows, so no ``view`` is given. The built-in order and
+    customer read models are defined this way (an order's state keeps its events as
+    decoded facts, so that its hot path never decodes them again); the processor's join
+    runs them."""
+    lookup: Lookup | None = None
+    """Fields of another projection's view this one's view shows (``Lookup``)."""
+    totals: Totals | None = None
+    """Totals over another projection's views that name this one's entities (``Totals``)."""
     topics: tuple[str, ...] = field(init=False)
     key_field: str = field(init=False)
 
@@ -441,15 +453,14 @@ class Projection:
                 f"{self.name}: unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(TOPIC_OF_TYPE))}"
             )
-        if (self.rows is None) == (self.view is None):
-            raise ProjectionError(f"{self.name}: define exactly one of rows and view")
+        self._check_state()
         if self.documents is not None:
             if not isinstance(self.documents, Documents):
                 raise ProjectionError(
                     f"{self.name}: documents is a projections.api.Documents, not"
                     f" {self.documents!r:.100}"
                 )
-            if self.view is None:
+            if self.rows is not None:
                 raise ProjectionError(
                     f"{self.name}: documents store views; a rows projection has none"
                 )
@@ -471,10 +482,74 @@ class Projection:
         object.__setattr__(self, "topics", topics)
         object.__setattr__(self, "key_field", keys.pop())
 
+    def _check_state(self) -> None:
+        if self.states is None:
+            if self.initial is None or self.fold is None:
+                raise ProjectionError(
+                    f"{self.name}: define initial and fold (or a typed state: states)"
+                )
+            if (self.rows is None) == (self.view is None):
+                raise ProjectionError(f"{self.name}: define exactly one of rows and view")
+            for joined in ("lookup", "totals"):
+                if getattr(self, joined) is not None:
+                    raise ProjectionError(
+                        f"{self.name}: the projection engine does not run a {joined} over a"
+                        " JSON state yet (the built-in order and customer read models, with"
+                        " typed states, have them)"
+                    )
+            return
+        if self.initial is not None or self.fold is not None:
+            raise ProjectionError(
+                f"{self.name}: a typed state (states) folds itself: no initial or fold"
+            )
+        if self.rows is not None or self.view is not None:
+            raise ProjectionError(
+                f"{self.name}: a typed state (states) shows its own view: no rows or view"
+            )
+        for joined, kind in (("lookup", Lookup), ("totals", Totals)):
+            value = getattr(self, joined)
+            if value is not None and not isinstance(value, kind):
+                raise ProjectionError(
+                    f"{self.name}: {joined} is a projections.api.{kind.__name__}, not"
+                    f" {value!r:.100}"
+                )
+        for other in (self.lookup, self.totals):
+            if other is None:
+                continue
+            if other.projection == self.name:
+                raise ProjectionError(f"{self.name}: a lookup or totals over its own views")
+            if (other.projection, self.name) not in CARRIES:
+                raise ProjectionError(
+                    f"{self.name}: no internal topic carries {other.projection}'s views to it"
+                    " (schemas.catalog.CARRIES)"
+                )
+
+    @property
+    def joined_topics(self) -> tuple[str, ...]:
+        """The internal topics that bring this projection what its lookup and totals read
+        of other projections' views (``schemas.catalog.CARRIES``)."""
+        return tuple(
+            CARRIES[other.projection, self.name]
+            for other in (self.lookup, self.totals)
+            if other is not None
+        )
+
     @property
     def kind(self) -> str:
         """``rows`` or ``view``: what ``GET /v1/projections/{name}/{key}`` serves."""
         return "rows" if self.rows is not None else "view"
+
+    @property
+    def json_fold(self) -> tuple[Callable[[], JSON], Fold]:
+        """``initial`` and ``fold``; ProjectionError for a typed state (``states``)."""
+        if self.initial is None or self.fold is None:
+            raise ProjectionError(f"{self.name}: a typed state, not a JSON one")
+        return self.initial, self.fold
+
+    @property
+    def typed(self) -> bool:
+        """Whether the state is typed (``states``), not JSON (``initial`` and ``fold``)."""
+        return self.states is not None
 
     def _measure_names(self, option: str) -> tuple[str, ...]:
         """The measure names of ``option`` (``ranked``, ``maxima``, ``minima``), checked

@@ -133,7 +133,8 @@ def _check_extremes(projection: Projection, rows: RowsDict) -> None:
 
 
 def _new_state(projection: Projection) -> JSON:
-    return orjson.loads(orjson.dumps(projection.initial()))
+    initial, _ = projection.json_fold
+    return orjson.loads(orjson.dumps(initial()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +158,11 @@ class JsonState:
         if not fresh:
             return Folded(None)
         start = doc["state"] if doc is not None else _new_state(projection)
+        _, fold = projection.json_fold
         try:  # the common case: the whole batch of the entity at once, on one copy
             state = start
             for p in fresh:
-                state = projection.fold(state, p.event)
+                state = fold(state, p.event)
             all_ids = [*seen, *(p.event.event_id for p in fresh)]
             return Folded(JsonState(projection, derive(projection, state, all_ids)))
         except Exception:  # find the events that raise, fold the others
@@ -173,7 +175,7 @@ class JsonState:
         applied = list(seen)
         for p in fresh:
             try:
-                state = projection.fold(orjson.loads(state_json), p.event)
+                state = fold(orjson.loads(state_json), p.event)
                 candidate = derive(projection, state, [*applied, p.event.event_id])
             except Exception as exc:
                 failures.append(Failure(p, exc))

@@ -13,12 +13,20 @@ from eventfold.settings import Settings
 from eventfold.topics import end_offsets
 from projections.api import ProjectionError
 from projections.projection_store import FIRST_VERSION
-from projections.read_models import CORE, PROJECTIONS, Stores
+from projections.read_models import CORE, CoreReadModel, Stores
 from projections.registry import enabled, registered
 from projections.state import mark_of
 from schemas.catalog import INTERNAL_TOPICS, TOPICS
 
-CORE_DESCRIPTIONS = {m.name: m.description for m in CORE}
+
+def core_topics_of(model: CoreReadModel) -> tuple[str, ...]:
+    """The topics a core read model is made from: its definition's, and the internal
+    ones its lookup or totals read (a derived one: its source's)."""
+    name = model.name if model.derived_from is None else model.derived_from
+    definition = next(m.definition for m in CORE if m.name == name)
+    if definition is None:
+        return (*TOPICS, *INTERNAL_TOPICS)
+    return (*definition.topics, *definition.joined_topics)
 
 
 @dataclass(frozen=True)
@@ -84,18 +92,19 @@ async def gather_projections(settings: Settings, stores: Stores) -> tuple[list[P
     meta = await stores.read_meta()
     rows = [
         ProjectionRow(
-            name,
+            model.name,
             core=True,
             enabled=True,
             kind="core",
-            active=meta.active[name],
-            building=", ".join(b.version for b in meta.building if name in b.projections) or None,
+            active=meta.active[model.name],
+            building=", ".join(b.version for b in meta.building if model.name in b.projections)
+            or None,
             lag=core_lag,
             lag_from="consumer group",
-            topics=core_topics,
-            description=CORE_DESCRIPTIONS.get(name, ""),
+            topics=core_topics_of(model),
+            description=model.description,
         )
-        for name in PROJECTIONS
+        for model in CORE
     ]
     versions = stores.projection_versions()
     active, building = await versions.active(), await versions.building()

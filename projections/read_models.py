@@ -25,10 +25,9 @@ from redis.asyncio.lock import Lock
 
 from eventfold.consistency import Runs
 from eventfold.settings import Settings
-from projections.api import Documents
-from projections.customer_fold import CUSTOMER_DOCUMENTS
+from projections.api import Documents, Projection
+from projections.builtin.core import JOINED, orders
 from projections.order_fold import (
-    ORDER_DOCUMENTS,
     REVENUE_GROUP,
     STATUS_GROUP,
     customer_of_group,
@@ -51,28 +50,35 @@ FIRST_VERSION = "v1"
 class CoreReadModel:
     """A read model the processor's join writes: its name (a projection name, versioned
     and rebuilt like a registered one's), what it holds, and how its views are stored
-    as documents (None: in Redis)."""
+    as documents (None: in Redis). ``definition``: the projection it is (``orders``,
+    ``customers``), or for one derived from another's views (``redis``, from the
+    orders'), None and ``derived_from`` that projection's name."""
 
     name: str
     description: str
     documents: Documents | None = None
+    definition: Projection | None = None
+    derived_from: str | None = None
+
+    @classmethod
+    def of(cls, definition: Projection) -> CoreReadModel:
+        return cls(definition.name, definition.description, definition.documents, definition)
 
 
 CORE: tuple[CoreReadModel, ...] = (
+    *(CoreReadModel.of(d) for d in JOINED),
     CoreReadModel(
-        "orders", "order views (MongoDB), written by the processor's join", ORDER_DOCUMENTS
+        "redis",
+        "hot cache, status counts, revenue, top customers (Redis), derived from the orders",
+        derived_from=orders.name,
     ),
-    CoreReadModel(
-        "customers", "customer views (MongoDB), written by the processor's join", CUSTOMER_DOCUMENTS
-    ),
-    CoreReadModel("redis", "hot cache, status counts, revenue, top customers (Redis)"),
 )
 """The join's read models, declared once: the names, the descriptions and the documents
 below, the names a registered projection cannot take, ``eventfold projections``."""
 PROJECTIONS: tuple[str, ...] = tuple(m.name for m in CORE)
 DOCUMENTS: dict[str, Documents] = {m.name: m.documents for m in CORE if m.documents is not None}
 """How each projection stored in MongoDB stores its views (``projections.api.Documents``)."""
-ORDER_PROJECTION: tuple[str, ...] = ORDER_DOCUMENTS.read or ()
+ORDER_PROJECTION: tuple[str, ...] = DOCUMENTS[orders.name].read or ()
 """The fields to read of an order document to show its view."""
 # The Redis projection's key layout, under a version's prefix (``ReadModels.key``); declared
 # here once, used through ``ReadModels``' methods of the same names.

@@ -35,6 +35,12 @@ def _loaded(point: EntryPoint) -> Projection:
             f"entry point {point.name} = {point.value} ({ENTRY_POINT_GROUP}) "
             f"is a {type(found).__name__}, not a projections.api.Projection"
         )
+    if found.typed:
+        raise ProjectionError(
+            f"entry point {point.name} = {point.value} ({ENTRY_POINT_GROUP}): {found.name}"
+            " has a typed state (states), which only the processor's join runs; a registered"
+            " projection folds a JSON state (initial and fold)"
+        )
     return found
 
 

@@ -18,6 +18,12 @@ TABLE_SIDE = "customers"
 ORDER_LINKS = "order-links"
 ORDER_ENRICHMENT = "order-enrichment"
 INTERNAL_TOPICS: tuple[str, ...] = (ORDER_LINKS, ORDER_ENRICHMENT)
+# What they carry between the join's two projections, (from, to) -> topic: each order's
+# contribution to its customer's totals, and the customer fields its orders look up.
+CARRIES: dict[tuple[str, str], str] = {
+    ("orders", "customers"): ORDER_LINKS,
+    ("customers", "orders"): ORDER_ENRICHMENT,
+}
 # The processors' keyed state (Faust tables, each backed by a compacted changelog topic
 # ``<app id>-<table>-changelog``): ``order-state`` per order_id, ``customer-state`` per
 # customer_id, partitioned like the topics their agent consumes.

@@ -105,6 +105,10 @@ async def test_rebuild_verify_and_list_a_registered_projection(topics: Settings)
         for core in ("orders", "customers", "redis"):
             assert found[core]["core"] and found[core]["kind"] == "core"
             assert (found[core]["active"], found[core]["lag"]) == ("v1", 5)  # no processor
+        # each from its definition's topics and the internal one its lookup or totals reads
+        assert found["orders"]["topics"] == ["orders", "payments", "order-enrichment"]
+        assert found["customers"]["topics"] == ["customers", "order-links"]
+        assert found["redis"]["topics"] == found["orders"]["topics"]  # derived from the orders
         table = await eventfold(topics, "projections")
         assert table.returncode == 0 and "sku_sales" in table.stdout, table.stderr
 

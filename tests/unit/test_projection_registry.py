@@ -15,6 +15,7 @@ import pytest
 from eventfold.settings import Settings
 from projections.api import Projection, ProjectionError
 from projections.applier import Applier
+from projections.joins import ORDER_STATES
 from projections.projection_store import MemoryProjectionStore
 from projections.registry import ENTRY_POINT_GROUP, enabled, registered
 from projections.state import Positioned
@@ -41,6 +42,7 @@ same_name_as_a_built_in = _projection("sku_sales")
 named_extra_counts_too = _projection("extra_counts")
 named_orders = _projection("orders")
 not_a_projection = {"name": "dict_counts"}
+typed_orders = Projection(name="typed_orders", consumes=("OrderPlaced",), states=ORDER_STATES)
 
 
 def point(attribute: str, name: str | None = None) -> EntryPoint:
@@ -95,6 +97,12 @@ def test_a_name_taken_twice_is_refused(attributes: list[str]) -> None:
 def test_a_reserved_name_is_refused() -> None:
     with pytest.raises(ProjectionError, match="'orders' is reserved"):
         registered([point("named_orders")])
+
+
+def test_a_typed_state_is_refused_from_an_entry_point() -> None:
+    """The projection worker folds JSON states; only the processor's join runs typed ones."""
+    with pytest.raises(ProjectionError, match="typed_orders has a typed state"):
+        registered([point("typed_orders")])
 
 
 def test_enabled_leaves_out_the_disabled_ones() -> None:
