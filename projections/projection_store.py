@@ -601,7 +601,7 @@ class ProjectionVersions:
             return None
         if self._db is None:
             raise RuntimeError(f"{projection.name} keeps documents: MongoDB is needed")
-        return MongoViewDocuments(self._db, projection.name, version, projection.documents)
+        return MongoViewDocuments.of(self._db, projection.name, version, projection.documents)
 
     async def drop(self, name: str, version: str) -> None:
         """Everything a version holds: its keys, and its documents' collection. Under its

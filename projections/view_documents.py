@@ -17,7 +17,7 @@ folded again, into the same views.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import pymongo
 from pymongo import DeleteOne, ReplaceOne
@@ -97,9 +97,17 @@ class ViewDocuments(Protocol):
 
 
 class MongoViewDocuments:
-    def __init__(self, db: AsyncDatabase[Doc], name: str, version: str, shape: Documents) -> None:
-        self._collection: AsyncCollection[Doc] = db[collection_name(name, version)]
+    """A version's documents in ``collection``. ``of``: a registered projection's
+    (``p_<name>_<version>``); the join's are made alike (``Documents.document``, with
+    their state) and read through the same class (``GET /v1/projections/orders``)."""
+
+    def __init__(self, collection: AsyncCollection[Doc], shape: Documents) -> None:
+        self._collection = collection
         self._shape = shape
+
+    @classmethod
+    def of(cls, db: AsyncDatabase[Doc], name: str, version: str, shape: Documents) -> Self:
+        return cls(db[collection_name(name, version)], shape)
 
     async def prepare(self) -> None:
         if not self._shape.indexes or not await pushes_down_filters(self._collection):

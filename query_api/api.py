@@ -60,7 +60,7 @@ from query_api.models import (
     public_order,
 )
 from query_api.operations import mount_operations
-from query_api.projections import projection_routes
+from query_api.projections import Token, projection_routes
 from query_api.versions import Active, ActiveVersions
 
 Status = Literal["pending", "placed", "paid", "shipped", "delivered", "cancelled", "refunded"]
@@ -159,6 +159,14 @@ async def cached_reading(
     an endpoint reading the stamp in the same round trip as its data
     (``ActiveVersions.hget``)."""
     return await _reading(request, x_consistency_token, consistency_token, False)
+
+
+async def core_models(request: Request, token: Token) -> ReadModels:
+    """The core read models for a ``GET /v1/projections/orders`` or ``customers`` read:
+    as ``active_models`` with the token the projection routes read."""
+    if token.runs is None:
+        return (await request.app.state.versions.current()).models
+    return (await consistent(request, token.runs, token.deadline)).models
 
 
 Models = Annotated[ReadModels, Depends(active_models)]
@@ -531,7 +539,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             revenue=entries,
         )
 
-    v1.include_router(projection_routes(stores))
+    v1.include_router(projection_routes(stores, core=core_models))
     app.include_router(v1)
     # the operations console (/console) and its admin API (/v1/admin)
     operations = mount_operations(app, settings, stores, histogram)

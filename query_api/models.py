@@ -122,6 +122,12 @@ class ProjectionInfo(BaseModel):
     kind: ProjectionKind = Field(
         description="rows: numbers per group key; view: one document per entity"
     )
+    core: bool = Field(
+        default=False,
+        description="a core read model (orders, customers), written by the processor's "
+        "join: its version moves with the core rebuilds (eventfold replay), and a "
+        "consistency token's read waits for every topic the join reads",
+    )
     description: str
     consumes: list[str] = Field(description="the event types it folds")
     topics: list[str] = Field(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -27,12 +27,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from eventfold.consistency import Positions, Runs, highest
 from projections.api import GROUP_SEPARATOR, INT64, Documents, Projection, group_key
+from projections.builtin.core import JOINED, customers, orders
 from projections.builtin.payment_methods import MEASURES, payment_methods
 from projections.builtin.sku_sales import ORDERS, REVENUE_PREFIX, UNITS, sku_sales
 from projections.money import format_money, from_units
 from projections.projection_store import FIRST_VERSION, RedisProjectionStore
-from projections.read_models import Stores
+from projections.read_models import ReadModels, Stores
 from projections.registry import enabled
+from projections.view_documents import MongoViewDocuments, ViewDocuments
 from query_api.consistency import (
     POLL_INTERVAL_S,
     TokenHeader,
@@ -42,6 +44,8 @@ from query_api.consistency import (
     token_runs,
 )
 from query_api.models import (
+    ORDER_VIEW_FIELDS,
+    CustomerView,
     PaymentMethodHealth,
     PaymentMethodHour,
     PaymentMethods,
@@ -75,15 +79,23 @@ TOKEN_DOC = (
 )
 LIST_DOC = (
     "Every projection enabled on this instance (built-in and installed), with its "
-    "active version. With a consistency token, each projection is waited for as a read "
-    "of it would be, and the version listed is the one that applied the token."
+    "active version: the core read models `orders` and `customers` (`core`: written by "
+    "the processor's join) first. With a consistency token, each registered projection "
+    "is waited for as a read of it would be, and the version listed is the one that "
+    "applied the token; the core ones are listed with their active version (a read of "
+    "them waits)."
+)
+CORE_DOC = (
+    " `orders` and `customers` show what their own endpoints show (`GET "
+    "/v1/orders/{order_id}`, `GET /v1/customers/{customer_id}`), and a token's read of "
+    "them waits as those do (for every topic of the join)."
 )
 READ_DOC = (
     "One group's row of a `rows` projection (its measures summed over the entities, "
     "money in integer 1e-4 units), or one entity's view of a `view` projection. A "
     "composite group key joins its parts with `|` (`%7C` in the path): "
     "`SKU-1|2026-12-03`. 404 for a projection that is not enabled, a group without a "
-    "row or an entity without a view." + TOKEN_DOC
+    "row or an entity without a view." + TOKEN_DOC + CORE_DOC
 )
 RANKING_DOC = (
     "The groups of a `rows` projection with the highest values of one of the measures "
@@ -101,7 +113,9 @@ DOCUMENTS_DOC = (
     "`customer_id` is `c-1`; a field given twice matches either value. A value is "
     "matched as the text given and, where it reads as one, as a number, a boolean "
     "(`true`, `false`) or null. 404 for a projection that is not enabled or keeps no "
-    "documents; 422 for a field it does not filter on or a cursor not made here." + TOKEN_DOC
+    "documents; 422 for a field it does not filter on or a cursor not made here."
+    + TOKEN_DOC
+    + CORE_DOC
 )
 SKU_SALES_DOC = (
     "Units, orders and revenue (per currency, decimal strings) of a SKU per UTC day, "
@@ -158,12 +172,35 @@ def kind_of(projection: Projection) -> ProjectionKind:
     return "rows" if projection.rows is not None else "view"
 
 
-class ProjectionReads:
-    """The enabled projections of one app, and the version of each a request reads."""
+CoreModels = Callable[[Request, Token], Awaitable[ReadModels]]
+"""The core read models' active versions for a request, once they applied its token
+(``query_api.api``: the same wait as ``GET /v1/orders/{order_id}``)."""
 
-    def __init__(self, stores: Stores, projections: Mapping[str, Projection]) -> None:
+
+CORE_SHOWN: dict[str, tuple[str, ...]] = {
+    orders.name: ORDER_VIEW_FIELDS,
+    customers.name: tuple(CustomerView.model_fields),
+}
+"""What the projection endpoints show of the join's views, and list them by: the fields
+their own endpoints answer with (``GET /v1/orders/{order_id}``, ``GET
+/v1/customers/{customer_id}``). An order's ledger and a customer's email stay inside."""
+
+
+class ProjectionReads:
+    """The enabled projections of one app, and the version of each a request reads.
+    With ``core``, the join's definitions too (``projections.builtin.core``: orders and
+    customers), read from their documents in the versions ``core`` gives."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        projections: Mapping[str, Projection],
+        core: CoreModels | None = None,
+    ) -> None:
         self.versions = stores.projection_versions()
-        self.projections = dict(sorted(projections.items()))
+        self.core = core
+        joined = {d.name: d for d in JOINED} if core is not None else {}
+        self.projections = {**joined, **dict(sorted(projections.items()))}
 
     def named(self, name: str) -> Projection:
         """The enabled projection ``name``; a 404 naming the enabled ones otherwise."""
@@ -175,6 +212,56 @@ class ProjectionReads:
                 f"{', '.join(self.projections) or 'none'} (see GET /v1/projections)",
             )
         return found
+
+    @staticmethod
+    def listed_by(projection: Projection) -> tuple[str, ...] | None:
+        """The fields a list of the projection's documents filters on (``[]``: any field
+        of the view); None for one that keeps none."""
+        shape = projection.documents
+        if shape is None:
+            return None
+        if not projection.typed:
+            return shape.fields
+        return tuple(f for f in CORE_SHOWN[projection.name] if shape.filters_on(f))
+
+    @staticmethod
+    def shown(projection: Projection, view: Mapping[str, Any]) -> dict[str, Any]:
+        """What a read shows of an entity's view."""
+        if not projection.typed:
+            return dict(view)
+        return {k: view[k] for k in CORE_SHOWN[projection.name] if k in view}
+
+    async def documents(
+        self, request: Request, projection: Projection, token: Token
+    ) -> tuple[str, ViewDocuments]:
+        """The version of ``projection`` a request reads and its documents (the projection
+        keeps them)."""
+        shape = projection.documents
+        assert shape is not None
+        if projection.typed:  # the join's: in the core read models' versions
+            models = await self._core(request, token)
+            collection = models.db[models.collection(projection.name)]
+            return models.versions[projection.name], MongoViewDocuments(collection, shape)
+        version = await self.version(request, projection, token)
+        documents = self.versions.documents(projection, version)
+        assert documents is not None
+        return version, documents
+
+    async def _core(self, request: Request, token: Token) -> ReadModels:
+        assert self.core is not None  # a typed projection is served only with it
+        return await self.core(request, token)
+
+    async def listed_version(
+        self, request: Request, projection: Projection, token: Token, active: Mapping[str, str]
+    ) -> str:
+        """The version ``GET /v1/projections`` lists (``active``: the registered ones'
+        without a token, read once for all)."""
+        if projection.typed:  # listed as active now: a read of it waits for the token
+            now = await self._core(request, Token(None, token.deadline))
+            return now.versions[projection.name]
+        if token.runs is None:
+            return active.get(projection.name, FIRST_VERSION)
+        return await self.version(request, projection, token)
 
     async def version(self, request: Request, projection: Projection, token: Token) -> str:
         """The active version of ``projection``, once it applied the token's records of
@@ -242,15 +329,17 @@ def filter_values(text: str) -> list[Any]:
     return values
 
 
-def document_filters(request: Request, name: str, shape: Documents) -> dict[str, list[Any]]:
+def document_filters(
+    request: Request, name: str, shape: Documents, only: Sequence[str] | None = None
+) -> dict[str, list[Any]]:
     """The fields and values a documents list filters on, from the query's parameters;
-    422 for one the documents do not filter on."""
+    422 for one the documents do not filter on (``only``: those of them it may)."""
     filters: dict[str, list[Any]] = {}
     for field, text in request.query_params.multi_items():
         if field in PAGE_PARAMETERS:
             continue
-        if not shape.filters_on(field):
-            fields = ", ".join(shape.fields) or "a field of the view"
+        if not shape.filters_on(field) or (only is not None and field not in only):
+            fields = ", ".join(shape.fields if only is None else only) or "a field of the view"
             raise invalid_parameter(
                 "query", field, f"projection {name!r} lists its documents by: {fields}"
             )
@@ -408,12 +497,16 @@ def method_health(
 
 
 def projection_routes(
-    stores: Stores, projections: Mapping[str, Projection] | None = None
+    stores: Stores,
+    projections: Mapping[str, Projection] | None = None,
+    core: CoreModels | None = None,
 ) -> APIRouter:
     """The routes, to include in the ``/v1`` router (its read scope applies). Serves
-    ``projections``, by default those enabled by the settings (``projections.registry``)."""
+    ``projections``, by default those enabled by the settings (``projections.registry``),
+    and with ``core`` the join's order and customer definitions, read from their
+    documents (``GET /v1/projections/customers?tier=gold``)."""
     reads = ProjectionReads(
-        stores, enabled(stores.settings) if projections is None else projections
+        stores, enabled(stores.settings) if projections is None else projections, core
     )
     router = APIRouter(tags=["projections"])
 
@@ -427,14 +520,12 @@ def projection_routes(
         active = await reads.versions.active() if token.runs is None else {}
         items = []
         for name, projection in reads.projections.items():
-            if token.runs is None:
-                version = active.get(name, FIRST_VERSION)  # one read for all
-            else:
-                version = await reads.version(request, projection, token)
+            version = await reads.listed_version(request, projection, token, active)
             items.append(
                 ProjectionInfo(
                     name=name,
                     kind=kind_of(projection),
+                    core=projection.typed,
                     description=projection.description,
                     consumes=list(projection.consumes),
                     topics=list(projection.topics),
@@ -443,8 +534,8 @@ def projection_routes(
                     maxima=list(projection.maxima),
                     minima=list(projection.minima),
                     documents=None
-                    if projection.documents is None
-                    else list(projection.documents.fields),
+                    if (listed := reads.listed_by(projection)) is None
+                    else list(listed),
                 )
             )
         return ProjectionList(items=items)
@@ -472,17 +563,16 @@ def projection_routes(
                 f"projection {name!r} keeps no documents to list; read one entity at"
                 f" /v1/projections/{name}/{{key}}",
             )
-        filters = document_filters(request, name, shape)
+        only = reads.listed_by(projection) if projection.typed else None
+        filters = document_filters(request, name, shape, only)
         after = None if cursor is None else decode_key_cursor(cursor)
-        version = await reads.version(request, projection, token)
-        documents = reads.versions.documents(projection, version)
-        assert documents is not None  # the projection keeps them
+        version, documents = await reads.documents(request, projection, token)
         found = await documents.find(filters, after, limit + 1)
         page = found[:limit]
         return ProjectionDocuments(
             projection=name,
             version=version,
-            items=[ProjectionDocument(key=k, view=v) for k, v in page],
+            items=[ProjectionDocument(key=k, view=reads.shown(projection, v)) for k, v in page],
             next_cursor=encode_key_cursor(page[-1][0]) if len(found) > limit else None,
         )
 
@@ -499,6 +589,18 @@ def projection_routes(
         token: CallerToken,
     ) -> ProjectionRead:
         projection = reads.named(name)
+        if projection.typed:  # the join's: its document's view
+            version, documents = await reads.documents(request, projection, token)
+            view = (await documents.views([key])).get(key)
+            if view is None:
+                raise HTTPException(404, f"projection {name!r} has no view of {key!r}")
+            return ProjectionRead(
+                projection=name,
+                version=version,
+                key=key,
+                kind="view",
+                data=reads.shown(projection, view),
+            )
         store = await reads.store(request, projection, token)
         read = row_data if projection.rows is not None else view_data
         return ProjectionRead(

@@ -85,6 +85,70 @@ async def test_consistency_token_gives_read_your_writes(
     assert response.json()["amount_paid"] == "0.00"
 
 
+async def test_the_core_read_models_are_read_as_projections(
+    processor: ProcessorProcess,
+    producer_api: httpx.AsyncClient,
+    query_api: httpx.AsyncClient,
+) -> None:
+    """``orders`` and ``customers`` are definitions (``projections.builtin.core``): the
+    generic projection endpoints serve them from their documents, as their own
+    endpoints do, and list them by the fields their documents keep apart."""
+    customer_id = f"c-{uuid.uuid4().hex[:8]}"
+    orders = sorted(f"o-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    profile = {
+        "customer_id": customer_id,
+        "name": "Grace Hopper",
+        "email": f"{customer_id}@example.com",
+        "tier": "gold",
+        "country": "US",
+    }
+    posted = await producer_api.post(
+        "/v1/events", json=[{"type": "CustomerRegistered", "data": profile}]
+    )
+    assert posted.status_code == 202, posted.text
+    for order_id in orders:
+        posted = await producer_api.post("/v1/events", json=order_events(order_id, customer_id))
+        assert posted.status_code == 202, posted.text
+    token = {"X-Consistency-Token": posted.json()["consistency_token"]}
+
+    read = await query_api.get(f"/v1/projections/orders/{orders[1]}", headers=token)
+    assert read.status_code == 200, read.text  # the token's wait, as GET /v1/orders/{id}'s
+    assert read.json()["kind"] == "view" and read.json()["data"]["status"] == "paid"
+
+    async def both_enriched() -> list[httpx.Response]:
+        return [await query_api.get(f"/v1/orders/{o}") for o in orders]
+
+    await eventually(both_enriched, lambda rs: all(r.json()["customer"] for r in rs))
+    for order_id in orders:  # settled: the same view from either endpoint
+        own = (await query_api.get(f"/v1/orders/{order_id}")).json()
+        generic = (await query_api.get(f"/v1/projections/orders/{order_id}")).json()
+        assert {k: generic["data"][k] for k in own} == own
+        assert generic["data"]["customer"]["tier"] == "gold"
+    customer = (await query_api.get(f"/v1/customers/{customer_id}")).json()
+    generic = (await query_api.get(f"/v1/projections/customers/{customer_id}")).json()
+    assert generic["data"] == customer and customer["order_count"] == 2  # no email shown
+
+    listed = await query_api.get("/v1/projections/orders", params={"customer_id": customer_id})
+    assert listed.status_code == 200, listed.text
+    assert [i["key"] for i in listed.json()["items"]] == orders  # in key order
+    gold = await query_api.get(
+        "/v1/projections/customers", params={"tier": "gold", "customer_id": customer_id}
+    )
+    assert [i["view"]["name"] for i in gold.json()["items"]] == ["Grace Hopper"]
+
+    every = {p["name"]: p for p in (await query_api.get("/v1/projections")).json()["items"]}
+    listed_by = ["order_id", "customer_id", "status", "placed_at"]
+    assert every["orders"]["core"] and every["orders"]["documents"] == listed_by
+    assert every["customers"]["core"] and not every["sku_sales"]["core"]
+    assert "email" not in every["customers"]["documents"]
+    missing = await query_api.get("/v1/projections/orders/o-never-placed")
+    assert missing.status_code == 404
+    for internal in ({"total": "24.98"}, {"placed": "true"}):  # not kept apart; not shown
+        assert (await query_api.get("/v1/projections/orders", params=internal)).status_code == 422
+    by_email = await query_api.get("/v1/projections/customers", params={"email": profile["email"]})
+    assert by_email.status_code == 422  # a customer's email is not shown, nor searched by
+
+
 async def _snapshot(settings: Settings) -> tuple[str, Snapshot]:
     stores = Stores(settings)
     try:

@@ -25,6 +25,7 @@ from eventfold.consistency import encode_token, token_of
 from eventfold.settings import Settings
 from projections.api import JSON, Documents, Projection, Rows
 from projections.applier import Applier
+from projections.builtin.core import JOINED
 from projections.builtin.payment_methods import payment_methods
 from projections.builtin.sku_sales import sku_sales
 from projections.money import to_units
@@ -32,6 +33,7 @@ from projections.projection_store import ProjectionVersions
 from projections.read_models import Stores
 from projections.state import Positioned
 from query_api.api import create_app
+from query_api.projections import ProjectionReads
 from schemas.catalog import TOPIC_OF_TYPE
 from schemas.events import (
     Event,
@@ -405,11 +407,29 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
 ) -> None:
     answer = await api.get("/v1/projections")
     assert answer.status_code == 200, answer.text
+    core = [  # the join's definitions first, read from the core versions
+        {
+            "name": p.name,
+            "kind": "view",
+            "core": True,
+            "description": p.description,
+            "consumes": sorted(p.consumes),
+            "topics": list(p.topics),
+            "version": "v1",
+            "ranked": [],
+            "maxima": [],
+            "minima": [],
+            "documents": list(ProjectionReads.listed_by(p) or ()),
+        }
+        for p in JOINED
+    ]
     assert answer.json() == {
-        "items": [
+        "items": core
+        + [
             {
                 "name": p.name,
                 "kind": "view" if p is order_cards else "rows",
+                "core": False,
                 "description": p.description,
                 "consumes": sorted(p.consumes),
                 "topics": sorted(p.topics),
@@ -427,6 +447,8 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
     await versions.activate("sku_sales", version)
     listed = (await api.get("/v1/projections")).json()["items"]
     assert {i["name"]: i["version"] for i in listed} == {
+        "orders": "v1",
+        "customers": "v1",
         "order_cards": "v1",
         "payment_methods": "v1",
         "sku_ranks": "v1",
@@ -435,7 +457,7 @@ async def test_the_listing_shows_each_enabled_projection_and_its_active_version(
 
     fewer = await client_of(projections_disabled="sku_sales,order_cards")
     listed = (await fewer.get("/v1/projections")).json()["items"]
-    assert [i["name"] for i in listed] == ["payment_methods", "sku_ranks"]
+    assert [i["name"] for i in listed] == ["orders", "customers", "payment_methods", "sku_ranks"]
 
 
 async def test_a_group_row_is_its_measures_summed(log: Log, api: httpx.AsyncClient) -> None:
@@ -548,11 +570,11 @@ async def test_an_unknown_or_disabled_projection_is_a_404(
 ) -> None:
     message = problem(await api.get("/v1/projections/nope/x"), 404)
     assert message == (
-        "projection 'nope' is not enabled on this instance; enabled: order_cards, "
-        "payment_methods, sku_ranks, sku_sales (see GET /v1/projections)"
+        "projection 'nope' is not enabled on this instance; enabled: orders, customers, "
+        "order_cards, payment_methods, sku_ranks, sku_sales (see GET /v1/projections)"
     )
     none = await client_of(projections_disabled="sku_sales,payment_methods,order_cards,sku_ranks")
-    assert "enabled: none" in problem(await none.get("/v1/skus/A-1/sales"), 404)
+    assert "enabled: orders, customers (see" in problem(await none.get("/v1/skus/A-1/sales"), 404)
     assert "'payment_methods' is not enabled" in problem(
         await none.get("/v1/payments/methods"), 404
     )

@@ -33,7 +33,7 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeDocuments]:
     settings: Settings = request.getfixturevalue("settings")
     stores = Stores(settings)
     try:
-        yield lambda shape: MongoViewDocuments(stores.db, "cards", "v1", shape)
+        yield lambda shape: MongoViewDocuments.of(stores.db, "cards", "v1", shape)
     finally:
         await stores.mongo.drop_database(settings.mongo_db)
         await stores.close()
@@ -125,7 +125,7 @@ async def test_dropping_a_version_drops_its_collection(settings: Settings) -> No
     stores = Stores(settings)
     try:
         versions = ProjectionVersions(stores.redis, settings.redis_prefix, stores.db)
-        documents = MongoViewDocuments(stores.db, "cards", "v2", PACKED)
+        documents = MongoViewDocuments.of(stores.db, "cards", "v2", PACKED)
         await documents.write({"o-1": card("open", "c-1")})
         assert collection_name("cards", "v2") in await stores.db.list_collection_names()
         await versions.drop("cards", "v2")
