@@ -56,12 +56,30 @@ from projections.order_fold import (
     with_customer_block,
 )
 from projections.state import Folded, Positioned, StateType, fold_each
-from schemas.events import Event
+from schemas.events import Event, OrderPlaced, PaymentCaptured, PaymentRefunded
 
 Doc = dict[str, Any]
 S = TypeVar("S", "OrderState", "CustomerState")
 SUMMARY_FIELDS = CUSTOMER_TOTALS.fields
 """What an order tells its customer: the fields of its view the totals read."""
+SUMMARY_EVENT_TYPES = (OrderPlaced, PaymentCaptured, PaymentRefunded)
+"""The events an order's summary (``SUMMARY_FIELDS``) is derived from: the others
+never change it (an authorization only sets the currency a later capture or refund of
+its payment is checked against, and a reader of the payments stream in order knows it
+before those). Their number and offsets are the summary's ``Basis``."""
+Basis = tuple[int, int]
+"""What an order's summary is derived from: how many of its ``SUMMARY_EVENT_TYPES``
+events, and the sum of their offsets. Of two summaries of one order derived from the
+same topics, the one with more such events knows more, and with as many (the same
+events), the one with the lower sum (an event's lowest offset is its place in its
+stream: ``OrderState.with_event``); with the same basis, they are the same summary.
+Unlike the order's fact count, it does not depend on when the summary was sent (a
+shipment after the payment sends none)."""
+
+
+def basis_rank(basis: Basis) -> tuple[int, int]:
+    """The order of ``Basis`` values: the greater knows more."""
+    return basis[0], -basis[1]
 
 
 @dataclass(frozen=True)
@@ -163,7 +181,17 @@ class OrderState:
         view = self.view()
         if not view.get("customer_id"):
             return None
-        return OrderLink(self.order_id, len(self.offsets), {k: view.get(k) for k in SUMMARY_FIELDS})
+        summary = {k: view.get(k) for k in SUMMARY_FIELDS}
+        return OrderLink(self.order_id, len(self.offsets), summary, self.basis())
+
+    def basis(self) -> Basis:
+        """What the summary is derived from (``Basis``): a few events, counted afresh."""
+        offsets, count, total = self.offsets, 0, 0
+        for event in (*self.facts.order_events, *self.facts.payment_events):
+            if isinstance(event, SUMMARY_EVENT_TYPES):
+                count += 1
+                total += offsets[event.event_id]
+        return count, total
 
     def to_doc(self) -> Doc:
         """The state as a JSON-safe document."""
@@ -241,25 +269,57 @@ def _sorted_facts(facts: OrderFacts, offsets: Mapping[str, int]) -> OrderFacts:
 class OrderLink:
     """Order side -> customer side, keyed by customer_id: this order's summary.
 
-    ``facts`` (the order's fact count) orders the summaries of one order."""
+    ``basis`` orders the summaries of one order (``supersedes``). ``facts`` (the order's
+    fact count when the summary was sent) did before it: a summary kept from then, or
+    sent by a processor of then, has no basis (None), and is ordered by it."""
 
     order_id: str
     facts: int
     summary: Mapping[str, Any]
+    basis: Basis | None = None
 
     @property
     def customer_id(self) -> str:
         return str(self.summary["customer_id"])
 
+    def supersedes(self, known: OrderLink) -> bool:
+        """Whether this summary of the order knows more than ``known``."""
+        if self.basis is not None and known.basis is not None:
+            return basis_rank(self.basis) > basis_rank(known.basis)
+        return self.facts > known.facts
+
+    @property
+    def mark(self) -> Pending:
+        """What tells this summary of the order from the others (``CustomerState.pending``)."""
+        return self.order_id, self.facts, self.basis
+
     def to_doc(self) -> Doc:
-        return {"order_id": self.order_id, "facts": self.facts, "summary": dict(self.summary)}
+        doc = {"order_id": self.order_id, "facts": self.facts, "summary": dict(self.summary)}
+        if self.basis is not None:
+            doc["basis"] = list(self.basis)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> OrderLink:
         summary = dict(doc["summary"])
         if set(summary) != set(SUMMARY_FIELDS) or not summary["customer_id"]:
             raise ValueError(f"malformed order summary for {doc.get('order_id')!r}")
-        return cls(str(doc["order_id"]), int(doc["facts"]), summary)
+        basis = doc.get("basis")
+        return cls(
+            str(doc["order_id"]),
+            int(doc["facts"]),
+            summary,
+            None if basis is None else _basis(basis),
+        )
+
+
+Pending = tuple[str, int, Basis | None]
+"""A summary of an order, named by its order, fact count and basis (``OrderLink.mark``)."""
+
+
+def _basis(value: Sequence[Any]) -> Basis:
+    count, total = value
+    return int(count), int(total)
 
 
 @dataclass(frozen=True)
@@ -330,26 +390,61 @@ class CustomerTotals:
 
     measures: Mapping[str, Any] = field(default_factory=CUSTOMER_TOTALS.empty)
     facts: int = 0
-    """The facts of every applied summary, added up: grows with what is known, so of two
-    totals of one customer derived from the same events, the one with more facts knows
-    more (``CustomerState.merge``)."""
+    """The fact counts of every applied summary, added up: how totals without a basis
+    for each of their summaries are ordered (``knows_more``)."""
     orders: int = 0  # orders known (placed or not): the order index's length
+    basis: Basis = (0, 0)
+    """The bases of the applied summaries that have one, added up (``knows_more``)."""
+    based: int = 0  # how many of the applied summaries have a basis
 
     def with_summary(self, old: OrderLink | None, new: OrderLink) -> CustomerTotals:
+        count, total, based = *self.basis, self.based
+        if old is not None and old.basis is not None:
+            count, total, based = count - old.basis[0], total - old.basis[1], based - 1
+        if new.basis is not None:
+            count, total, based = count + new.basis[0], total + new.basis[1], based + 1
         return CustomerTotals(
             CUSTOMER_TOTALS.replaced(
                 self.measures, None if old is None else old.summary, new.summary
             ),
             self.facts - (0 if old is None else old.facts) + new.facts,
             self.orders + (old is None),
+            (count, total),
+            based,
         )
 
+    def knows_more(self, other: CustomerTotals) -> bool:
+        """Whether these totals of the customer know more than ``other``, both derived
+        from the same topics (by two writers of its document, or one at two times).
+
+        With a basis for every summary: by the bases added up (``basis_rank``). Each
+        order's summary knows at most what the topics say, with the highest basis when
+        it knows all of it (``Basis``), so totals that know everything have the highest
+        sum, and totals with that sum know everything: whatever two writers wrote, in
+        whatever order, the totals of a fold of every event win, never lose a tie to
+        others. Totals with summaries from before bases (kept by an earlier version)
+        are ordered by their fact counts, as then (which does not have that property:
+        a fact count depends on when each summary was sent)."""
+        if self.based == self.orders and other.based == other.orders:
+            return basis_rank(self.basis) > basis_rank(other.basis)
+        return self.facts > other.facts
+
     def to_doc(self) -> Doc:
-        return {**self.measures, "facts": self.facts, "orders": self.orders}
+        doc = {**self.measures, "facts": self.facts, "orders": self.orders}
+        if self.based:  # none: the layout from before bases
+            doc["basis"], doc["based"] = list(self.basis), self.based
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CustomerTotals:
-        return cls(CUSTOMER_TOTALS.from_doc(doc), int(doc["facts"]), int(doc["orders"]))
+        basis = doc.get("basis")
+        return cls(
+            CUSTOMER_TOTALS.from_doc(doc),
+            int(doc["facts"]),
+            int(doc["orders"]),
+            (0, 0) if basis is None else _basis(basis),
+            int(doc.get("based", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -358,7 +453,7 @@ class CustomerState:
 
     The summary of each order is kept on its own (``order_summary_key``), so a change
     of one order rewrites its summary and these totals, never a list of every order.
-    ``pending`` names the last summary applied to the totals ((order_id, facts)): the
+    ``pending`` names the last summary applied to the totals (``OrderLink.mark``): the
     state and that summary are two writes, and a record redelivered after only the
     first of them was kept must complete the second, not apply the summary twice."""
 
@@ -366,7 +461,7 @@ class CustomerState:
     profile: CustomerProfile | None = None
     profile_offset: int = -1
     totals: CustomerTotals = field(default_factory=CustomerTotals)
-    pending: tuple[str, int] | None = None
+    pending: Pending | None = None
 
     def with_profile(self, event: Event, offset: int) -> CustomerState | None:
         """The state with ``event``'s profile; None when one as new or newer is known.
@@ -389,10 +484,7 @@ class CustomerState:
                 f"order {link.order_id!r} belongs to customer "
                 f"{link.customer_id!r}, not {self.customer_id!r}"
             )
-        return (known is not None and known.facts >= link.facts) or self.pending == (
-            link.order_id,
-            link.facts,
-        )
+        return (known is not None and not link.supersedes(known)) or self.pending == link.mark
 
     def with_order(self, known: OrderLink | None, link: OrderLink) -> CustomerState | None:
         """The state with ``link``'s summary in place of ``known``; None when it is
@@ -404,7 +496,7 @@ class CustomerState:
             self.profile,
             self.profile_offset,
             self.totals.with_summary(known, link),
-            (link.order_id, link.facts),
+            link.mark,
         )
 
     def merge(self, other: CustomerState) -> CustomerState:
@@ -412,13 +504,12 @@ class CustomerState:
 
         Totals cannot be united, but two states of one customer are both derived from
         the same events: a document written by a rebuild and one by the live
-        processor, or by two workers. The one that saw more facts knows more; once a
-        writer has seen everything, its totals win over any partial ones, and two
-        totals with as many facts over the same events are the same."""
+        processor, or by two workers. Once a writer has seen everything, its totals win
+        over any partial ones (``CustomerTotals.knows_more``)."""
         merged = self
         if other.profile is not None and other.profile_offset > merged.profile_offset:
             merged = replace(merged, profile=other.profile, profile_offset=other.profile_offset)
-        if other.totals.facts > merged.totals.facts:
+        if other.totals.knows_more(merged.totals):
             merged = replace(merged, totals=other.totals, pending=other.pending)
         return merged
 
@@ -448,7 +539,7 @@ class CustomerState:
             "profile": None if self.profile is None else profile_to_doc(self.profile),
             "profile_offset": self.profile_offset,
             "totals": self.totals.to_doc(),
-            "pending": None if self.pending is None else list(self.pending),
+            "pending": None if self.pending is None else _pending_doc(self.pending),
         }
 
     @classmethod
@@ -469,7 +560,7 @@ class CustomerState:
                 state.profile,
                 state.profile_offset,
                 CustomerTotals.from_doc(doc["totals"]),
-                None if pending is None else (str(pending[0]), int(pending[1])),
+                None if pending is None else _pending_of(pending),
             )
         for link in legacy_summaries(doc):
             state = state.with_order(None, link) or state
@@ -496,6 +587,16 @@ class CustomerState:
 ORDER_STATES: StateType[OrderState] = OrderState
 CUSTOMER_STATES: StateType[CustomerState] = CustomerState
 """The join's two states as the engine's protocol names them (``state.StateType``)."""
+
+
+def _pending_doc(pending: Pending) -> list[Any]:
+    """[order_id, facts], and the basis' two numbers when it has one."""
+    order_id, facts, basis = pending
+    return [order_id, facts] if basis is None else [order_id, facts, *basis]
+
+
+def _pending_of(doc: Sequence[Any]) -> Pending:
+    return str(doc[0]), int(doc[1]), None if len(doc) == 2 else _basis(doc[2:])
 
 
 def legacy_summaries(doc: Mapping[str, Any]) -> list[OrderLink]:
@@ -534,9 +635,13 @@ def fold_order_event(
 def summary_change(before: OrderState | None, after: OrderState, resend: bool) -> OrderLink | None:
     """The link telling the customer side that ``after`` replaced ``before``: sent when
     the summary the customer side shows changed (placed, paid, refunded: about half of
-    an order's events), not for a shipment or an authorization; its fact count orders
-    the summaries of one order. ``resend`` (a record applied before: a crash may have
-    lost its link) sends the current summary whatever changed.
+    an order's events), or its basis did (an event of ``SUMMARY_EVENT_TYPES`` that
+    changed nothing, an anomaly), not for a shipment or an authorization; its basis
+    orders the summaries of one order. Every change of the basis is sent, so the
+    customer side's totals, whichever batches the events came in, add up the bases of
+    the orders' states (``CustomerTotals.knows_more`` relies on it). ``resend`` (a
+    record applied before: a crash may have lost its link) sends the current summary
+    whatever changed.
 
     A batch of records calls it once per changed order, ``before`` the batch and
     ``after`` it: one summary per order and batch, however many of its events the
@@ -545,7 +650,9 @@ def summary_change(before: OrderState | None, after: OrderState, resend: bool) -
     if resend or summary is None:
         return summary
     known = None if before is None else before.summary()
-    return summary if known is None or known.summary != summary.summary else None
+    if known is None or known.summary != summary.summary or known.basis != summary.basis:
+        return summary
+    return None
 
 
 def enrichment_step(state: OrderState | None, message: Enrichment) -> OrderStep:
@@ -592,7 +699,7 @@ def order_link_step(
     new = current.with_order(known, link)
     if new is None:
         enrich = current.enrichment_for(link.order_id)
-        unkept = known is None or known.facts < link.facts  # see CustomerState.pending
+        unkept = known is None or link.supersedes(known)  # see CustomerState.pending
         return CustomerStep(
             current,
             True,
