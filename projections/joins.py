@@ -55,7 +55,7 @@ from projections.order_fold import (
     order_view,
     with_customer_block,
 )
-from projections.state import Folded, Positioned, StateType, fold_each
+from projections.state import Documented, Folded, Positioned, StateType, fold_each
 from schemas.events import Event, OrderPlaced, PaymentCaptured, PaymentRefunded
 
 Doc = dict[str, Any]
@@ -144,6 +144,37 @@ class OrderState:
             merged = merged.with_customer(other.customer, other.customer_offset) or merged
         return merged
 
+    # --- as a ``state.Documented``: what the writer of its document calls ------------------
+
+    @property
+    def key(self) -> str:
+        return self.facts.order_id
+
+    @property
+    def mark(self) -> object:
+        return self.revision
+
+    def merged_with(self, stored: Mapping[str, Any] | None) -> OrderState | None:
+        if stored is not None and self.covers(stored):
+            # The common case (the writer knows more): no need to decode the stored events.
+            unchanged = (
+                len(stored["offsets"]) == len(self.offsets)
+                and int(stored.get("customer_offset", -1)) == self.customer_offset
+            )
+            return None if unchanged else self
+        known = None if stored is None else OrderState.from_doc(stored)
+        merged = self if known is None else known.merge(self)
+        return None if merged == known else merged
+
+    def packed_view(self) -> str:
+        return self.view_json()
+
+    def forget_encoded(self) -> None:
+        """Drop the encoded view and document (written: the state may stay cached for
+        long)."""
+        self.__dict__.pop("_view_json", None)
+        self.__dict__.pop("_json", None)
+
     def covers(self, doc: Mapping[str, Any]) -> bool:
         """Whether this state holds everything the ``to_doc()`` document ``doc`` holds
         (then merging it changes nothing), judged on offsets alone, without decoding
@@ -169,12 +200,6 @@ class OrderState:
     @cached_property
     def _view_json(self) -> str:
         return orjson.dumps(self.view()).decode()
-
-    def forget_view_json(self) -> None:
-        """Drop the encoded view and document (written: the state may stay cached for
-        long)."""
-        self.__dict__.pop("_view_json", None)
-        self.__dict__.pop("_json", None)
 
     def summary(self) -> OrderLink | None:
         """What the customer side needs of this order; None before its customer is known."""
@@ -341,14 +366,12 @@ class Enrichment:
         return cls(str(doc["order_id"]), block, int(doc["offset"]))
 
 
-def state_field(state: OrderState | CustomerState) -> str:
+def state_field(state: Documented) -> str:
     """A state as stored next to its view in a read-model document (``_state``): one
     JSON string, which FerretDB stores and returns several times faster than the same
     content as nested fields (measured: a 400-document bulk write of order documents
     0.68x the time, the find of them 0.58x)."""
-    if isinstance(state, OrderState):
-        return state.to_json().decode()
-    return orjson.dumps(state.to_doc()).decode()
+    return state.to_json().decode()
 
 
 def stored_state(doc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -513,6 +536,27 @@ class CustomerState:
             merged = replace(merged, totals=other.totals, pending=other.pending)
         return merged
 
+    # --- as a ``state.Documented`` --------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return self.customer_id
+
+    @property
+    def mark(self) -> object:
+        return self
+
+    def merged_with(self, stored: Mapping[str, Any] | None) -> CustomerState | None:
+        known = None if stored is None else CustomerState.from_doc(stored)
+        merged = self if known is None else known.merge(self)
+        return None if merged == known else merged
+
+    def packed_view(self) -> None:
+        return None
+
+    def forget_encoded(self) -> None:
+        """Nothing encoded is kept."""
+
     def enrichment_for(self, order_id: str) -> Enrichment | None:
         if self.profile is None:
             return None
@@ -586,6 +630,8 @@ class CustomerState:
 
 ORDER_STATES: StateType[OrderState] = OrderState
 CUSTOMER_STATES: StateType[CustomerState] = CustomerState
+_ORDER_DOCUMENTED: type[Documented] = OrderState
+_CUSTOMER_DOCUMENTED: type[Documented] = CustomerState
 """The join's two states as the engine's protocol names them (``state.StateType``)."""
 
 

@@ -25,12 +25,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pymongo import InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
 
+from projections.api import Rows
+from projections.builtin.core import customers, orders
 from projections.customer_fold import CUSTOMER_EVENT_TYPES
 from projections.joins import (
     CustomerSide,
@@ -48,38 +50,42 @@ from projections.joins import (
     stored_state,
     summary_change,
 )
-from projections.order_fold import ORDER_RANKED, order_id_of, order_rows
+from projections.order_fold import order_id_of
 from projections.read_models import (
+    DERIVED,
     PROJECTIONS,
+    CoreReadModel,
     Document,
     ReadModels,
     order_view_of,
     stored_document,
 )
 from projections.redis_writer import OrderRows, RedisWriter
+from projections.state import Cached, Documented
 from schemas.events import Event
 
 StateStore = MutableMapping[Any, Any]  # key -> JSON-safe state document
 Position = tuple[str, int, int]  # logical topic, partition, offset
 T = TypeVar("T")
 Doc = dict[str, Any]
+ORDERS, CUSTOMERS = orders.name, customers.name
+"""The read models the join's two sides write (``builtin.core``)."""
 
 
 @dataclass(frozen=True)
 class Targets:
-    """The read-model versions each projection is written to (active + being rebuilt)."""
+    """The read-model versions each read model (by name) is written to: the active one,
+    and the one being rebuilt."""
 
-    orders: Sequence[ReadModels]
-    customers: Sequence[ReadModels]
-    redis: Sequence[ReadModels]
+    versions: Mapping[str, Sequence[ReadModels]]
 
     @classmethod
     def of(cls, models: ReadModels, projections: Sequence[str] = PROJECTIONS) -> Targets:
-        """``models`` for the given projections, nothing for the others."""
-        return cls(*([models] if p in projections else [] for p in PROJECTIONS))
+        """``models`` for the given read models, nothing for the others."""
+        return cls({p: [models] for p in PROJECTIONS if p in projections})
 
-    def by_projection(self) -> dict[str, Sequence[ReadModels]]:
-        return {"orders": self.orders, "customers": self.customers, "redis": self.redis}
+    def of_model(self, name: str) -> Sequence[ReadModels]:
+        return self.versions.get(name, ())
 
 
 TargetsProvider = Callable[[], Awaitable[Targets]]
@@ -90,59 +96,26 @@ def public_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     return order_view_of(doc)
 
 
-def stored_order(doc: Mapping[str, Any] | None) -> OrderState | None:
-    """The state a stored order document was derived from (None: none, or an older layout
-    whose content the live state supersedes)."""
-    state = stored_state(doc)
-    return None if state is None else OrderState.from_doc(state)
-
-
 def stored_customer(doc: Mapping[str, Any] | None) -> CustomerState | None:
+    """The customer state a stored customer document was derived from (None: none)."""
     state = stored_state(doc)
     return None if state is None else CustomerState.from_doc(state)
 
 
 @dataclass(frozen=True)
-class _OrderMerge:
-    """Given the stored document (or None), the state to store, or None when it is as new."""
+class Merge:
+    """Given the stored document (or None), the state to store, or None when it is as new
+    (``state.Documented.merged_with``)."""
 
-    state: OrderState
+    state: Documented
 
     @property
     def mark(self) -> object:
         """What tells two written states of the document apart (``WrittenLast``)."""
-        return self.state.revision
+        return self.state.mark
 
-    def __call__(self, stored: Document | None) -> OrderState | None:
-        state = self.state
-        raw = stored_state(stored)
-        if raw is not None and state.covers(raw):
-            # The common case (the writer knows more): no need to decode the stored events.
-            unchanged = (
-                len(raw["offsets"]) == len(state.offsets)
-                and int(raw.get("customer_offset", -1)) == state.customer_offset
-            )
-            return None if unchanged else state
-        known = stored_order(stored)
-        merged = state if known is None else known.merge(state)
-        return None if stored is not None and merged == known else merged
-
-
-@dataclass(frozen=True)
-class _CustomerMerge:
-    state: CustomerState
-
-    @property
-    def mark(self) -> object:
-        return self.state
-
-    def __call__(self, stored: Document | None) -> CustomerState | None:
-        known = stored_customer(stored)
-        merged = self.state if known is None else known.merge(self.state)
-        return None if stored is not None and merged == known else merged
-
-
-Merge = _OrderMerge | _CustomerMerge
+    def __call__(self, stored: Document | None) -> Documented | None:
+        return self.state.merged_with(stored_state(stored))
 
 
 class WrittenLast:
@@ -204,11 +177,10 @@ def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
 
 @dataclass
 class _Held:
-    """What a batch changed: the latest state of each document and the highest offset
-    applied per partition, with the versions they go to."""
+    """What a batch changed: the latest state of each document per read model, and the
+    highest offset applied per partition, with the versions they go to."""
 
-    orders: dict[str, tuple[Targets, OrderState]] = field(default_factory=dict)
-    customers: dict[str, tuple[Targets, CustomerState]] = field(default_factory=dict)
+    states: dict[str, dict[str, tuple[Targets, Documented]]] = field(default_factory=dict)
     marks: dict[tuple[str, int], tuple[Targets, int]] = field(default_factory=dict)
 
 
@@ -216,14 +188,17 @@ class BatchWriter:
     """Writes what a batch of records changed, each document once, with a fixed number
     of round trips per batch whatever its size.
 
-    The pipeline hands it every changed state (``write_order``, ``write_customer``)
-    and every applied position (``checkpoint``); nothing is written until ``flush``:
+    The pipeline hands it every changed state of a read model kept as documents
+    (``write``: each knows its key and how to merge with what is stored,
+    ``state.Documented``) and every applied position (``checkpoint``); nothing is
+    written until ``flush``:
 
     1. per target version and collection, under that collection's batch lock
        (``ReadModels.batch_lock``), one ``find`` of the stored documents and one
        ``bulk_write`` of the merged ones (``ordered=False``);
-    2. with them, one Redis pipeline of each order's contribution to every target
-       version (FerretDB and Redis work at the same time);
+    2. with them, one Redis pipeline of each view's contribution to the read models
+       derived from its (``read_models.DERIVED``: the orders' ``redis``) in every
+       target version (FerretDB and Redis work at the same time);
     3. then one Redis pipeline of the applied marks, which read-your-writes waits on.
 
     A flush that fails forgets nothing: flushing again writes the same merges
@@ -241,23 +216,21 @@ class BatchWriter:
     @property
     def pending(self) -> int:
         """Documents waiting to be written."""
-        return len(self._held.orders) + len(self._held.customers)
+        return sum(len(states) for states in self._held.states.values())
 
-    @property
-    def customers_pending(self) -> int:
-        return len(self._held.customers)
+    def pending_of(self, name: str) -> int:
+        """Documents of read model ``name`` waiting to be written."""
+        return len(self._held.states.get(name, {}))
 
-    def hold_customers_of(self, other: BatchWriter) -> None:
-        """Take over the customer documents ``other`` holds, to write them later, with
-        what this writer is given (a rebuild writes each customer once that way)."""
-        self._held.customers, other._held.customers = other._held.customers, {}
+    def hold_of(self, name: str, other: BatchWriter) -> None:
+        """Take over the documents of read model ``name`` that ``other`` holds, to write
+        them later, with what this writer is given (a rebuild writes each customer once
+        that way)."""
+        self._held.states[name] = other._held.states.pop(name, {})
 
-    def write_order(self, targets: Targets, state: OrderState) -> None:
-        if state.offsets:  # only an enrichment known: no order to show yet
-            self._held.orders[state.order_id] = (targets, state)
-
-    def write_customer(self, targets: Targets, state: CustomerState) -> None:
-        self._held.customers[state.customer_id] = (targets, state)
+    def write(self, name: str, targets: Targets, state: Documented) -> None:
+        """Hold ``state`` as the latest of its document in read model ``name``."""
+        self._held.states.setdefault(name, {})[state.key] = (targets, state)
 
     def checkpoint(self, targets: Targets, topic: str, partition: int, offset: int) -> None:
         held = self._held.marks.get((topic, partition))
@@ -278,20 +251,21 @@ class BatchWriter:
         """Write what is held; ``before_marks`` (the batch's messages to Kafka) is awaited
         with the documents, before any mark is raised."""
         held = self._held
-        # Views first, before any I/O: a state that cannot be shown fails the batch here.
-        orders = [(targets, state, state.view()) for targets, state in held.orders.values()]
-        contributions = [order_rows(view) for _, _, view in orders]
+        # The derived rows first, before any I/O: a state that cannot be shown fails the
+        # batch here.
+        derived = [
+            (model, [(targets, state, rows(state.view())) for targets, state in states.values()])
+            for name, states in held.states.items()
+            for model in DERIVED.get(name, ())
+            if (rows := model.rows) is not None
+        ]
         by_collection: dict[tuple[int, str], tuple[ReadModels, list[tuple[str, Merge]]]] = {}
-        for targets, state, _ in orders:
-            for models in targets.orders:
-                by_collection.setdefault((id(models), "orders"), (models, []))[1].append(
-                    (state.order_id, _OrderMerge(state))
-                )
-        for targets, customer in held.customers.values():
-            for models in targets.customers:
-                by_collection.setdefault((id(models), "customers"), (models, []))[1].append(
-                    (customer.customer_id, _CustomerMerge(customer))
-                )
+        for name, states in held.states.items():
+            for targets, state in states.values():
+                for models in targets.of_model(name):
+                    by_collection.setdefault((id(models), name), (models, []))[1].append(
+                        (state.key, Merge(state))
+                    )
         outcomes = await asyncio.gather(
             *(
                 self._write_documents(models, projection, items)
@@ -299,7 +273,7 @@ class BatchWriter:
             ),
             # Redis takes the contributions while FerretDB writes (another process, often
             # another core); only the marks wait for both.
-            self._write_contributions(orders, contributions),
+            *(self._write_contributions(model, updates) for model, updates in derived),
             *([before_marks] if before_marks is not None else []),
             return_exceptions=True,
         )  # every write ends before the flush does, even on errors
@@ -307,29 +281,31 @@ class BatchWriter:
         if failed is not None:
             raise failed
         await self._raise_marks(held)
-        for _, state, _ in orders:
-            state.forget_view_json()  # the states stay cached: keep them small
+        for states in held.states.values():
+            for _, state in states.values():
+                state.forget_encoded()  # the states stay cached: keep them small
         if self._held is held:
             self._held = _Held()
 
     async def _write_contributions(
-        self,
-        orders: list[tuple[Targets, OrderState, Doc]],
-        contributions: list[dict[str, dict[str, int]]],
+        self, model: CoreReadModel, updates: list[tuple[Targets, Documented, Rows]]
     ) -> None:
-        """Each order's view and contribution, in one pipeline per Redis and script calls
-        of many orders (``RedisWriter.apply_orders``)."""
+        """Each view's rows in the derived read model ``model`` and the view in its cache,
+        in one pipeline per Redis and script calls of many views
+        (``RedisWriter.apply_orders``)."""
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
         by_version: dict[tuple[int, str], tuple[ReadModels, list[OrderRows]]] = {}
-        for (targets, state, _), contribution in zip(orders, contributions, strict=True):
-            update = OrderRows(state.order_id, state.revision, contribution, state.view_json())
-            for models in targets.redis:
-                version = models.for_projection("redis")
-                key = (id(models.redis), version.versions["redis"])
+        name = model.name
+        for targets, state, rows in updates:
+            cached = cast(Cached, state)
+            update = OrderRows(cached.key, cached.revision, rows, cached.packed_view())
+            for models in targets.of_model(name):
+                version = models.for_projection(name)
+                key = (id(models.redis), version.versions[name])
                 by_version.setdefault(key, (version, []))[1].append(update)
-        for version, updates in by_version.values():
+        for version, batch in by_version.values():
             writer, pipe = self._pipe_of(pipes, version)
-            await writer.apply_orders(pipe, version, updates, ORDER_RANKED)
+            await writer.apply_orders(pipe, version, batch, model.ranked)
         for _, pipe in pipes.values():
             await pipe.execute()
 
@@ -339,7 +315,7 @@ class BatchWriter:
         pipes: dict[int, tuple[RedisWriter, Any]] = {}
         marks: dict[tuple[int, str], tuple[ReadModels, list[str], dict[str, int]]] = {}
         for (topic, partition), (targets, offset) in held.marks.items():
-            for projection, versions in targets.by_projection().items():
+            for projection, versions in targets.versions.items():
                 for models in versions:
                     version = models.for_projection(projection)
                     entry = marks.setdefault(
@@ -428,10 +404,10 @@ class BatchWriter:
             self._written.remember(name, marks)
 
     @staticmethod
-    def _document(projection: str, state: OrderState | CustomerState) -> Document:
-        doc_id = state.order_id if isinstance(state, OrderState) else state.customer_id
-        packed = state.view_json() if isinstance(state, OrderState) else None
-        return stored_document(projection, doc_id, state.view(), state_field(state), packed)
+    def _document(projection: str, state: Documented) -> Document:
+        return stored_document(
+            projection, state.key, state.view(), state_field(state), state.packed_view()
+        )
 
     @staticmethod
     async def _insert_new(
@@ -580,7 +556,7 @@ class Pipeline:
         batch = FoldedBatch(self.writer, sent)
         self.writer = BatchWriter(self._fresh, self._written)
         if hold_customers:
-            self.writer.hold_customers_of(batch.writer)
+            self.writer.hold_of(CUSTOMERS, batch.writer)
         return batch
 
     async def flush(self) -> None:
@@ -618,7 +594,7 @@ class Pipeline:
         for customer_id in customer_ids:
             state = self.customer_side.state(customer_id)
             if state is not None:
-                self.writer.write_customer(targets, state)
+                self.writer.write(CUSTOMERS, targets, state)
 
     async def source_event(self, event: Event, topic: str, partition: int, offset: int) -> bool:
         """Apply one record of ``orders``, ``payments`` or ``customers``; False when it had
@@ -667,22 +643,26 @@ class Pipeline:
         out when the batch is detached (``_send_links``)."""
         if not duplicate:
             self._orders.put(state.order_id, state)
-        self.writer.write_order(targets, state)
+        self._write_order(targets, state)
         known = self._changed.get(state.order_id)
         if known is None:
             self._changed[state.order_id] = (before, state, duplicate)
         else:
             self._changed[state.order_id] = (known[0], state, known[2] or duplicate)
 
+    def _write_order(self, targets: Targets, state: OrderState) -> None:
+        if state.offsets:  # only an enrichment known: no order to show yet
+            self.writer.write(ORDERS, targets, state)
+
     async def _order_effects(self, targets: Targets, step: OrderStep) -> None:
         if not step.duplicate:
             self._orders.put(step.state.order_id, step.state)
-        self.writer.write_order(targets, step.state)
+        self._write_order(targets, step.state)
         if step.link is not None:
             await self._send_link(step.link)
 
     async def _customer_effects(self, targets: Targets, step: CustomerStep) -> None:
-        self.writer.write_customer(targets, step.state)
+        self.writer.write(CUSTOMERS, targets, step.state)
         for message in step.enrichments:  # one by one: a task each cost more than a send
             await self._send_enrichment(message)
 

@@ -25,13 +25,15 @@ from redis.asyncio.lock import Lock
 
 from eventfold.consistency import Runs
 from eventfold.settings import Settings
-from projections.api import Documents, Projection
+from projections.api import Documents, Projection, Rows
 from projections.builtin.core import JOINED, orders
 from projections.order_fold import (
+    ORDER_RANKED,
     REVENUE_GROUP,
     STATUS_GROUP,
     customer_of_group,
     lifetime_value_measure,
+    order_rows,
 )
 from projections.projection_store import LOCK_TTL_S, LOCK_WAIT_S, ProjectionVersions, RedisRows
 from projections.view_documents import pushes_down_filters
@@ -52,13 +54,17 @@ class CoreReadModel:
     and rebuilt like a registered one's), what it holds, and how its views are stored
     as documents (None: in Redis). ``definition``: the projection it is (``orders``,
     ``customers``), or for one derived from another's views (``redis``, from the
-    orders'), None and ``derived_from`` that projection's name."""
+    orders'), None and ``derived_from`` that projection's name, with the ``rows`` each
+    view contributes (``projections.api.Rows``) and the measures kept ``ranked``; it
+    also caches each view (its state's ``packed_view``, at its ``revision``)."""
 
     name: str
     description: str
     documents: Documents | None = None
     definition: Projection | None = None
     derived_from: str | None = None
+    rows: Callable[[Mapping[str, Any]], Rows] | None = None
+    ranked: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, definition: Projection) -> CoreReadModel:
@@ -71,11 +77,17 @@ CORE: tuple[CoreReadModel, ...] = (
         "redis",
         "hot cache, status counts, revenue, top customers (Redis), derived from the orders",
         derived_from=orders.name,
+        rows=order_rows,
+        ranked=ORDER_RANKED,
     ),
 )
 """The join's read models, declared once: the names, the descriptions and the documents
 below, the names a registered projection cannot take, ``eventfold projections``."""
 PROJECTIONS: tuple[str, ...] = tuple(m.name for m in CORE)
+DERIVED: dict[str, tuple[CoreReadModel, ...]] = {
+    d.name: tuple(m for m in CORE if m.derived_from == d.name) for d in JOINED
+}
+"""The read models derived from each definition's views (the orders': ``redis``)."""
 DOCUMENTS: dict[str, Documents] = {m.name: m.documents for m in CORE if m.documents is not None}
 """How each projection stored in MongoDB stores its views (``projections.api.Documents``)."""
 ORDER_PROJECTION: tuple[str, ...] = DOCUMENTS[orders.name].read or ()

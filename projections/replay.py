@@ -38,8 +38,15 @@ from eventfold.settings import Settings
 from eventfold.topics import source_partitions
 from projections.disk_state import DiskState
 from projections.joins import OrderLink, OrderState, stored_state
-from projections.projector import FoldedBatch, Projector, Targets, stored_customer
-from projections.read_models import PROJECTIONS, ReadModels, Stores, projections_named
+from projections.projector import (
+    CUSTOMERS,
+    ORDERS,
+    FoldedBatch,
+    Projector,
+    Targets,
+    stored_customer,
+)
+from projections.read_models import DOCUMENTS, PROJECTIONS, ReadModels, Stores, projections_named
 from projections.rebuild_status import StatusSaver
 from projections.redis_writer import RedisWriter
 from schemas.catalog import INTERNAL_TOPICS, TABLE_SIDE
@@ -292,7 +299,7 @@ async def read_until(
                 hold = (
                     read is not None
                     and bool(pending)
-                    and writer.customers_pending <= flush_documents // 4
+                    and writer.pending_of(CUSTOMERS) <= flush_documents // 4
                 )
                 await flush(wait=False, hold_customers=hold)
         await flush(wait=True)
@@ -323,7 +330,7 @@ class Workspace:
     def fresh(cls, settings: Settings, version: str) -> Workspace:
         root = cls.root(settings, version)
         shutil.rmtree(root, ignore_errors=True)
-        return cls(DiskState(root / "orders"), DiskState(root / "customers"))
+        return cls(DiskState(root / ORDERS), DiskState(root / CUSTOMERS))
 
     def destroy(self) -> None:
         self.orders.destroy()
@@ -411,7 +418,7 @@ async def rebuild(
             chosen, prepare=lambda allocated: stores.version(allocated).drop(chosen)
         )
     models = stores.version(version)
-    if "orders" in chosen:
+    if any(p in DOCUMENTS for p in chosen):
         await models.ensure_indexes()
     # The join state lives on disk for the rebuild's duration (memory stays bounded
     # whatever the topics hold); a resumed rebuild starts it again from the documents.
@@ -426,7 +433,7 @@ async def rebuild(
     )
     # Resuming from saved positions needs the join state of the records before them,
     # which the documents carry; without both document projections, start over.
-    resume_at_saved = resume and {"orders", "customers"} <= set(chosen)
+    resume_at_saved = resume and {ORDERS, CUSTOMERS} <= set(chosen)
     if resume_at_saved:
         await _preload(projector, models)
     reader = TopicReader(settings)

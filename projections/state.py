@@ -108,3 +108,55 @@ def fold_each(
         if new is not None:
             current, changed = new, True
     return Folded(current if changed else None, failures)
+
+
+class Documented(State, Protocol):
+    """A state kept inside its read-model document (``_state``), next to its view: the
+    join's. Two writers of one document (a rebuild and the live processor, or two
+    workers across a rebalance) each merge what is stored with what they know, so the
+    writer asks the state how (``merged_with``) and what tells two written states apart
+    (``mark``)."""
+
+    @property
+    def key(self) -> str:
+        """The entity's key: its document's ``_id``."""
+        ...
+
+    def view(self) -> Mapping[str, Any]:
+        """What its document shows (a documented state always shows one)."""
+        ...
+
+    @property
+    def mark(self) -> object:
+        """Equal for two states that store the same document (a writer that wrote this
+        mark last need not read the document back to merge)."""
+        ...
+
+    def merged_with(self, stored: Mapping[str, Any] | None) -> Self | None:
+        """The state to store given the one stored (its ``to_json`` decoded; None: no
+        document, or one of a layout without it); None when what is stored is as new."""
+        ...
+
+    def packed_view(self) -> str | None:
+        """The view as JSON when the state encodes it anyway (a hot cache holds the same
+        string), else None (the document encodes it)."""
+        ...
+
+    def forget_encoded(self) -> None:
+        """Drop what was encoded for the write (the state stays cached: keep it small)."""
+        ...
+
+
+class Cached(Documented, Protocol):
+    """A documented state whose view a hot cache also keeps, with rows derived from it
+    (the orders' ``redis`` read model): the cache keeps the view of the highest
+    ``revision``, whoever writes it last."""
+
+    @property
+    def revision(self) -> tuple[int, int]:
+        """Grows with every change; the same for the same content, whoever computed it."""
+        ...
+
+    def packed_view(self) -> str:
+        """The view as JSON (the cache and the document hold the same string)."""
+        ...

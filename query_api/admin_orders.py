@@ -22,13 +22,15 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from eventfold.settings import Settings
 from eventfold.topics import source_partitions
+from projections.builtin.core import orders
 from projections.joins import stored_state
 from projections.read_models import ORDER_PROJECTION, ReadModels, order_view_of
 from schemas.catalog import TOPIC_OF_TYPE
 from schemas.codec import CodecError, decode
 from schemas.events import event_to_json
 
-ORDER_TOPICS = ("orders", "payments")
+ORDER_TOPICS = orders.topics
+"""The topics an order's events are on (its definition's, ``builtin.core``)."""
 TAIL_SCAN = 5000
 """Records read at most per partition when the document holds no offsets."""
 
@@ -126,8 +128,8 @@ async def order_records(
             return sorted(out, key=lambda r: rank.get(r.event_id or "", len(rank)))
         for entry in timeline:
             event_id, kind = str(entry.get("event_id")), str(entry.get("type"))
-            topic = TOPIC_OF_TYPE.get(kind, "orders")
-            tp = where.get(topic, where["orders"])
+            topic = TOPIC_OF_TYPE.get(kind, ORDER_TOPICS[0])
+            tp = where.get(topic, where[ORDER_TOPICS[0]])
             offset = offsets.get(event_id)
             record = None if offset is None else await _read_at(consumer, tp, offset)
             if record is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from projections.projector import Targets
-from projections.read_models import PROJECTIONS, Stores
+from projections.read_models import DOCUMENTS, PROJECTIONS, Stores
 
 
 class LiveTargets:
@@ -32,10 +32,10 @@ class LiveTargets:
         if self._cached is None or time.monotonic() - self._read_at > self._ttl_s:
             versions = await self._stores.targets()
             if self._cached is None or versions != self._versions:
-                for v in set(versions["orders"]):
+                for v in {v for p in DOCUMENTS for v in versions[p]}:
                     await self._stores.version(v).ensure_indexes()
                 self._cached = Targets(
-                    *([self._stores.version(v) for v in versions[p]] for p in PROJECTIONS)
+                    {p: [self._stores.version(v) for v in versions[p]] for p in PROJECTIONS}
                 )
                 self._versions = versions
             self._read_at = time.monotonic()

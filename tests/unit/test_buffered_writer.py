@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from projections.joins import CustomerState, OrderState
-from projections.projector import BatchWriter, Targets
+from projections.joins import CustomerState, Enrichment, OrderState
+from projections.projector import BatchWriter, Pipeline, Targets
 from projections.read_models import ReadModels
 from tests.support.events import event
 
@@ -23,7 +23,7 @@ class FakeModels:
 
 
 MODELS: Any = FakeModels()
-TARGETS = Targets(orders=[MODELS], customers=[MODELS], redis=[MODELS])
+TARGETS = Targets({"orders": [MODELS], "customers": [MODELS], "redis": [MODELS]})
 
 
 def order_with(count: int) -> OrderState:
@@ -76,11 +76,9 @@ class Recorded:
                 for doc_id, _ in items:
                     self.calls.append(("customer", doc_id))
 
-        async def write_contributions(
-            _self: Any, orders: list[Any], contributions: list[Any]
-        ) -> None:
-            for _, state, _ in orders:
-                self.calls.append(("redis", state.order_id))
+        async def write_contributions(_self: Any, model: Any, updates: list[Any]) -> None:
+            for _, state, _ in updates:
+                self.calls.append((model.name, state.key))
 
         async def raise_marks(_self: Any, held: Any) -> None:
             for (topic, partition), (_, offset) in held.marks.items():
@@ -97,10 +95,10 @@ async def test_each_document_is_written_once_with_its_latest_state_then_the_mark
     stores = Recorded(monkeypatch)
     writer = BatchWriter()
     for count in (1, 2, 3):
-        writer.write_order(TARGETS, order_with(count))
+        writer.write("orders", TARGETS, order_with(count))
         writer.checkpoint(TARGETS, "orders", 0, count - 1)
-    writer.write_customer(TARGETS, CustomerState("c-1"))
-    writer.write_customer(TARGETS, CustomerState("c-1", profile_offset=2))
+    writer.write("customers", TARGETS, CustomerState("c-1"))
+    writer.write("customers", TARGETS, CustomerState("c-1", profile_offset=2))
     writer.checkpoint(TARGETS, "customers", 1, 7)
     writer.checkpoint(TARGETS, "customers", 1, 5)  # never lowers a mark
     assert stores.calls == [] and writer.pending == 2  # nothing before the flush
@@ -118,9 +116,18 @@ async def test_each_document_is_written_once_with_its_latest_state_then_the_mark
 
 async def test_an_order_without_facts_is_not_written(monkeypatch: pytest.MonkeyPatch) -> None:
     stores = Recorded(monkeypatch)
-    writer = BatchWriter()
-    writer.write_order(TARGETS, OrderState.empty("o-2"))  # only an enrichment known
-    await writer.flush()
+
+    async def targets() -> Targets:
+        return TARGETS
+
+    async def nowhere(_message: Any) -> None:
+        raise AssertionError("nothing to send")
+
+    pipeline = Pipeline({}, {}, targets, nowhere, nowhere)
+    # only its customer block known: no order to show yet
+    await pipeline.enrichment(Enrichment("o-2", {"name": "Ada"}, 3))
+    assert pipeline.writer.pending == 0
+    await pipeline.flush()
     assert stores.calls == []
 
 
@@ -129,8 +136,8 @@ async def test_a_failed_flush_waits_for_its_other_writes_forgets_nothing_and_rai
 ) -> None:
     stores = Recorded(monkeypatch, fail_orders=1)
     writer = BatchWriter()
-    writer.write_order(TARGETS, order_with(2))
-    writer.write_customer(TARGETS, CustomerState("c-1"))
+    writer.write("orders", TARGETS, order_with(2))
+    writer.write("customers", TARGETS, CustomerState("c-1"))
     writer.checkpoint(TARGETS, "orders", 0, 1)
     with pytest.raises(TimeoutError):
         await writer.flush()
@@ -149,7 +156,7 @@ async def test_messages_sent_by_the_batch_are_stored_before_any_mark(
 ) -> None:
     stores = Recorded(monkeypatch)
     writer = BatchWriter()
-    writer.write_order(TARGETS, order_with(1))
+    writer.write("orders", TARGETS, order_with(1))
     writer.checkpoint(TARGETS, "orders", 0, 0)
 
     async def sent() -> None:
@@ -163,7 +170,7 @@ async def test_messages_sent_by_the_batch_are_stored_before_any_mark(
 async def test_discard_forgets_what_the_batch_held(monkeypatch: pytest.MonkeyPatch) -> None:
     stores = Recorded(monkeypatch)
     writer = BatchWriter()
-    writer.write_order(TARGETS, order_with(1))
+    writer.write("orders", TARGETS, order_with(1))
     writer.checkpoint(TARGETS, "orders", 0, 0)
     writer.discard()
     await writer.flush()

@@ -9,12 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from projections.api import JSON, Projection
 from projections.engine import JsonStates
-from projections.joins import CUSTOMER_STATES, ORDER_STATES
-from projections.state import Positioned, State, StateType
+from projections.joins import CUSTOMER_STATES, ORDER_STATES, CustomerState, OrderState
+from projections.state import Documented, Positioned, State, StateType
 from schemas.events import Event
 from tests.support.events import customer_event, event, payment_data, placed_data
 
@@ -150,3 +151,64 @@ def test_what_is_stored_reads_back_and_folds_on_alike(kind: Kind) -> None:
 def test_a_new_entitys_state_is_stored_and_read_back(kind: Kind) -> None:
     new = kind.states.initial(KEY)
     assert kind.states.from_json(new.to_json()).with_events(at(kind.events())).state is not None
+
+
+# --- the states kept inside their documents (``state.Documented``): the join's ---------
+
+DOCUMENTED = [k for k in KINDS if k.name in ("order", "customer")]
+
+
+@pytest.fixture(params=DOCUMENTED, ids=lambda k: k.name)
+def documented(request: pytest.FixtureRequest) -> Kind:
+    its: Kind = request.param
+    return its
+
+
+def stored(state: State) -> dict[str, Any]:
+    parsed: dict[str, Any] = orjson.loads(state.to_json())
+    return parsed
+
+
+def as_documented(state: State) -> Documented:
+    assert isinstance(state, OrderState | CustomerState)
+    return state
+
+
+def test_a_documented_state_is_keyed_by_its_entity(documented: Kind) -> None:
+    state = as_documented(folded(documented, at(documented.events())))
+    assert state.key == KEY
+
+
+def test_with_nothing_stored_the_state_is_stored(documented: Kind) -> None:
+    state = as_documented(folded(documented, at(documented.events())))
+    assert state.merged_with(None) is state
+
+
+def test_what_is_stored_as_it_is_is_not_written_again(documented: Kind) -> None:
+    state = as_documented(folded(documented, at(documented.events())))
+    assert state.merged_with(stored(state)) is None
+
+
+def test_a_writer_that_knows_less_stores_what_is_stored_and_what_it_knows(
+    documented: Kind,
+) -> None:
+    first, second = at(documented.events())
+    both = as_documented(folded(documented, [first, second]))
+    first_only = as_documented(folded(documented, [first]))
+    # another writer stored both events; this one knows the first only: nothing to write
+    assert first_only.merged_with(stored(both)) is None
+    # the reverse: this writer knows more, what it writes shows both
+    merged = both.merged_with(stored(first_only))
+    assert merged is not None and view(merged) == view(both)
+    assert merged.mark == both.mark and merged.mark != first_only.mark
+
+
+def test_two_order_writers_that_each_know_one_event_store_the_union() -> None:
+    """(A customer's profile events replace each other: there the newer one wins.)"""
+    order = next(k for k in DOCUMENTED if k.name == "order")
+    first, second = at(order.events())
+    one = as_documented(folded(order, [first]))
+    other = as_documented(folded(order, [second]))
+    merged = other.merged_with(stored(one))
+    assert merged is not None
+    assert view(merged) == view(folded(order, [first, second]))
