@@ -210,7 +210,7 @@ class Lookup:
     orders. The built-in order read model is joined to the customers this way (the
     processor's join keeps the link both ways, through internal topics repartitioned
     by each side's key); the projection engine for installed projections does not run
-    lookups yet, so only a ``Projection`` with a typed state (``states``) takes one.
+    lookups yet, so only the built-ins (typed states, run by the join) take one.
 
     ``projection``: the projection whose view is looked up. ``key``: the field of this
     view holding that view's key. ``fields``: the fields of that view shown. ``into``:
@@ -267,8 +267,8 @@ class Totals:
     placement time); for a maximum that can go down, use ``Projection.maxima``, which
     keeps every contribution. The built-in customer view is totalled this way
     (``customer_fold.CUSTOMER_TOTALS``); the projection engine for installed
-    projections does not run totals yet, so only a ``Projection`` with a typed state
-    (``states``) takes them.
+    projections does not run totals yet, so only the built-ins (typed states, run by the
+    join) take them.
 
     ``projection``: whose views are totalled. ``key``: their field naming this entity.
     ``reads``: the fields of those views the contribution reads (the key with them:
@@ -427,11 +427,15 @@ class Projection:
     raised, and listed over HTTP filtered by the fields named here
     (``GET /v1/projections/{name}?field=value``)."""
     states: StateType[State] | None = None
-    """A typed state instead of ``initial`` and ``fold`` (``projections.state``): its
-    ``view()`` is what the entity shows, so no ``view`` is given. The built-in order and
-    customer read models are defined this way (an order's state keeps its events as
-    decoded facts, so that its hot path never decodes them again); the processor's join
-    runs them."""
+    """A typed state instead of ``initial`` and ``fold`` (``projections.state``: a class
+    with ``initial`` and ``from_json``, whose states fold a batch of events with
+    ``with_events``, show ``view()`` and store ``to_json()``): its view is what the
+    entity shows, so no ``view`` is given. The built-in order and customer read models
+    are defined this way (an order's state keeps its events as decoded facts, so that
+    its hot path never decodes them again), and the processor's join runs them with
+    their lookup and totals; the projection engine runs a registered projection's typed
+    state (without lookup or totals) as it runs a JSON one
+    (``engine.TypedEntityState``)."""
     lookup: Lookup | None = None
     """Fields of another projection's view this one's view shows (``Lookup``)."""
     totals: Totals | None = None

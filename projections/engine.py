@@ -1,7 +1,8 @@
 """Applying a batch of events to a projection, as a pure step: no I/O.
 
 Given what is stored of the batch's entities, ``apply_batch`` folds each entity's
-events in offset order and returns the entities that changed, the difference
+events in offset order (a JSON state with the projection's fold, ``JsonState``, or a
+typed one, ``TypedEntityState``) and returns the entities that changed, the difference
 their rows make to each group, and the events whose fold (or derivation) raised:
 those are left out of the state (dead-lettered by the caller, for this projection
 alone) and the entity's other events still apply. An event whose id the entity
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 
 from projections.api import JSON, Projection
-from projections.state import Failure, Folded, Positioned
+from projections.state import Failure, Folded, Positioned, State
 
 RowsDict = dict[str, dict[str, int]]
 
@@ -34,7 +35,13 @@ class Entity:
     encoded: bytes
 
     @classmethod
-    def of(cls, state: JSON, rows: RowsDict, view: JSON | None, events: Iterable[str]) -> Entity:
+    def of(
+        cls,
+        state: JSON | orjson.Fragment,
+        rows: RowsDict,
+        view: JSON | None,
+        events: Iterable[str],
+    ) -> Entity:
         try:
             return cls(
                 orjson.dumps({"state": state, "rows": rows, "view": view, "events": sorted(events)})
@@ -111,9 +118,22 @@ def derive(projection: Projection, state: JSON, events: Iterable[str]) -> Entity
             _check_extremes(projection, rows)
     elif projection.view is not None:
         view = projection.view(state)
-        if view is not None and not isinstance(view, Mapping):
-            raise InvalidOutput(f"view must be a mapping or None, not {view!r:.100}")
-    entity = Entity.of(state, rows, view, events)
+    return _checked(projection, state, rows, view, events)
+
+
+def _checked(
+    projection: Projection,
+    state: JSON | orjson.Fragment,
+    rows: RowsDict,
+    view: object,
+    events: Iterable[str],
+) -> Entity:
+    """The entity of a state, its rows and its view, once the view is seen to be one
+    that can be stored (as a document too, for a projection that keeps them)."""
+    if view is not None and not isinstance(view, Mapping):
+        raise InvalidOutput(f"view must be a mapping or None, not {view!r:.100}")
+    shown = view if view is None or isinstance(view, dict) else dict(view)
+    entity = Entity.of(state, rows, shown, events)
     if view is not None and projection.documents is not None:
         stored = entity.view  # as JSON holds it: what the document is made of
         wrong = None if stored is None else projection.documents.unstorable(stored)
@@ -207,6 +227,66 @@ class JsonStates:
         return JsonState(self.projection, Entity(stored))
 
 
+def _typed_entity(projection: Projection, state: State) -> Entity:
+    """The entity stored for a typed state: its JSON as the state, its view, no rows
+    and no event ids (the state guards itself)."""
+    return _checked(projection, orjson.Fragment(state.to_json()), {}, state.view(), ())
+
+
+@dataclass(frozen=True, slots=True)
+class TypedEntityState:
+    """A typed state (``Projection.states``) as the projection engine stores it: inside
+    an ``Entity`` (``state``: the typed state's JSON; its ``view``), so that the stores,
+    the rebuild, ``verify`` and the read endpoint treat it as any other entity."""
+
+    projection: Projection
+    state: State
+    entity: Entity | None = None
+
+    @classmethod
+    def of(cls, projection: Projection, key: str, entity: Entity | None) -> TypedEntityState:
+        states = projection.states
+        assert states is not None
+        if entity is None:
+            return cls(projection, states.initial(key))
+        return cls(projection, states.from_json(orjson.dumps(entity.doc["state"])), entity)
+
+    def with_events(self, events: Sequence[Positioned]) -> Folded[TypedEntityState]:
+        projection = self.projection
+        folded = self.state.with_events(events)
+        if folded.state is None:
+            return Folded(None, folded.failures)
+        try:  # the common case: the batch's state shows a view that can be stored
+            new = TypedEntityState(
+                projection, folded.state, _typed_entity(projection, folded.state)
+            )
+            return Folded(new, folded.failures)
+        except Exception:  # find the events whose views cannot be shown, fold the others
+            pass
+        failures: list[Failure] = []
+        current = self
+        for p in events:
+            step = current.state.with_events([p])
+            failures.extend(step.failures)
+            if step.state is None:
+                continue
+            try:
+                candidate = _typed_entity(projection, step.state)
+            except Exception as exc:
+                failures.append(Failure(p, exc))
+                continue
+            current = TypedEntityState(projection, step.state, candidate)
+        return Folded(None if current is self else current, failures)
+
+    def view(self) -> dict[str, Any] | None:
+        return None if self.entity is None else self.entity.view
+
+    def to_json(self) -> bytes:
+        if self.entity is None:  # not seen before
+            return _typed_entity(self.projection, self.state).encoded
+        return self.entity.encoded
+
+
 def _add(deltas: RowsDict, rows: Mapping[str, Mapping[str, int]], sign: int) -> None:
     for group, measures in rows.items():
         row = deltas.setdefault(group, {})
@@ -227,7 +307,11 @@ def apply_batch(
     outcome = Outcome()
     for key, its_events in by_entity.items():
         before = stored[key]
-        folded = JsonState(projection, before).with_events(its_events)
+        folded: Folded[JsonState] | Folded[TypedEntityState] = (
+            TypedEntityState.of(projection, key, before).with_events(its_events)
+            if projection.typed
+            else JsonState(projection, before).with_events(its_events)
+        )
         outcome.failures.extend(folded.failures)
         if folded.state is None or folded.state.entity is None:
             continue

@@ -35,11 +35,13 @@ def _loaded(point: EntryPoint) -> Projection:
             f"entry point {point.name} = {point.value} ({ENTRY_POINT_GROUP}) "
             f"is a {type(found).__name__}, not a projections.api.Projection"
         )
-    if found.typed:
+    joined = [j for j in ("lookup", "totals") if getattr(found, j) is not None]
+    if joined:
         raise ProjectionError(
             f"entry point {point.name} = {point.value} ({ENTRY_POINT_GROUP}): {found.name}"
-            " has a typed state (states), which only the processor's join runs; a registered"
-            " projection folds a JSON state (initial and fold)"
+            f" has a {' and '.join(joined)}, which only the processor's join runs (for the"
+            " built-in orders and customers); a registered projection shows its own state's"
+            " view"
         )
     return found
 

@@ -186,6 +186,12 @@ their own endpoints answer with (``GET /v1/orders/{order_id}``, ``GET
 /v1/customers/{customer_id}``). An order's ledger and a customer's email stay inside."""
 
 
+def is_core(projection: Projection) -> bool:
+    """Whether ``projection`` is one of the join's (its views in the core read models'
+    documents), not a registered one (a name a registered projection cannot take)."""
+    return projection.name in CORE_SHOWN
+
+
 class ProjectionReads:
     """The enabled projections of one app, and the version of each a request reads.
     With ``core``, the join's definitions too (``projections.builtin.core``: orders and
@@ -220,14 +226,14 @@ class ProjectionReads:
         shape = projection.documents
         if shape is None:
             return None
-        if not projection.typed:
+        if not is_core(projection):
             return shape.fields
         return tuple(f for f in CORE_SHOWN[projection.name] if shape.filters_on(f))
 
     @staticmethod
     def shown(projection: Projection, view: Mapping[str, Any]) -> dict[str, Any]:
         """What a read shows of an entity's view."""
-        if not projection.typed:
+        if not is_core(projection):
             return dict(view)
         return {k: view[k] for k in CORE_SHOWN[projection.name] if k in view}
 
@@ -238,7 +244,7 @@ class ProjectionReads:
         keeps them)."""
         shape = projection.documents
         assert shape is not None
-        if projection.typed:  # the join's: in the core read models' versions
+        if is_core(projection):  # the join's: in the core read models' versions
             models = await self._core(request, token)
             collection = models.db[models.collection(projection.name)]
             return models.versions[projection.name], MongoViewDocuments(collection, shape)
@@ -248,7 +254,7 @@ class ProjectionReads:
         return version, documents
 
     async def _core(self, request: Request, token: Token) -> ReadModels:
-        assert self.core is not None  # a typed projection is served only with it
+        assert self.core is not None  # a core projection is served only with it
         return await self.core(request, token)
 
     async def listed_version(
@@ -256,7 +262,7 @@ class ProjectionReads:
     ) -> str:
         """The version ``GET /v1/projections`` lists (``active``: the registered ones'
         without a token, read once for all)."""
-        if projection.typed:  # listed as active now: a read of it waits for the token
+        if is_core(projection):  # listed as active now: a read of it waits for the token
             now = await self._core(request, Token(None, token.deadline))
             return now.versions[projection.name]
         if token.runs is None:
@@ -525,7 +531,7 @@ def projection_routes(
                 ProjectionInfo(
                     name=name,
                     kind=kind_of(projection),
-                    core=projection.typed,
+                    core=is_core(projection),
                     description=projection.description,
                     consumes=list(projection.consumes),
                     topics=list(projection.topics),
@@ -563,7 +569,7 @@ def projection_routes(
                 f"projection {name!r} keeps no documents to list; read one entity at"
                 f" /v1/projections/{name}/{{key}}",
             )
-        only = reads.listed_by(projection) if projection.typed else None
+        only = reads.listed_by(projection) if is_core(projection) else None
         filters = document_filters(request, name, shape, only)
         after = None if cursor is None else decode_key_cursor(cursor)
         version, documents = await reads.documents(request, projection, token)
@@ -589,7 +595,7 @@ def projection_routes(
         token: CallerToken,
     ) -> ProjectionRead:
         projection = reads.named(name)
-        if projection.typed:  # the join's: its document's view
+        if is_core(projection):  # the join's: its document's view
             version, documents = await reads.documents(request, projection, token)
             view = (await documents.views([key])).get(key)
             if view is None:

@@ -5,7 +5,7 @@ name, tier and country (``lookup``), and a customer totals its orders (``totals`
 Their states are typed (``projections.joins``): an order keeps its events as decoded
 facts with the offset of each, so that the join's hot path never decodes them again.
 The processor's join runs them; the projection engine of the registered projections
-does not run typed states, lookups or totals yet.
+runs a typed state too (``engine.TypedEntityState``), but no lookup or totals yet.
 
 The ``redis`` read model (the orders' hot cache, counts by status, revenue, the
 top customers) is not a definition of its own: it is derived from ``orders``

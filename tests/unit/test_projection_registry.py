@@ -99,10 +99,16 @@ def test_a_reserved_name_is_refused() -> None:
         registered([point("named_orders")])
 
 
-def test_a_typed_state_is_refused_from_an_entry_point() -> None:
-    """The projection worker folds JSON states; only the processor's join runs typed ones."""
-    with pytest.raises(ProjectionError, match="typed_orders has a typed state"):
-        registered([point("typed_orders")])
+def test_a_typed_state_is_registered_from_an_entry_point() -> None:
+    """The projection engine runs typed states as it runs JSON ones."""
+    assert registered([point("typed_orders")])["typed_orders"] is typed_orders
+
+
+def test_a_lookup_is_refused_from_an_entry_point() -> None:
+    """Only the processor's join runs a lookup or totals (the built-in orders')."""
+    core = EntryPoint("orders", "projections.builtin.core:orders", ENTRY_POINT_GROUP)
+    with pytest.raises(ProjectionError, match="orders has a lookup, which only the processor's"):
+        registered([core])
 
 
 def test_enabled_leaves_out_the_disabled_ones() -> None:
